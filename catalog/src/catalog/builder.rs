@@ -1,0 +1,277 @@
+//! The one writer of catalogs: a temporary SQLite file that can be edited
+//! while a tree is assembled (ingest, flat merge, copy-on-write of a parent),
+//! then frozen into the bytes of a catalog object.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection};
+
+use super::entry::{Data, Entry};
+use super::images::ImageRecord;
+use super::rows;
+use super::schema::{self, SCHEMA};
+use super::{CatalogKind, ROOT_ID};
+use crate::{Error, Result, FORMAT_VERSION};
+
+pub struct CatalogBuilder {
+    conn: Connection,
+    file: tempfile::NamedTempFile,
+    label: String,
+    next_group: i64,
+}
+
+impl CatalogBuilder {
+    /// A new catalog for namespace path `ns_path` whose root directory has
+    /// `root`'s metadata. The database lives in `tmp_dir` until [`finish`].
+    ///
+    /// [`finish`]: CatalogBuilder::finish
+    pub fn create(tmp_dir: &Path, kind: CatalogKind, ns_path: &str, root: &Entry) -> Result<Self> {
+        let file = tempfile::Builder::new()
+            .prefix("catalog-")
+            .tempfile_in(tmp_dir)
+            .map_err(|e| Error::io(tmp_dir, e))?;
+        let label = format!("being built for {ns_path}");
+        let sql = |source| Error::Sqlite { catalog: label.clone(), source };
+        let conn = Connection::open(file.path()).map_err(sql)?;
+        // A builder's file is scratch until finish(): no journal, no fsync.
+        conn.execute_batch(
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;
+             PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(sql)?;
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        conn.execute_batch("BEGIN").map_err(sql)?;
+        let mut b = CatalogBuilder { conn, file, label, next_group: 1 };
+        b.set_property(schema::PROP_FORMAT_VERSION, &FORMAT_VERSION.to_string())?;
+        b.set_property(schema::PROP_KIND, kind.as_str())?;
+        b.set_property(schema::PROP_PATH, ns_path)?;
+        let mut root = root.clone();
+        root.name.clear();
+        b.insert_row(Some(ROOT_ID), 0, &root)?;
+        Ok(b)
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> Error {
+        Error::Sqlite { catalog: self.label.clone(), source }
+    }
+
+    pub fn set_property(&mut self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute("INSERT OR REPLACE INTO properties (key, value) VALUES (?1, ?2)", params![key, value])
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    pub fn property(&self, key: &str) -> Result<Option<String>> {
+        rows::property(&self.conn, key).map_err(|e| self.sql(e))
+    }
+
+    fn insert_row(&mut self, id: Option<i64>, parent: i64, e: &Entry) -> Result<i64> {
+        let (content, chunks, inline) = data_columns(&e.data);
+        let res = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO entries (id, parent, name, mode, uid, gid, size, mtime, mtime_ns, rdev, nlink, \
+                 hardlink, flags, symlink, content, chunks, inline, nested) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id,
+                    parent,
+                    e.name,
+                    e.mode,
+                    e.uid,
+                    e.gid,
+                    to_i64(e.size),
+                    e.mtime,
+                    e.mtime_ns,
+                    to_i64(e.rdev),
+                    e.nlink,
+                    e.hardlink,
+                    e.flags,
+                    e.symlink,
+                    content,
+                    chunks,
+                    inline,
+                    e.nested.map(|n| n.as_bytes().to_vec()),
+                ])
+            });
+        if let Err(err) = res {
+            return Err(self.sql(err));
+        }
+        let id = self.conn.last_insert_rowid();
+        self.write_xattrs(id, &e.xattrs)?;
+        if e.hardlink >= self.next_group {
+            self.next_group = e.hardlink + 1;
+        }
+        Ok(id)
+    }
+
+    fn write_xattrs(&mut self, id: i64, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let res = self
+            .conn
+            .prepare_cached("DELETE FROM xattrs WHERE entry = ?1")
+            .and_then(|mut st| st.execute([id]));
+        res.map_err(|e| self.sql(e))?;
+        for (n, v) in xattrs {
+            let res = self
+                .conn
+                .prepare_cached("INSERT OR REPLACE INTO xattrs (entry, name, value) VALUES (?1, ?2, ?3)")
+                .and_then(|mut st| st.execute(params![id, n, v]));
+            res.map_err(|e| self.sql(e))?;
+        }
+        Ok(())
+    }
+
+    /// Adds `e` (its `name`) under `parent`; returns the new entry's id. The
+    /// name must not exist under `parent` yet.
+    pub fn insert(&mut self, parent: i64, e: &Entry) -> Result<i64> {
+        self.insert_row(None, parent, e)
+    }
+
+    /// Replaces the metadata and data of entry `id`, keeping its place, name
+    /// and children.
+    pub fn update(&mut self, id: i64, e: &Entry) -> Result<()> {
+        let (content, chunks, inline) = data_columns(&e.data);
+        let res = self
+            .conn
+            .prepare_cached(
+                "UPDATE entries SET mode = ?2, uid = ?3, gid = ?4, size = ?5, mtime = ?6, mtime_ns = ?7, \
+                 rdev = ?8, nlink = ?9, hardlink = ?10, flags = ?11, symlink = ?12, content = ?13, \
+                 chunks = ?14, inline = ?15, nested = ?16 WHERE id = ?1",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id,
+                    e.mode,
+                    e.uid,
+                    e.gid,
+                    to_i64(e.size),
+                    e.mtime,
+                    e.mtime_ns,
+                    to_i64(e.rdev),
+                    e.nlink,
+                    e.hardlink,
+                    e.flags,
+                    e.symlink,
+                    content,
+                    chunks,
+                    inline,
+                    e.nested.map(|n| n.as_bytes().to_vec()),
+                ])
+            });
+        res.map_err(|err| self.sql(err))?;
+        self.write_xattrs(id, &e.xattrs)?;
+        if e.hardlink >= self.next_group {
+            self.next_group = e.hardlink + 1;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<Entry>> {
+        rows::get(&self.conn, id).map_err(|e| self.sql(e))
+    }
+
+    pub fn lookup(&self, parent: i64, name: &[u8]) -> Result<Option<Entry>> {
+        rows::lookup(&self.conn, parent, name).map_err(|e| self.sql(e))
+    }
+
+    pub fn children(&self, parent: i64) -> Result<Vec<Entry>> {
+        rows::children(&self.conn, parent).map_err(|e| self.sql(e))
+    }
+
+    /// Entries in the same hardlink group as `group`.
+    pub fn hardlink_members(&self, group: i64) -> Result<Vec<i64>> {
+        let res = self
+            .conn
+            .prepare_cached("SELECT id FROM entries WHERE hardlink = ?1 AND hardlink != 0")
+            .and_then(|mut st| st.query_map([group], |r| r.get(0))?.collect());
+        res.map_err(|e| self.sql(e))
+    }
+
+    /// A hardlink group number not used in this catalog yet.
+    pub fn new_hardlink_group(&mut self) -> i64 {
+        let g = self.next_group;
+        self.next_group += 1;
+        g
+    }
+
+    /// Removes entry `id` and everything below it.
+    pub fn remove(&mut self, id: i64) -> Result<()> {
+        self.remove_where(id, true)
+    }
+
+    /// Removes everything below directory `id`, keeping `id` itself.
+    pub fn remove_children(&mut self, id: i64) -> Result<()> {
+        self.remove_where(id, false)
+    }
+
+    fn remove_where(&mut self, id: i64, include_self: bool) -> Result<()> {
+        let sub = "WITH RECURSIVE sub(id) AS (SELECT id FROM entries WHERE parent = ?1 \
+                   UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)";
+        let res = self.conn.execute_batch("DELETE FROM temp_ids").or_else(|_| {
+            self.conn.execute_batch("CREATE TEMP TABLE temp_ids (id INTEGER PRIMARY KEY)")
+        });
+        res.map_err(|e| self.sql(e))?;
+        let res = self
+            .conn
+            .execute(&format!("{sub} INSERT INTO temp_ids SELECT id FROM sub"), [id])
+            .and_then(|_| {
+                if include_self {
+                    self.conn.execute("INSERT OR IGNORE INTO temp_ids VALUES (?1)", [id])?;
+                }
+                self.conn.execute_batch(
+                    "DELETE FROM xattrs WHERE entry IN (SELECT id FROM temp_ids);
+                     DELETE FROM entries WHERE id IN (SELECT id FROM temp_ids);
+                     DELETE FROM temp_ids;",
+                )
+            });
+        res.map_err(|e| self.sql(e))
+    }
+
+    pub fn add_image(&mut self, image: &ImageRecord) -> Result<()> {
+        let res = super::images::insert(&self.conn, image);
+        res.map_err(|e| self.sql(e))
+    }
+
+    pub fn remove_image(&mut self, name: &str) -> Result<()> {
+        let res = super::images::remove(&self.conn, name);
+        res.map_err(|e| self.sql(e))
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        super::images::list(&self.conn).map_err(|e| self.sql(e))
+    }
+
+    /// Freezes the catalog: link counts are computed, the file compacted, and
+    /// its bytes returned (to be stored as a catalog object).
+    pub fn finish(self) -> Result<Vec<u8>> {
+        let res = self.conn.execute_batch(
+            "UPDATE entries SET nlink = 1 WHERE nlink != 1;
+             UPDATE entries SET nlink = g.n
+                 FROM (SELECT hardlink, COUNT(*) AS n FROM entries WHERE hardlink != 0 GROUP BY hardlink) AS g
+                 WHERE entries.hardlink = g.hardlink;
+             COMMIT;
+             VACUUM;",
+        );
+        res.map_err(|e| self.sql(e))?;
+        let CatalogBuilder { conn, file, label, .. } = self;
+        conn.close().map_err(|(_, source)| Error::Sqlite { catalog: label, source })?;
+        std::fs::read(file.path()).map_err(|e| Error::io(file.path(), e))
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    // SQLite integers are signed; sizes and device numbers fit in 63 bits.
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn data_columns(d: &Data) -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<&[u8]>) {
+    match d {
+        Data::None => (None, None, None),
+        Data::Object(id) => (Some(id.as_bytes().to_vec()), None, None),
+        Data::Chunks(c) => (None, Some(rows::encode_chunks(c)), None),
+        Data::Inline(b) => (None, None, Some(b.as_slice())),
+    }
+}

@@ -1,0 +1,130 @@
+//! Image metadata, published in the `/images` catalog: what each image name
+//! points to, where its trees are, and which layers it uses (the reference
+//! counts garbage collection needs come from here, not from a tree scan).
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageLayerRecord {
+    /// Blob digest as published by the source (`sha256:…`).
+    pub digest: String,
+    /// Uncompressed digest (`sha256:…`); keys the layer tree.
+    pub diff_id: String,
+    pub media_type: String,
+    pub size: u64,
+    /// `/layers/ab/<diff_id hex>`.
+    pub layer_path: String,
+    /// Catalog id (hex) of the layer tree.
+    pub catalog: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageRecord {
+    /// Full name with tag, e.g. `local/app:1.0`.
+    pub name: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// The source as given to `publish`.
+    pub source: String,
+    /// Unix seconds.
+    pub published_at: i64,
+    /// `/flat/ab/<manifest digest hex>`.
+    pub flat_path: String,
+    /// Catalog id (hex) of the flat tree.
+    pub flat_catalog: String,
+    #[serde(skip)]
+    pub manifest: Vec<u8>,
+    #[serde(skip)]
+    pub config: Vec<u8>,
+    /// Base first.
+    pub layers: Vec<ImageLayerRecord>,
+}
+
+pub(crate) fn insert(conn: &Connection, i: &ImageRecord) -> rusqlite::Result<()> {
+    remove(conn, &i.name)?;
+    conn.execute(
+        "INSERT INTO images (name, manifest_digest, config_digest, platform, source, published_at, \
+         flat_path, flat_catalog, manifest, config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            i.name,
+            i.manifest_digest,
+            i.config_digest,
+            i.platform,
+            i.source,
+            i.published_at,
+            i.flat_path,
+            i.flat_catalog,
+            i.manifest,
+            i.config
+        ],
+    )?;
+    for (pos, l) in i.layers.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO image_layers (image, position, digest, diff_id, media_type, size, layer_path, catalog) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                i.name,
+                pos as i64,
+                l.digest,
+                l.diff_id,
+                l.media_type,
+                i64::try_from(l.size).unwrap_or(i64::MAX),
+                l.layer_path,
+                l.catalog
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) fn remove(conn: &Connection, name: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM images WHERE name = ?1", [name])?;
+    conn.execute("DELETE FROM image_layers WHERE image = ?1", [name])?;
+    Ok(())
+}
+
+pub(crate) fn list(conn: &Connection) -> rusqlite::Result<Vec<ImageRecord>> {
+    let mut st = conn.prepare(
+        "SELECT name, manifest_digest, config_digest, platform, source, published_at, flat_path, \
+         flat_catalog, manifest, config FROM images ORDER BY name",
+    )?;
+    let mut images: Vec<ImageRecord> = st
+        .query_map([], |r| {
+            Ok(ImageRecord {
+                name: r.get(0)?,
+                manifest_digest: r.get(1)?,
+                config_digest: r.get(2)?,
+                platform: r.get(3)?,
+                source: r.get(4)?,
+                published_at: r.get(5)?,
+                flat_path: r.get(6)?,
+                flat_catalog: r.get(7)?,
+                manifest: r.get(8)?,
+                config: r.get(9)?,
+                layers: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut st = conn.prepare(
+        "SELECT digest, diff_id, media_type, size, layer_path, catalog FROM image_layers \
+         WHERE image = ?1 ORDER BY position",
+    )?;
+    for img in &mut images {
+        img.layers = st
+            .query_map([&img.name], |r| {
+                Ok(ImageLayerRecord {
+                    digest: r.get(0)?,
+                    diff_id: r.get(1)?,
+                    media_type: r.get(2)?,
+                    size: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                    layer_path: r.get(4)?,
+                    catalog: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+    }
+    Ok(images)
+}

@@ -1,0 +1,141 @@
+//! The one reader of catalogs: a verified catalog object opened read-only,
+//! in memory.
+
+use rusqlite::{Connection, OpenFlags, MAIN_DB};
+
+use super::entry::Entry;
+use super::images::ImageRecord;
+use super::schema;
+use super::{rows, CatalogKind, ROOT_ID};
+use crate::{Error, ObjectId, Result, FORMAT_VERSION};
+
+pub struct Catalog {
+    id: ObjectId,
+    conn: Connection,
+    kind: CatalogKind,
+    path: String,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Catalog({} {} {})", self.kind.as_str(), self.path, self.id)
+    }
+}
+
+impl Catalog {
+    /// Opens the decoded bytes of catalog object `id` (already verified
+    /// against `id` by [`crate::object::decode`]).
+    pub fn from_bytes(id: ObjectId, bytes: &[u8]) -> Result<Self> {
+        let label = format!("{id}");
+        let sql = |source| Error::Sqlite { catalog: label.clone(), source };
+        let mut conn = Connection::open_with_flags(
+            ":memory:",
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        conn.deserialize_read_exact(MAIN_DB, bytes, bytes.len(), true)
+            .map_err(sql)?;
+        // Catalog bytes are hash-verified, but treat them as untrusted input
+        // to SQLite all the same.
+        conn.execute_batch("PRAGMA trusted_schema = OFF; PRAGMA query_only = ON;")
+            .map_err(sql)?;
+        let invalid = |reason: String| Error::InvalidCatalog { catalog: label.clone(), reason };
+        let version = rows::property(&conn, schema::PROP_FORMAT_VERSION)
+            .map_err(sql)?
+            .ok_or_else(|| invalid("no format_version property".into()))?;
+        let version: u64 = version.parse().map_err(|_| invalid(format!("bad format_version {version:?}")))?;
+        if version != u64::from(FORMAT_VERSION) {
+            return Err(Error::UnsupportedVersion {
+                what: format!("catalog {id}"),
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let kind = rows::property(&conn, schema::PROP_KIND)
+            .map_err(sql)?
+            .and_then(|k| CatalogKind::parse(&k))
+            .ok_or_else(|| invalid("missing or unknown kind".into()))?;
+        let path = rows::property(&conn, schema::PROP_PATH)
+            .map_err(sql)?
+            .ok_or_else(|| invalid("no path property".into()))?;
+        let cat = Catalog { id, conn, kind, path };
+        match cat.root()? {
+            e if e.is_dir() => Ok(cat),
+            _ => Err(invalid("root entry is not a directory".into())),
+        }
+    }
+
+    /// Opens a catalog file on disk read-only (a builder's output, for tests
+    /// and tools).
+    pub fn open_file(id: ObjectId, path: &std::path::Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(id, &bytes)
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> Error {
+        Error::Sqlite { catalog: format!("{} ({})", self.id, self.path), source }
+    }
+
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    pub fn kind(&self) -> CatalogKind {
+        self.kind
+    }
+
+    /// The namespace path this catalog is mounted at.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn property(&self, key: &str) -> Result<Option<String>> {
+        rows::property(&self.conn, key).map_err(|e| self.sql(e))
+    }
+
+    pub fn root(&self) -> Result<Entry> {
+        self.get(ROOT_ID)?.ok_or_else(|| Error::InvalidCatalog {
+            catalog: self.id.to_hex(),
+            reason: "no root entry".into(),
+        })
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<Entry>> {
+        rows::get(&self.conn, id).map_err(|e| self.sql(e))
+    }
+
+    pub fn lookup(&self, parent: i64, name: &[u8]) -> Result<Option<Entry>> {
+        rows::lookup(&self.conn, parent, name).map_err(|e| self.sql(e))
+    }
+
+    pub fn children(&self, parent: i64) -> Result<Vec<Entry>> {
+        rows::children(&self.conn, parent).map_err(|e| self.sql(e))
+    }
+
+    /// Every entry, in id order (for `check` and copying).
+    pub fn for_each_entry(&self, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {} FROM entries ORDER BY id", rows::COLUMNS))
+            .map_err(|e| self.sql(e))?;
+        let mut q = st.query([]).map_err(|e| self.sql(e))?;
+        while let Some(row) = q.next().map_err(|e| self.sql(e))? {
+            let e = rows::entry_from_row(row).map_err(|e| self.sql(e))?;
+            f(e)?;
+        }
+        Ok(())
+    }
+
+    /// The image metadata (only the `/images` catalog has any).
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        super::images::list(&self.conn).map_err(|e| self.sql(e))
+    }
+
+    pub fn entry_count(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.sql(e))
+    }
+}
+

@@ -1,0 +1,26 @@
+//! The stratum repository format, version 1.
+//!
+//! Everything a reader or writer of a repository must agree on lives here and
+//! nowhere else: object ids and their paths ([`ObjectId`]), the object
+//! encoding ([`object`]), the SQLite catalog schema ([`catalog`]), the signed
+//! manifest ([`manifest`]) and the storage backends ([`backend`]).
+//! `docs/FORMAT.md` is the normative description; this crate implements it.
+//!
+//! The crate knows nothing of OCI images or of the network.
+
+pub mod backend;
+pub mod catalog;
+mod error;
+pub mod manifest;
+pub mod namespace;
+pub mod object;
+mod object_id;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use object_id::{ObjectId, ObjectKind};
+pub use store::{Put, Store};
+
+/// The repository format version this crate reads and writes. Readers refuse
+/// manifests and catalogs that declare another version.
+pub const FORMAT_VERSION: u32 = 1;
