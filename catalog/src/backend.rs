@@ -4,11 +4,11 @@
 //! repository needs and an S3-style store can offer too. Paths are relative,
 //! `/`-separated, as in [`crate::ObjectId::path`] and `.stratum/manifest`.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::collections::HashSet;
 
 use crate::{Error, Result};
 
@@ -37,6 +37,8 @@ pub trait Backend: Send + Sync {
 pub struct LocalDir {
     root: PathBuf,
     tmp: PathBuf,
+    /// Created on first write, so that readers never modify a repository.
+    tmp_made: std::sync::OnceLock<()>,
     /// Object fan-out directories known to exist, to save a mkdir per object.
     made_dirs: Mutex<HashSet<PathBuf>>,
 }
@@ -50,10 +52,10 @@ impl LocalDir {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         let tmp = root.join(TMP_DIR);
-        fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         Ok(LocalDir {
             root,
             tmp,
+            tmp_made: std::sync::OnceLock::new(),
             made_dirs: Mutex::new(HashSet::new()),
         })
     }
@@ -65,7 +67,9 @@ impl LocalDir {
     fn full(&self, path: &str) -> Result<PathBuf> {
         if path.is_empty()
             || path.starts_with('/')
-            || path.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
         {
             return Err(Error::Path {
                 path: path.to_owned(),
@@ -89,13 +93,19 @@ impl LocalDir {
     }
 
     fn write_temp(&self, bytes: &[u8], durable: bool) -> Result<tempfile::TempPath> {
+        if self.tmp_made.get().is_none() {
+            fs::create_dir_all(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
+            let _ = self.tmp_made.set(());
+        }
         let mut tmp = tempfile::Builder::new()
             .prefix("put-")
             .tempfile_in(&self.tmp)
             .map_err(|e| Error::io(&self.tmp, e))?;
         tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
         if durable {
-            tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
+            tmp.as_file()
+                .sync_all()
+                .map_err(|e| Error::io(tmp.path(), e))?;
         }
         // Objects are world-readable: the directory is served over HTTP.
         set_mode(tmp.path(), 0o644)?;

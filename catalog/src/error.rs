@@ -18,16 +18,14 @@ pub enum Error {
     MissingObject(ObjectId),
     #[error("object {id} is {size} bytes, over the limit of {limit}")]
     ObjectTooLarge { id: ObjectId, size: u64, limit: u64 },
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("catalog {catalog}: {source}")]
     Sqlite {
         catalog: String,
-        #[source]
         source: rusqlite::Error,
     },
     #[error("catalog {catalog} is invalid: {reason}")]
@@ -54,7 +52,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

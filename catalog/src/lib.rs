@@ -16,6 +16,7 @@ pub mod namespace;
 pub mod object;
 mod object_id;
 pub mod store;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use object_id::{ObjectId, ObjectKind};

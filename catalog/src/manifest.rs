@@ -48,13 +48,25 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Manifest {
-    pub fn new(name: &str, revision: u64, timestamp: u64, root: ObjectId, previous: Option<ObjectId>) -> Result<Self> {
+    pub fn new(
+        name: &str,
+        revision: u64,
+        timestamp: u64,
+        root: ObjectId,
+        previous: Option<ObjectId>,
+    ) -> Result<Self> {
         if !valid_name(name) {
             return Err(Error::InvalidManifest(format!(
                 "repository name {name:?} must be 1-200 characters of [A-Za-z0-9._-]"
             )));
         }
-        Ok(Manifest { name: name.to_owned(), revision, timestamp, root, previous })
+        Ok(Manifest {
+            name: name.to_owned(),
+            revision,
+            timestamp,
+            root,
+            previous,
+        })
     }
 
     fn body(&self) -> String {
@@ -79,7 +91,8 @@ impl Manifest {
     /// no extra whitespace, `verify_strict`).
     pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Manifest> {
         let (m, body, sig) = Self::parse_unverified(bytes)?;
-        key.verify_strict(body, &sig).map_err(|_| Error::BadSignature)?;
+        key.verify_strict(body, &sig)
+            .map_err(|_| Error::BadSignature)?;
         Ok(m)
     }
 
@@ -90,9 +103,14 @@ impl Manifest {
             return Err(bad("larger than 4 KiB"));
         }
         let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
-        let sig_at = text.rfind("signature ").ok_or_else(|| bad("no signature line"))?;
+        let sig_at = text
+            .rfind("signature ")
+            .ok_or_else(|| bad("no signature line"))?;
         let body = &text[..sig_at];
-        let mut lines = body.strip_suffix('\n').ok_or_else(|| bad("truncated"))?.split('\n');
+        let mut lines = body
+            .strip_suffix('\n')
+            .ok_or_else(|| bad("truncated"))?
+            .split('\n');
         let mut field = |key: &str| -> Result<&str> {
             let line = lines.next().ok_or_else(|| bad(&format!("missing {key}")))?;
             line.strip_prefix(key)
@@ -110,7 +128,11 @@ impl Manifest {
         }
         let name = field("name")?.to_owned();
         let number = |s: &str, what: &str| -> Result<u64> {
-            if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+            if s.is_empty()
+                || s.len() > 20
+                || !s.bytes().all(|b| b.is_ascii_digit())
+                || (s.len() > 1 && s.starts_with('0'))
+            {
                 return Err(bad(&format!("bad {what}")));
             }
             s.parse().map_err(|_| bad(&format!("bad {what}")))
@@ -130,7 +152,11 @@ impl Manifest {
             .strip_prefix("signature ")
             .and_then(|s| s.strip_suffix('\n'))
             .ok_or_else(|| bad("bad signature line"))?;
-        if sig_hex.len() != 128 || !sig_hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if sig_hex.len() != 128
+            || !sig_hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad("signature must be 128 lowercase hex digits"));
         }
         let mut sig = [0u8; 64];
@@ -147,7 +173,10 @@ impl Manifest {
 /// overwritten), SubjectPublicKeyInfo PEM public key at `path.pub`.
 pub fn generate_keypair(path: &Path) -> Result<VerifyingKey> {
     let key = SigningKey::generate(&mut rand_core::OsRng);
-    let err = |p: &Path, reason: String| Error::Key { path: p.to_owned(), reason };
+    let err = |p: &Path, reason: String| Error::Key {
+        path: p.to_owned(),
+        reason,
+    };
     let pem = key
         .to_pkcs8_pem(Default::default())
         .map_err(|e| err(path, e.to_string()))?;
@@ -161,7 +190,8 @@ pub fn generate_keypair(path: &Path) -> Result<VerifyingKey> {
         .mode(0o600)
         .open(path)
         .map_err(|e| err(path, format!("cannot create: {e}")))?;
-    f.write_all(pem.as_bytes()).map_err(|e| Error::io(path, e))?;
+    f.write_all(pem.as_bytes())
+        .map_err(|e| Error::io(path, e))?;
     f.sync_all().map_err(|e| Error::io(path, e))?;
     let pub_path = public_key_path(path);
     fs::write(&pub_path, pub_pem.as_bytes()).map_err(|e| Error::io(&pub_path, e))?;
@@ -206,14 +236,31 @@ mod tests {
 
     #[test]
     fn rejects_other_key_and_tampering() {
-        let m = Manifest::new("repo", 3, 1000, ObjectId::of(b"r"), Some(ObjectId::of(b"p"))).unwrap();
+        let m = Manifest::new(
+            "repo",
+            3,
+            1000,
+            ObjectId::of(b"r"),
+            Some(ObjectId::of(b"p")),
+        )
+        .unwrap();
         let bytes = m.sign(&key(1));
-        assert_eq!(Manifest::verify(&bytes, &key(1).verifying_key()).unwrap(), m);
-        assert!(matches!(Manifest::verify(&bytes, &key(2).verifying_key()), Err(Error::BadSignature)));
-        let tampered = String::from_utf8(bytes.clone()).unwrap().replace("revision 3", "revision 4");
+        assert_eq!(
+            Manifest::verify(&bytes, &key(1).verifying_key()).unwrap(),
+            m
+        );
+        assert!(matches!(
+            Manifest::verify(&bytes, &key(2).verifying_key()),
+            Err(Error::BadSignature)
+        ));
+        let tampered = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replace("revision 3", "revision 4");
         assert!(Manifest::verify(tampered.as_bytes(), &key(1).verifying_key()).is_err());
         assert!(Manifest::verify(&bytes[..bytes.len() - 2], &key(1).verifying_key()).is_err());
-        let v2 = String::from_utf8(bytes).unwrap().replace("stratum-manifest 1", "stratum-manifest 2");
+        let v2 = String::from_utf8(bytes)
+            .unwrap()
+            .replace("stratum-manifest 1", "stratum-manifest 2");
         assert!(matches!(
             Manifest::parse_unverified(v2.as_bytes()),
             Err(Error::UnsupportedVersion { .. })

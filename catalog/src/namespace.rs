@@ -27,7 +27,10 @@ pub struct StoreLoader {
 
 impl StoreLoader {
     pub fn new(store: Store) -> Self {
-        StoreLoader { store, cache: RefCell::new(HashMap::new()) }
+        StoreLoader {
+            store,
+            cache: RefCell::new(HashMap::new()),
+        }
     }
 }
 
@@ -65,18 +68,27 @@ impl<L: CatalogLoader> Namespace<L> {
     }
 
     pub fn root(&self) -> Result<Node> {
-        Ok(Node { catalog: self.root.clone(), entry: self.root.root()? })
+        Ok(Node {
+            catalog: self.root.clone(),
+            entry: self.root.root()?,
+        })
     }
 
     /// Follows a nested-catalog mount point, if `entry` is one.
     fn cross(&self, catalog: &Rc<Catalog>, entry: Entry) -> Result<Node> {
         match entry.nested {
-            None => Ok(Node { catalog: catalog.clone(), entry }),
+            None => Ok(Node {
+                catalog: catalog.clone(),
+                entry,
+            }),
             Some(id) => {
                 let child = self.loader.load(&id)?;
                 let mut root = child.root()?;
                 root.name = entry.name;
-                Ok(Node { catalog: child, entry: root })
+                Ok(Node {
+                    catalog: child,
+                    entry: root,
+                })
             }
         }
     }
@@ -101,14 +113,22 @@ impl<L: CatalogLoader> Namespace<L> {
         let mut node = self.root()?;
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
             if comp == ".." {
-                return Err(Error::Path { path: path.to_owned(), reason: "'..' is not allowed".into() });
+                return Err(Error::Path {
+                    path: path.to_owned(),
+                    reason: "'..' is not allowed".into(),
+                });
             }
             if !node.entry.is_dir() {
-                return Err(Error::Path { path: path.to_owned(), reason: format!("{comp:?} is below a non-directory") });
+                return Err(Error::Path {
+                    path: path.to_owned(),
+                    reason: format!("{comp:?} is below a non-directory"),
+                });
             }
             node = self
                 .lookup(&node, comp.as_bytes())?
-                .ok_or_else(|| Error::NotFound { path: path.to_owned() })?;
+                .ok_or_else(|| Error::NotFound {
+                    path: path.to_owned(),
+                })?;
         }
         Ok(node)
     }

@@ -21,7 +21,11 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 3] = [ObjectKind::Content, ObjectKind::Catalog, ObjectKind::Manifest];
+    pub const ALL: [ObjectKind; 3] = [
+        ObjectKind::Content,
+        ObjectKind::Catalog,
+        ObjectKind::Manifest,
+    ];
 
     pub fn suffix(self) -> &'static str {
         match self {
@@ -75,7 +79,11 @@ impl ObjectId {
 
     /// Strict: exactly 64 lowercase hex digits.
     pub fn from_hex(s: &str) -> Result<Self> {
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(Error::InvalidObjectId(s.to_owned()));
         }
         let mut out = [0u8; 32];

@@ -46,14 +46,28 @@ impl Store {
     }
 
     /// As [`Store::put`] when the caller already hashed `data`.
-    pub fn put_with_id(&self, id: ObjectId, kind: ObjectKind, data: &[u8], enc: &mut Encoder) -> Result<Put> {
+    pub fn put_with_id(
+        &self,
+        id: ObjectId,
+        kind: ObjectKind,
+        data: &[u8],
+        enc: &mut Encoder,
+    ) -> Result<Put> {
         let path = id.path(kind);
         if self.backend.exists(&path)? {
-            return Ok(Put { id, written: false, stored_bytes: 0 });
+            return Ok(Put {
+                id,
+                written: false,
+                stored_bytes: 0,
+            });
         }
         let encoded = enc.encode(data)?;
         let written = self.backend.put_if_absent(&path, &encoded)?;
-        Ok(Put { id, written, stored_bytes: if written { encoded.len() as u64 } else { 0 } })
+        Ok(Put {
+            id,
+            written,
+            stored_bytes: if written { encoded.len() as u64 } else { 0 },
+        })
     }
 
     /// Stores an already-encoded object (the caller vouches that it decodes
@@ -65,7 +79,9 @@ impl Store {
 
     /// The raw encoded bytes, unverified (for replication and `check`).
     pub fn get_encoded(&self, id: &ObjectId, kind: ObjectKind) -> Result<Vec<u8>> {
-        self.backend.get(&id.path(kind))?.ok_or(Error::MissingObject(*id))
+        self.backend
+            .get(&id.path(kind))?
+            .ok_or(Error::MissingObject(*id))
     }
 
     /// The verified, decoded bytes of an object.
@@ -88,8 +104,10 @@ impl Store {
     }
 
     pub fn manifest_bytes(&self) -> Result<Vec<u8>> {
-        self.backend
-            .get(MANIFEST_PATH)?
-            .ok_or_else(|| Error::InvalidManifest(format!("{MANIFEST_PATH} is missing: not a stratum repository")))
+        self.backend.get(MANIFEST_PATH)?.ok_or_else(|| {
+            Error::InvalidManifest(format!(
+                "{MANIFEST_PATH} is missing: not a stratum repository"
+            ))
+        })
     }
 }

@@ -31,7 +31,10 @@ impl CatalogBuilder {
             .tempfile_in(tmp_dir)
             .map_err(|e| Error::io(tmp_dir, e))?;
         let label = format!("being built for {ns_path}");
-        let sql = |source| Error::Sqlite { catalog: label.clone(), source };
+        let sql = |source| Error::Sqlite {
+            catalog: label.clone(),
+            source,
+        };
         let conn = Connection::open(file.path()).map_err(sql)?;
         // A builder's file is scratch until finish(): no journal, no fsync.
         conn.execute_batch(
@@ -41,7 +44,12 @@ impl CatalogBuilder {
         .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute_batch("BEGIN").map_err(sql)?;
-        let mut b = CatalogBuilder { conn, file, label, next_group: 1 };
+        let mut b = CatalogBuilder {
+            conn,
+            file,
+            label,
+            next_group: 1,
+        };
         b.set_property(schema::PROP_FORMAT_VERSION, &FORMAT_VERSION.to_string())?;
         b.set_property(schema::PROP_KIND, kind.as_str())?;
         b.set_property(schema::PROP_PATH, ns_path)?;
@@ -52,12 +60,18 @@ impl CatalogBuilder {
     }
 
     fn sql(&self, source: rusqlite::Error) -> Error {
-        Error::Sqlite { catalog: self.label.clone(), source }
+        Error::Sqlite {
+            catalog: self.label.clone(),
+            source,
+        }
     }
 
     pub fn set_property(&mut self, key: &str, value: &str) -> Result<()> {
         self.conn
-            .execute("INSERT OR REPLACE INTO properties (key, value) VALUES (?1, ?2)", params![key, value])
+            .execute(
+                "INSERT OR REPLACE INTO properties (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )
             .map_err(|e| self.sql(e))?;
         Ok(())
     }
@@ -117,7 +131,9 @@ impl CatalogBuilder {
         for (n, v) in xattrs {
             let res = self
                 .conn
-                .prepare_cached("INSERT OR REPLACE INTO xattrs (entry, name, value) VALUES (?1, ?2, ?3)")
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO xattrs (entry, name, value) VALUES (?1, ?2, ?3)",
+                )
                 .and_then(|mut st| st.execute(params![id, n, v]));
             res.map_err(|e| self.sql(e))?;
         }
@@ -210,16 +226,24 @@ impl CatalogBuilder {
     fn remove_where(&mut self, id: i64, include_self: bool) -> Result<()> {
         let sub = "WITH RECURSIVE sub(id) AS (SELECT id FROM entries WHERE parent = ?1 \
                    UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)";
-        let res = self.conn.execute_batch("DELETE FROM temp_ids").or_else(|_| {
-            self.conn.execute_batch("CREATE TEMP TABLE temp_ids (id INTEGER PRIMARY KEY)")
-        });
+        let res = self
+            .conn
+            .execute_batch("DELETE FROM temp_ids")
+            .or_else(|_| {
+                self.conn
+                    .execute_batch("CREATE TEMP TABLE temp_ids (id INTEGER PRIMARY KEY)")
+            });
         res.map_err(|e| self.sql(e))?;
         let res = self
             .conn
-            .execute(&format!("{sub} INSERT INTO temp_ids SELECT id FROM sub"), [id])
+            .execute(
+                &format!("{sub} INSERT INTO temp_ids SELECT id FROM sub"),
+                [id],
+            )
             .and_then(|_| {
                 if include_self {
-                    self.conn.execute("INSERT OR IGNORE INTO temp_ids VALUES (?1)", [id])?;
+                    self.conn
+                        .execute("INSERT OR IGNORE INTO temp_ids VALUES (?1)", [id])?;
                 }
                 self.conn.execute_batch(
                     "DELETE FROM xattrs WHERE entry IN (SELECT id FROM temp_ids);
@@ -256,8 +280,13 @@ impl CatalogBuilder {
              VACUUM;",
         );
         res.map_err(|e| self.sql(e))?;
-        let CatalogBuilder { conn, file, label, .. } = self;
-        conn.close().map_err(|(_, source)| Error::Sqlite { catalog: label, source })?;
+        let CatalogBuilder {
+            conn, file, label, ..
+        } = self;
+        conn.close().map_err(|(_, source)| Error::Sqlite {
+            catalog: label,
+            source,
+        })?;
         std::fs::read(file.path()).map_err(|e| Error::io(file.path(), e))
     }
 }

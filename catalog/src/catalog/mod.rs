@@ -67,15 +67,30 @@ mod tests {
 
     fn build(entries: &[Entry]) -> (Vec<u8>, Vec<i64>) {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = CatalogBuilder::create(dir.path(), CatalogKind::Layer, "/layers/ab/x", &Entry::new(FileType::Directory, 0o755)).unwrap();
-        let ids = entries.iter().map(|e| b.insert(ROOT_ID, e).unwrap()).collect();
+        let mut b = CatalogBuilder::create(
+            dir.path(),
+            CatalogKind::Layer,
+            "/layers/ab/x",
+            &Entry::new(FileType::Directory, 0o755),
+        )
+        .unwrap();
+        let ids = entries
+            .iter()
+            .map(|e| b.insert(ROOT_ID, e).unwrap())
+            .collect();
         (b.finish().unwrap(), ids)
     }
 
     #[test]
     fn lookup_readdir_remove_and_nlink() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = CatalogBuilder::create(dir.path(), CatalogKind::Flat, "/flat/ab/y", &Entry::new(FileType::Directory, 0o755)).unwrap();
+        let mut b = CatalogBuilder::create(
+            dir.path(),
+            CatalogKind::Flat,
+            "/flat/ab/y",
+            &Entry::new(FileType::Directory, 0o755),
+        )
+        .unwrap();
         let mut d = Entry::new(FileType::Directory, 0o700);
         d.name = b"d".to_vec();
         let d_id = b.insert(ROOT_ID, &d).unwrap();
@@ -89,19 +104,33 @@ mod tests {
         f.hardlink = 0;
         b.insert(ROOT_ID, &f).unwrap();
         assert!(b.insert(d_id, &f).is_ok());
-        assert!(b.insert(d_id, &f).is_err(), "duplicate name must be refused");
+        assert!(
+            b.insert(d_id, &f).is_err(),
+            "duplicate name must be refused"
+        );
         assert_eq!(b.lookup(d_id, b"f").unwrap().unwrap().id, f_id);
         assert_eq!(b.new_hardlink_group(), 6);
         let bytes = b.finish().unwrap();
         let c = Catalog::from_bytes(ObjectId::of(&bytes), &bytes).unwrap();
         assert_eq!(c.kind(), CatalogKind::Flat);
         assert_eq!(c.path(), "/flat/ab/y");
-        let names: Vec<_> = c.children(d_id).unwrap().into_iter().map(|e| e.name).collect();
+        let names: Vec<_> = c
+            .children(d_id)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         assert_eq!(names, vec![b"f".to_vec(), b"g".to_vec(), b"h".to_vec()]);
         assert_eq!(c.lookup(d_id, b"f").unwrap().unwrap().nlink, 2);
         assert_eq!(c.lookup(ROOT_ID, b"h").unwrap().unwrap().nlink, 1);
 
-        let mut b = CatalogBuilder::create(dir.path(), CatalogKind::Flat, "/", &Entry::new(FileType::Directory, 0o755)).unwrap();
+        let mut b = CatalogBuilder::create(
+            dir.path(),
+            CatalogKind::Flat,
+            "/",
+            &Entry::new(FileType::Directory, 0o755),
+        )
+        .unwrap();
         let d_id = b.insert(ROOT_ID, &d).unwrap();
         let sub = b.insert(d_id, &d).unwrap();
         b.insert(sub, &f).unwrap();
@@ -115,7 +144,13 @@ mod tests {
     fn refuses_garbage_and_other_versions() {
         assert!(Catalog::from_bytes(ObjectId::of(b"x"), b"not sqlite at all").is_err());
         let dir = tempfile::tempdir().unwrap();
-        let mut b = CatalogBuilder::create(dir.path(), CatalogKind::Root, "/", &Entry::new(FileType::Directory, 0o755)).unwrap();
+        let mut b = CatalogBuilder::create(
+            dir.path(),
+            CatalogKind::Root,
+            "/",
+            &Entry::new(FileType::Directory, 0o755),
+        )
+        .unwrap();
         b.set_property(schema::PROP_FORMAT_VERSION, "2").unwrap();
         let bytes = b.finish().unwrap();
         assert!(matches!(
@@ -129,12 +164,27 @@ mod tests {
             Just(Data::None),
             proptest::collection::vec(any::<u8>(), 0..64).prop_map(Data::Inline),
             proptest::array::uniform32(any::<u8>()).prop_map(|b| Data::Object(ObjectId(b))),
-            proptest::collection::vec((proptest::array::uniform32(any::<u8>()), 0u64..1 << 40), 1..4)
-                .prop_map(|v| Data::Chunks(v.into_iter().map(|(b, size)| Chunk { id: ObjectId(b), size }).collect())),
+            proptest::collection::vec(
+                (proptest::array::uniform32(any::<u8>()), 0u64..1 << 40),
+                1..4
+            )
+            .prop_map(|v| Data::Chunks(
+                v.into_iter()
+                    .map(|(b, size)| Chunk {
+                        id: ObjectId(b),
+                        size
+                    })
+                    .collect()
+            )),
         ];
         (
             proptest::collection::vec(any::<u8>(), 1..20),
-            prop_oneof![Just(FileType::Regular), Just(FileType::Directory), Just(FileType::Symlink), Just(FileType::CharDevice)],
+            prop_oneof![
+                Just(FileType::Regular),
+                Just(FileType::Directory),
+                Just(FileType::Symlink),
+                Just(FileType::CharDevice)
+            ],
             0u32..0o7777,
             any::<u32>(),
             any::<u32>(),
@@ -144,22 +194,28 @@ mod tests {
             (0u32..4096, 0u32..1 << 20),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 1..30)),
             data,
-            proptest::collection::btree_map(proptest::collection::vec(any::<u8>(), 1..10), proptest::collection::vec(any::<u8>(), 0..10), 0..3),
+            proptest::collection::btree_map(
+                proptest::collection::vec(any::<u8>(), 1..10),
+                proptest::collection::vec(any::<u8>(), 0..10),
+                0..3,
+            ),
         )
-            .prop_map(|(name, ft, perm, uid, gid, size, mtime, ns, (ma, mi), symlink, data, xattrs)| {
-                let mut e = Entry::new(ft, perm);
-                e.name = name;
-                e.uid = uid;
-                e.gid = gid;
-                e.size = size;
-                e.mtime = mtime;
-                e.mtime_ns = ns;
-                e.rdev = Entry::make_rdev(ma, mi);
-                e.symlink = symlink;
-                e.data = data;
-                e.xattrs = xattrs.into_iter().collect();
-                e
-            })
+            .prop_map(
+                |(name, ft, perm, uid, gid, size, mtime, ns, (ma, mi), symlink, data, xattrs)| {
+                    let mut e = Entry::new(ft, perm);
+                    e.name = name;
+                    e.uid = uid;
+                    e.gid = gid;
+                    e.size = size;
+                    e.mtime = mtime;
+                    e.mtime_ns = ns;
+                    e.rdev = Entry::make_rdev(ma, mi);
+                    e.symlink = symlink;
+                    e.data = data;
+                    e.xattrs = xattrs.into_iter().collect();
+                    e
+                },
+            )
     }
 
     proptest! {

@@ -18,7 +18,13 @@ pub struct Catalog {
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Catalog({} {} {})", self.kind.as_str(), self.path, self.id)
+        write!(
+            f,
+            "Catalog({} {} {})",
+            self.kind.as_str(),
+            self.path,
+            self.id
+        )
     }
 }
 
@@ -27,7 +33,10 @@ impl Catalog {
     /// against `id` by [`crate::object::decode`]).
     pub fn from_bytes(id: ObjectId, bytes: &[u8]) -> Result<Self> {
         let label = format!("{id}");
-        let sql = |source| Error::Sqlite { catalog: label.clone(), source };
+        let sql = |source| Error::Sqlite {
+            catalog: label.clone(),
+            source,
+        };
         let mut conn = Connection::open_with_flags(
             ":memory:",
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -39,11 +48,16 @@ impl Catalog {
         // to SQLite all the same.
         conn.execute_batch("PRAGMA trusted_schema = OFF; PRAGMA query_only = ON;")
             .map_err(sql)?;
-        let invalid = |reason: String| Error::InvalidCatalog { catalog: label.clone(), reason };
+        let invalid = |reason: String| Error::InvalidCatalog {
+            catalog: label.clone(),
+            reason,
+        };
         let version = rows::property(&conn, schema::PROP_FORMAT_VERSION)
             .map_err(sql)?
             .ok_or_else(|| invalid("no format_version property".into()))?;
-        let version: u64 = version.parse().map_err(|_| invalid(format!("bad format_version {version:?}")))?;
+        let version: u64 = version
+            .parse()
+            .map_err(|_| invalid(format!("bad format_version {version:?}")))?;
         if version != u64::from(FORMAT_VERSION) {
             return Err(Error::UnsupportedVersion {
                 what: format!("catalog {id}"),
@@ -58,7 +72,12 @@ impl Catalog {
         let path = rows::property(&conn, schema::PROP_PATH)
             .map_err(sql)?
             .ok_or_else(|| invalid("no path property".into()))?;
-        let cat = Catalog { id, conn, kind, path };
+        let cat = Catalog {
+            id,
+            conn,
+            kind,
+            path,
+        };
         match cat.root()? {
             e if e.is_dir() => Ok(cat),
             _ => Err(invalid("root entry is not a directory".into())),
@@ -73,7 +92,10 @@ impl Catalog {
     }
 
     fn sql(&self, source: rusqlite::Error) -> Error {
-        Error::Sqlite { catalog: format!("{} ({})", self.id, self.path), source }
+        Error::Sqlite {
+            catalog: format!("{} ({})", self.id, self.path),
+            source,
+        }
     }
 
     pub fn id(&self) -> ObjectId {
@@ -116,7 +138,10 @@ impl Catalog {
     pub fn for_each_entry(&self, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
         let mut st = self
             .conn
-            .prepare(&format!("SELECT {} FROM entries ORDER BY id", rows::COLUMNS))
+            .prepare(&format!(
+                "SELECT {} FROM entries ORDER BY id",
+                rows::COLUMNS
+            ))
             .map_err(|e| self.sql(e))?;
         let mut q = st.query([]).map_err(|e| self.sql(e))?;
         while let Some(row) = q.next().map_err(|e| self.sql(e))? {
@@ -138,4 +163,3 @@ impl Catalog {
             .map_err(|e| self.sql(e))
     }
 }
-

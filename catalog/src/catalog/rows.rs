@@ -22,7 +22,10 @@ pub(crate) fn encode_chunks(chunks: &[Chunk]) -> Vec<u8> {
 
 fn decode_chunks(bytes: &[u8]) -> Result<Vec<Chunk>, String> {
     if bytes.len() % CHUNK_RECORD != 0 {
-        return Err(format!("chunk list of {} bytes is not a multiple of 40", bytes.len()));
+        return Err(format!(
+            "chunk list of {} bytes is not a multiple of 40",
+            bytes.len()
+        ));
     }
     bytes
         .chunks_exact(CHUNK_RECORD)
@@ -30,7 +33,10 @@ fn decode_chunks(bytes: &[u8]) -> Result<Vec<Chunk>, String> {
             let id = ObjectId::from_slice(&r[..32]).map_err(|e| e.to_string())?;
             let mut size = [0u8; 8];
             size.copy_from_slice(&r[32..]);
-            Ok(Chunk { id, size: u64::from_be_bytes(size) })
+            Ok(Chunk {
+                id,
+                size: u64::from_be_bytes(size),
+            })
         })
         .collect()
 }
@@ -83,7 +89,8 @@ pub(crate) fn entry_from_row(row: &Row) -> rusqlite::Result<Entry> {
 }
 
 fn with_xattrs(conn: &Connection, mut e: Entry) -> rusqlite::Result<Entry> {
-    let mut st = conn.prepare_cached("SELECT name, value FROM xattrs WHERE entry = ?1 ORDER BY name")?;
+    let mut st =
+        conn.prepare_cached("SELECT name, value FROM xattrs WHERE entry = ?1 ORDER BY name")?;
     e.xattrs = st
         .query_map([e.id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
@@ -96,11 +103,17 @@ pub(crate) fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Entry>>
     e.map(|e| with_xattrs(conn, e)).transpose()
 }
 
-pub(crate) fn lookup(conn: &Connection, parent: i64, name: &[u8]) -> rusqlite::Result<Option<Entry>> {
+pub(crate) fn lookup(
+    conn: &Connection,
+    parent: i64,
+    name: &[u8],
+) -> rusqlite::Result<Option<Entry>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM entries WHERE parent = ?1 AND name = ?2"
     ))?;
-    let e = st.query_row(params![parent, name], entry_from_row).optional()?;
+    let e = st
+        .query_row(params![parent, name], entry_from_row)
+        .optional()?;
     e.map(|e| with_xattrs(conn, e)).transpose()
 }
 
@@ -116,6 +129,8 @@ pub(crate) fn children(conn: &Connection, parent: i64) -> rusqlite::Result<Vec<E
 }
 
 pub(crate) fn property(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM properties WHERE key = ?1", [key], |r| r.get(0))
-        .optional()
+    conn.query_row("SELECT value FROM properties WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
 }

@@ -1,0 +1,639 @@
+//! Streaming ingestion of one layer: tar entries → catalog rows, file bytes
+//! → content objects. Nothing is extracted to disk and memory stays bounded.
+//!
+//! Three threads share the work on a two-core machine: the source's thread
+//! reads, checks the blob digest and decompresses; the parser thread (here)
+//! checks the diff_id, parses tar and cuts large files into content-defined
+//! chunks; the calling thread hashes, compresses, stores and writes rows.
+//! A bounded channel between the last two caps memory at a few chunks.
+
+use std::io::Read;
+use std::path::Path;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use stratum_catalog::catalog::{
+    schema::FLAG_IMPLICIT, CatalogBuilder, CatalogKind, Chunk, Data, Entry, FileType, OPAQUE_XATTR,
+    OPAQUE_XATTR_USER, ROOT_ID,
+};
+use stratum_catalog::ObjectKind;
+
+use crate::error::{PublishError, Result};
+use crate::objects::ObjectWriter;
+use crate::source::{LayerDescriptor, LayerStream};
+use crate::tree::{display, resolve, split_path, Components, PlaceError, Tree};
+
+/// Files up to this size are stored in the catalog row itself. 4 KiB is one
+/// filesystem block and one SQLite page: below it an object file costs a full
+/// block on the server and an HTTP round trip on the node, while inlined
+/// bytes compress together with the rest of the catalog.
+pub const INLINE_MAX: u64 = 4096;
+
+/// Files above this size are cut into content-defined chunks, so a node can
+/// read part of a large file and similar large files share chunks.
+pub const CHUNK_THRESHOLD: u64 = 4 << 20;
+
+/// FastCDC parameters (fastcdc 5.0.0 v2020, normalization level 1). They fix
+/// chunk boundaries and so are part of the repository format.
+pub const CHUNK_MIN: usize = 1 << 20;
+pub const CHUNK_AVG: usize = 2 << 20;
+pub const CHUNK_MAX: usize = 4 << 20;
+
+/// Messages in flight between parser and writer; with chunks ≤ 4 MiB this
+/// bounds the buffered file data to about 32 MiB.
+const CHANNEL_DEPTH: usize = 8;
+
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct IngestStats {
+    pub entries: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+enum Kind {
+    Root,
+    Dir,
+    File(Vec<u8>),
+    BigFile,
+    Symlink(Vec<u8>),
+    Hardlink(Components),
+    Special,
+    Whiteout,
+    Opaque,
+}
+
+struct Item {
+    comps: Components,
+    raw: String,
+    meta: Entry,
+    kind: Kind,
+}
+
+enum Msg {
+    Item(Item),
+    Chunk(Vec<u8>),
+    BigEnd,
+}
+
+/// What a layer ingestion needs to know about its surroundings.
+pub struct LayerContext<'a> {
+    pub image: &'a str,
+    pub layer: &'a LayerDescriptor,
+    pub tmp_dir: &'a Path,
+    /// The flat tree of the layers below, for hardlinks to lower files and
+    /// the metadata of implicit directories.
+    pub lower: Option<&'a CatalogBuilder>,
+}
+
+/// What an error of this layer must name; shared with the parser thread.
+#[derive(Clone)]
+struct Errors {
+    image: String,
+    layer: usize,
+    diff_id: String,
+}
+
+impl Errors {
+    fn entry_err(&self, path: &str, reason: impl Into<String>) -> PublishError {
+        PublishError::Entry {
+            image: self.image.clone(),
+            layer: self.layer,
+            diff_id: self.diff_id.clone(),
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn layer_err(&self, reason: impl Into<String>) -> PublishError {
+        PublishError::Layer {
+            image: self.image.clone(),
+            layer: self.layer,
+            diff_id: self.diff_id.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Ingests one layer; returns the bytes of its catalog (not yet stored).
+pub fn ingest_layer(
+    ctx: &LayerContext<'_>,
+    stream: LayerStream,
+    objects: &mut ObjectWriter,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(Vec<u8>, IngestStats)> {
+    let ns_path = layer_path(&ctx.layer.diff_id.hex());
+    let mut root = Entry::new(FileType::Directory, 0o755);
+    root.flags = FLAG_IMPLICIT;
+    let builder = CatalogBuilder::create(ctx.tmp_dir, CatalogKind::Layer, &ns_path, &root)?;
+    let mut tree = Tree::new(builder);
+    tree.b
+        .set_property("diff_id", &ctx.layer.diff_id.to_string())?;
+
+    let errs = Errors {
+        image: ctx.image.to_owned(),
+        layer: ctx.layer.index,
+        diff_id: ctx.layer.diff_id.to_string(),
+    };
+    let (tx, rx) = bounded::<Msg>(CHANNEL_DEPTH);
+    let (parsed, written) = std::thread::scope(|s| {
+        let perrs = errs.clone();
+        let parser = s.spawn(move || parse(&perrs, stream, tx, on_bytes));
+        let written = write(ctx.lower, &errs, &mut tree, rx, objects);
+        // Dropping the receiver (inside write) stops a parser that is still
+        // sending after a write error.
+        (parser.join(), written)
+    });
+    let parsed = parsed.map_err(|_| errs.layer_err("tar parser thread panicked"))?;
+    // A writer error explains a parser's "channel closed"; report it first.
+    let stats = written?;
+    parsed?;
+    tree.b.set_property("entries", &stats.entries.to_string())?;
+    tree.b.set_property("files", &stats.files.to_string())?;
+    tree.b.set_property("bytes", &stats.bytes.to_string())?;
+    Ok((tree.b.finish()?, stats))
+}
+
+pub fn layer_path(diff_hex: &str) -> String {
+    format!("/layers/{}/{}", &diff_hex[..2], diff_hex)
+}
+
+fn parse(
+    ctx: &Errors,
+    mut stream: LayerStream,
+    tx: Sender<Msg>,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
+    let closed = || ctx.layer_err("ingestion stopped");
+    {
+        let mut archive = tar::Archive::new(&mut stream);
+        let entries = archive
+            .entries()
+            .map_err(|e| ctx.layer_err(format!("reading tar: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| ctx.layer_err(tar_error(e)))?;
+            let raw_path = entry.path_bytes().into_owned();
+            let raw = String::from_utf8_lossy(&raw_path).into_owned();
+            let ty = entry.header().entry_type();
+            if ty.is_pax_global_extensions() {
+                continue;
+            }
+            let mut comps = split_path(&raw_path).map_err(|r| ctx.entry_err(&raw, r))?;
+            let meta = metadata(&mut entry).map_err(|r| ctx.entry_err(&raw, r))?;
+            let mut kind = match ty {
+                tar::EntryType::Directory => Kind::Dir,
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => {
+                    let size = entry.size();
+                    if size > CHUNK_THRESHOLD {
+                        Kind::BigFile
+                    } else {
+                        let mut buf = Vec::with_capacity(size as usize);
+                        (&mut entry).take(size).read_to_end(&mut buf).map_err(|e| {
+                            ctx.entry_err(&raw, format!("reading content: {}", tar_error(e)))
+                        })?;
+                        if buf.len() as u64 != size {
+                            return Err(ctx.entry_err(
+                                &raw,
+                                format!("truncated: {} of {size} bytes", buf.len()),
+                            ));
+                        }
+                        Kind::File(buf)
+                    }
+                }
+                tar::EntryType::Symlink => {
+                    let target = entry
+                        .link_name_bytes()
+                        .ok_or_else(|| ctx.entry_err(&raw, "symlink without a target"))?
+                        .into_owned();
+                    if target.is_empty() || target.contains(&0) {
+                        return Err(ctx.entry_err(&raw, "symlink target is empty or contains NUL"));
+                    }
+                    Kind::Symlink(target)
+                }
+                tar::EntryType::Link => {
+                    let target = entry
+                        .link_name_bytes()
+                        .ok_or_else(|| ctx.entry_err(&raw, "hardlink without a target"))?;
+                    let t = split_path(&target)
+                        .map_err(|r| ctx.entry_err(&raw, format!("hardlink target: {r}")))?;
+                    Kind::Hardlink(t)
+                }
+                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                    Kind::Special
+                }
+                other => {
+                    return Err(ctx.entry_err(
+                        &raw,
+                        format!("unsupported tar entry type {:?}", other.as_byte() as char),
+                    ))
+                }
+            };
+            // Whiteouts (OCI image spec, "Representing Changes").
+            if let Some(last) = comps.last() {
+                if last.as_slice() == b".wh..wh..opq" {
+                    comps.pop();
+                    kind = Kind::Opaque;
+                } else if last.starts_with(b".wh..wh.") {
+                    // AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not content.
+                    continue;
+                } else if let Some(name) = last.strip_prefix(b".wh.") {
+                    if name.is_empty() {
+                        return Err(ctx.entry_err(&raw, "whiteout without a name"));
+                    }
+                    let name = name.to_vec();
+                    comps.pop();
+                    comps.push(name);
+                    kind = Kind::Whiteout;
+                }
+            } else if matches!(kind, Kind::Dir) {
+                kind = Kind::Root;
+            } else if !matches!(kind, Kind::Opaque) {
+                return Err(ctx.entry_err(&raw, "names the layer root but is not a directory"));
+            }
+            let big = matches!(kind, Kind::BigFile);
+            let size = entry.size();
+            tx.send(Msg::Item(Item {
+                comps,
+                raw: raw.clone(),
+                meta,
+                kind,
+            }))
+            .map_err(|_| closed())?;
+            if big {
+                let mut total = 0u64;
+                let cdc = fastcdc::v2020::StreamCDC::new(
+                    (&mut entry).take(size),
+                    CHUNK_MIN,
+                    CHUNK_AVG,
+                    CHUNK_MAX,
+                );
+                for chunk in cdc {
+                    let chunk =
+                        chunk.map_err(|e| ctx.entry_err(&raw, format!("reading content: {e}")))?;
+                    total += chunk.data.len() as u64;
+                    on_bytes(chunk.data.len() as u64);
+                    tx.send(Msg::Chunk(chunk.data)).map_err(|_| closed())?;
+                }
+                if total != size {
+                    return Err(ctx.entry_err(&raw, format!("truncated: {total} of {size} bytes")));
+                }
+                tx.send(Msg::BigEnd).map_err(|_| closed())?;
+            } else {
+                on_bytes(size);
+            }
+        }
+    }
+    drop(tx);
+    stream.finish()?;
+    Ok(())
+}
+
+fn tar_error(e: std::io::Error) -> String {
+    // A digest mismatch found at EOF travels inside an io::Error.
+    match e.get_ref() {
+        Some(inner) => inner.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Metadata of a tar entry, PAX records applied (uid, gid, mtime with
+/// nanoseconds, SCHILY.xattr.*).
+fn metadata<R: Read>(entry: &mut tar::Entry<R>) -> Result<Entry, String> {
+    let h = entry.header();
+    let ft = match h.entry_type() {
+        tar::EntryType::Directory => FileType::Directory,
+        tar::EntryType::Symlink => FileType::Symlink,
+        tar::EntryType::Char => FileType::CharDevice,
+        tar::EntryType::Block => FileType::BlockDevice,
+        tar::EntryType::Fifo => FileType::Fifo,
+        _ => FileType::Regular,
+    };
+    let mode = h.mode().map_err(|e| format!("bad mode: {e}"))?;
+    let mut e = Entry::new(ft, mode);
+    e.uid = u32::try_from(h.uid().map_err(|e| format!("bad uid: {e}"))?)
+        .map_err(|_| "uid out of range")?;
+    e.gid = u32::try_from(h.gid().map_err(|e| format!("bad gid: {e}"))?)
+        .map_err(|_| "gid out of range")?;
+    e.mtime = i64::try_from(h.mtime().map_err(|e| format!("bad mtime: {e}"))?).unwrap_or(i64::MAX);
+    if matches!(ft, FileType::CharDevice | FileType::BlockDevice) {
+        let major = h
+            .device_major()
+            .map_err(|e| format!("bad device major: {e}"))?
+            .unwrap_or(0);
+        let minor = h
+            .device_minor()
+            .map_err(|e| format!("bad device minor: {e}"))?
+            .unwrap_or(0);
+        e.rdev = Entry::make_rdev(major, minor);
+    }
+    if ft == FileType::Regular {
+        e.size = entry.size();
+    }
+    if let Some(pax) = entry
+        .pax_extensions()
+        .map_err(|e| format!("bad PAX header: {e}"))?
+    {
+        for ext in pax {
+            let ext = ext.map_err(|e| format!("bad PAX record: {e}"))?;
+            let key = ext.key_bytes();
+            let value = ext.value_bytes();
+            let num = |what: &str| -> Result<u64, String> {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| format!("bad PAX {what} {:?}", String::from_utf8_lossy(value)))
+            };
+            match key {
+                b"uid" => e.uid = u32::try_from(num("uid")?).map_err(|_| "PAX uid out of range")?,
+                b"gid" => e.gid = u32::try_from(num("gid")?).map_err(|_| "PAX gid out of range")?,
+                b"mtime" => (e.mtime, e.mtime_ns) = pax_time(value)?,
+                _ => {
+                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                        if name.is_empty() || name.len() > 255 || value.len() > 65536 {
+                            return Err("xattr name or value out of range".into());
+                        }
+                        e.xattrs.retain(|(n, _)| n != name);
+                        e.xattrs.push((name.to_vec(), value.to_vec()));
+                    }
+                }
+            }
+        }
+        e.xattrs.sort();
+    }
+    Ok(e)
+}
+
+/// A PAX time: decimal seconds, optionally negative, optional fraction.
+fn pax_time(v: &[u8]) -> Result<(i64, u32), String> {
+    let s = std::str::from_utf8(v).map_err(|_| "PAX mtime is not UTF-8")?;
+    let bad = || format!("bad PAX mtime {s:?}");
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = int.parse().map_err(|_| bad())?;
+    if frac.is_empty() {
+        return Ok((secs, 0));
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let ns: u32 = digits.parse().map_err(|_| bad())?;
+    if secs < 0 && ns > 0 {
+        // -1.5 means 1.5 s before the epoch: floor the seconds.
+        return Ok((secs - 1, 1_000_000_000 - ns));
+    }
+    Ok((secs, ns))
+}
+
+fn write(
+    lower: Option<&CatalogBuilder>,
+    ctx: &Errors,
+    tree: &mut Tree,
+    rx: Receiver<Msg>,
+    objects: &mut ObjectWriter,
+) -> Result<IngestStats> {
+    let mut stats = IngestStats::default();
+    while let Ok(msg) = rx.recv() {
+        let Msg::Item(item) = msg else {
+            return Err(ctx.layer_err("internal: chunk without a file"));
+        };
+        stats.entries += 1;
+        let Item {
+            comps,
+            raw,
+            mut meta,
+            kind,
+        } = item;
+        let place = |e: PlaceError| match e {
+            PlaceError::Catalog(c) => PublishError::from(c),
+            PlaceError::Invalid(r) => ctx.entry_err(&raw, r),
+        };
+        match kind {
+            Kind::Root => {
+                let mut root = tree
+                    .b
+                    .get(ROOT_ID)?
+                    .ok_or_else(|| ctx.layer_err("no root"))?;
+                let keep: Vec<_> = root
+                    .xattrs
+                    .iter()
+                    .filter(|(n, _)| is_opaque_name(n))
+                    .cloned()
+                    .collect();
+                meta.xattrs.extend(keep);
+                meta.xattrs.sort();
+                meta.xattrs.dedup_by(|a, b| a.0 == b.0);
+                meta.name = Vec::new();
+                meta.flags = 0;
+                root = Entry {
+                    id: root.id,
+                    parent: root.parent,
+                    ..meta
+                };
+                tree.b.update(ROOT_ID, &root)?;
+            }
+            Kind::Opaque => {
+                let id = tree.ensure_dir(&comps, lower).map_err(place)?;
+                let mut dir = tree
+                    .b
+                    .get(id)?
+                    .ok_or_else(|| ctx.layer_err("directory vanished"))?;
+                for n in [OPAQUE_XATTR, OPAQUE_XATTR_USER] {
+                    dir.xattrs.retain(|(x, _)| x != n);
+                    dir.xattrs.push((n.to_vec(), b"y".to_vec()));
+                }
+                dir.xattrs.sort();
+                tree.b.update(id, &dir)?;
+            }
+            Kind::Whiteout => {
+                let (name, parent) = split_last(&comps);
+                let parent_id = tree.ensure_dir(parent, lower).map_err(place)?;
+                // A whiteout hides lower layers only; an entry of this same
+                // layer with that name stays (OCI image spec).
+                if tree.b.lookup(parent_id, name)?.is_none() {
+                    let mut w = Entry::new(FileType::CharDevice, meta.perm());
+                    w.name = name.to_vec();
+                    (w.uid, w.gid, w.mtime, w.mtime_ns) =
+                        (meta.uid, meta.gid, meta.mtime, meta.mtime_ns);
+                    tree.b.insert(parent_id, &w)?;
+                }
+            }
+            Kind::Dir => {
+                let (name, parent) = split_last(&comps);
+                let parent_id = tree.ensure_dir(parent, lower).map_err(place)?;
+                meta.name = name.to_vec();
+                match tree.b.lookup(parent_id, name)? {
+                    Some(old) if old.is_dir() => {
+                        // A directory listed twice, or after its children:
+                        // new metadata, same children, opaque marks kept.
+                        let keep: Vec<_> = old
+                            .xattrs
+                            .iter()
+                            .filter(|(n, _)| is_opaque_name(n))
+                            .cloned()
+                            .collect();
+                        meta.xattrs.extend(keep);
+                        meta.xattrs.sort();
+                        meta.xattrs.dedup_by(|a, b| a.0 == b.0);
+                        tree.b.update(old.id, &meta)?;
+                        tree.remember_dir(&comps, old.id);
+                    }
+                    old => {
+                        if let Some(old) = old {
+                            tree.remove(old.id, &comps)?;
+                        }
+                        let id = tree.b.insert(parent_id, &meta)?;
+                        tree.remember_dir(&comps, id);
+                    }
+                }
+            }
+            Kind::File(bytes) => {
+                stats.files += 1;
+                stats.bytes += bytes.len() as u64;
+                meta.size = bytes.len() as u64;
+                meta.data = if bytes.is_empty() {
+                    Data::None
+                } else if meta.size <= INLINE_MAX {
+                    Data::Inline(bytes)
+                } else {
+                    Data::Object(objects.put(ObjectKind::Content, &bytes)?)
+                };
+                replace(lower, ctx, tree, &comps, &raw, meta)?;
+            }
+            Kind::BigFile => {
+                stats.files += 1;
+                let mut chunks = Vec::new();
+                loop {
+                    match rx.recv() {
+                        Ok(Msg::Chunk(data)) => {
+                            let id = objects.put(ObjectKind::Content, &data)?;
+                            chunks.push(Chunk {
+                                id,
+                                size: data.len() as u64,
+                            });
+                        }
+                        Ok(Msg::BigEnd) => break,
+                        // The parser reports why it stopped.
+                        _ => return Ok(stats),
+                    }
+                }
+                stats.bytes += meta.size;
+                meta.data = Data::Chunks(chunks);
+                replace(lower, ctx, tree, &comps, &raw, meta)?;
+            }
+            Kind::Symlink(target) => {
+                meta.size = target.len() as u64;
+                meta.symlink = Some(target);
+                replace(lower, ctx, tree, &comps, &raw, meta)?;
+            }
+            Kind::Special => {
+                replace(lower, ctx, tree, &comps, &raw, meta)?;
+            }
+            Kind::Hardlink(target) => hardlink(lower, ctx, tree, &comps, &raw, &target)?,
+        }
+    }
+    Ok(stats)
+}
+
+fn is_opaque_name(n: &[u8]) -> bool {
+    n == OPAQUE_XATTR || n == OPAQUE_XATTR_USER
+}
+
+fn split_last(comps: &[Vec<u8>]) -> (&[u8], &[Vec<u8>]) {
+    match comps.split_last() {
+        Some((last, parent)) => (last.as_slice(), parent),
+        None => (b"", &[]),
+    }
+}
+
+/// Puts a non-directory entry at `comps`, replacing whatever is there (a
+/// later tar entry wins, as when extracting).
+fn replace(
+    lower: Option<&CatalogBuilder>,
+    ctx: &Errors,
+    tree: &mut Tree,
+    comps: &[Vec<u8>],
+    raw: &str,
+    mut meta: Entry,
+) -> Result<i64> {
+    let (name, parent) = split_last(comps);
+    let parent_id = tree.ensure_dir(parent, lower).map_err(|e| match e {
+        PlaceError::Catalog(c) => PublishError::from(c),
+        PlaceError::Invalid(r) => ctx.entry_err(raw, r),
+    })?;
+    if let Some(old) = tree.b.lookup(parent_id, name)? {
+        tree.remove(old.id, comps)?;
+    }
+    meta.name = name.to_vec();
+    Ok(tree.b.insert(parent_id, &meta)?)
+}
+
+/// A tar hardlink: the new path shares the target's inode. The target is
+/// an earlier entry of this layer or, failing that, a file of the layers
+/// below, which is then copied up into this layer (as overlayfs and
+/// containerd do), so that stacking the layer trees gives the flat tree.
+fn hardlink(
+    lower: Option<&CatalogBuilder>,
+    ctx: &Errors,
+    tree: &mut Tree,
+    comps: &[Vec<u8>],
+    raw: &str,
+    target: &[Vec<u8>],
+) -> Result<()> {
+    let missing = || {
+        ctx.entry_err(
+            raw,
+            format!("hardlink to missing target {}", display(target)),
+        )
+    };
+    if target == comps {
+        return Err(ctx.entry_err(raw, "hardlink to itself"));
+    }
+    let mut t = match resolve(&tree.b, target)? {
+        Some(t) if t.flags & FLAG_IMPLICIT == 0 || !t.is_dir() => t,
+        _ => {
+            let low = match lower {
+                Some(low) => resolve(low, target)?.ok_or_else(missing)?,
+                None => return Err(missing()),
+            };
+            if low.is_dir() {
+                return Err(
+                    ctx.entry_err(raw, format!("hardlink to directory {}", display(target)))
+                );
+            }
+            let mut copy = low;
+            copy.hardlink = 0;
+            let id = replace(lower, ctx, tree, target, raw, copy)?;
+            tree.b.get(id)?.ok_or_else(missing)?
+        }
+    };
+    if t.is_dir() {
+        return Err(ctx.entry_err(raw, format!("hardlink to directory {}", display(target))));
+    }
+    if t.hardlink == 0 {
+        t.hardlink = tree.b.new_hardlink_group();
+        tree.b.update(t.id, &t)?;
+    }
+    replace(lower, ctx, tree, comps, raw, t)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(pax_time(b"1700000000").unwrap(), (1_700_000_000, 0));
+        assert_eq!(
+            pax_time(b"1700000000.5").unwrap(),
+            (1_700_000_000, 500_000_000)
+        );
+        assert_eq!(pax_time(b"1.123456789123").unwrap(), (1, 123_456_789));
+        assert_eq!(pax_time(b"-1.5").unwrap(), (-2, 500_000_000));
+        assert!(pax_time(b"abc").is_err());
+        assert!(pax_time(b"1.2x").is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! The stratum publisher: reads OCI images from their sources, ingests
+//! their layers into the content-addressed store, builds per-layer and flat
+//! trees, and publishes signed revisions.
+//!
+//! Data flows one way: [`source`] → [`ingest`] (tar → rows and objects) →
+//! [`flat`] (merged tree) → [`namespace_writer`] (partitions, `/images`,
+//! root) → [`repo`] (durable commit of the manifest).
+
+pub mod error;
+pub mod flat;
+pub mod ingest;
+pub mod names;
+pub mod namespace_writer;
+pub mod objects;
+pub mod publish;
+pub mod repo;
+pub mod source;
+mod tree;
+
+pub use error::{PublishError, Result};
+pub use publish::{publish, ImageReport, NoProgress, Progress, PublishOutcome, PublishRequest};
+pub use repo::Repository;

@@ -1,0 +1,309 @@
+//! OCI image sources: where the publisher reads images from.
+//!
+//! A source spec names an image outside the repository:
+//!
+//! * `oci:DIR[:TAG]`: an OCI image layout directory ([`oci_layout`]);
+//! * `docker-archive:FILE`: a `docker save` / `skopeo copy … docker-archive:`
+//!   tarball ([`docker_archive`]);
+//! * `docker://…` (a registry) is recognised but not supported yet.
+//!
+//! [`open`] resolves the spec to one image ([`ResolvedImage`]): its exact
+//! manifest and config bytes (both verified against their digests), its
+//! platform and its layers, base first. [`ImageSource::open_layer`] then
+//! streams one layer's *uncompressed* tar through a [`LayerStream`], which
+//! decompresses on a background thread and verifies the blob's size and
+//! digest and the diff_id while the consumer reads (see [`stream`]). Nothing
+//! is trusted before it is verified; every failure is a [`SourceError`]
+//! naming the source, and where it applies the blob, layer and path.
+
+pub mod decompress;
+pub mod digest;
+pub mod docker_archive;
+pub mod error;
+pub mod oci_layout;
+mod spec;
+pub mod stream;
+mod verify;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+pub use digest::{Digest, Sha256};
+pub use error::SourceError;
+pub use stream::{LayerStats, LayerStream};
+
+/// Largest manifest, index, config or `manifest.json` read into memory.
+pub const MAX_DOCUMENT_SIZE: u64 = 8 * 1024 * 1024;
+
+/// How a layer blob is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip (possibly several members).
+    Gzip,
+    /// zstd (possibly several frames).
+    Zstd,
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        })
+    }
+}
+
+/// One layer of a resolved image.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LayerDescriptor {
+    /// Position in the image, 0 = base.
+    pub index: usize,
+    /// Digest of the blob as stored (compressed).
+    pub digest: Digest,
+    /// Digest of the uncompressed tar, from the config's `rootfs.diff_ids`.
+    pub diff_id: Digest,
+    /// The layer's media type (for docker-archive: the OCI media type that
+    /// matches the detected compression).
+    pub media_type: String,
+    /// Declared size of the blob in bytes.
+    pub size: u64,
+    /// How the blob is compressed.
+    pub compression: Compression,
+}
+
+/// One image, resolved from a source and verified up to its layer list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// The source string as the user gave it.
+    pub source: String,
+    /// A name to publish under when the user gives none: `local/<layout dir
+    /// name>:<tag or latest>` for an OCI layout, `local/<first RepoTag>` (or
+    /// `local/<file stem>:latest`) for a docker archive.
+    pub default_name: String,
+    /// sha256 of [`ResolvedImage::manifest`].
+    pub manifest_digest: Digest,
+    /// The exact image manifest bytes (for docker-archive: a synthesized,
+    /// deterministic OCI manifest).
+    pub manifest: Vec<u8>,
+    /// Digest of the config blob.
+    pub config_digest: Digest,
+    /// The exact config bytes, verified against `config_digest`.
+    pub config: Vec<u8>,
+    /// `os/architecture[/variant]` from the config, e.g. `linux/amd64`.
+    pub platform: String,
+    /// The layers, base first.
+    pub layers: Vec<LayerDescriptor>,
+}
+
+/// A parsed source spec.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SourceRef {
+    /// `oci:DIR[:TAG]`.
+    OciLayout {
+        /// The layout directory.
+        dir: PathBuf,
+        /// The `org.opencontainers.image.ref.name` to pick, if given.
+        tag: Option<String>,
+    },
+    /// `docker-archive:FILE`.
+    DockerArchive {
+        /// The archive file.
+        file: PathBuf,
+    },
+}
+
+/// What a spec may look like, for error messages.
+const SPEC_FORMS: &str = "expected oci:DIR[:TAG] or docker-archive:FILE";
+
+/// Transports that other tools accept but this version does not read.
+const LATER_TRANSPORTS: [&str; 6] = [
+    "docker://",
+    "oci-archive:",
+    "docker-daemon:",
+    "containers-storage:",
+    "dir:",
+    "docker:",
+];
+
+impl SourceRef {
+    /// Parses `oci:DIR[:TAG]` or `docker-archive:FILE`.
+    ///
+    /// For `oci:` the tag is what follows the *last* `:` when that suffix
+    /// contains no `/`, so `oci:/tmp/x:latest` is dir `/tmp/x`, tag `latest`,
+    /// and `oci:./a:b/c` is dir `./a:b/c` without a tag.
+    pub fn parse(spec: &str) -> Result<Self, SourceError> {
+        let invalid = |reason: &str| SourceError::InvalidSpec {
+            spec: spec.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Some(rest) = spec.strip_prefix("oci:") {
+            let (dir, tag) = match rest.rfind(':') {
+                Some(i) if !rest[i + 1..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
+                _ => (rest, None),
+            };
+            if dir.is_empty() {
+                return Err(invalid("the layout directory is empty (oci:DIR[:TAG])"));
+            }
+            if tag == Some("") {
+                return Err(invalid("the tag after the last ':' is empty"));
+            }
+            return Ok(SourceRef::OciLayout {
+                dir: PathBuf::from(dir),
+                tag: tag.map(str::to_owned),
+            });
+        }
+        if let Some(file) = spec.strip_prefix("docker-archive:") {
+            if file.is_empty() {
+                return Err(invalid(
+                    "the archive file name is empty (docker-archive:FILE)",
+                ));
+            }
+            return Ok(SourceRef::DockerArchive {
+                file: PathBuf::from(file),
+            });
+        }
+        if let Some(transport) = LATER_TRANSPORTS.iter().find(|t| spec.starts_with(**t)) {
+            return Err(SourceError::NotSupported {
+                spec: spec.to_owned(),
+                transport: (*transport).to_owned(),
+            });
+        }
+        Err(invalid(SPEC_FORMS))
+    }
+}
+
+impl FromStr for SourceRef {
+    type Err = SourceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for SourceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceRef::OciLayout {
+                dir,
+                tag: Some(tag),
+            } => {
+                write!(f, "oci:{}:{tag}", dir.display())
+            }
+            SourceRef::OciLayout { dir, tag: None } => write!(f, "oci:{}", dir.display()),
+            SourceRef::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
+        }
+    }
+}
+
+/// An opened source, able to stream its layer blobs.
+pub trait ImageSource: Send + Sync {
+    /// The resolved image.
+    fn image(&self) -> &ResolvedImage;
+
+    /// Streams the layer's *uncompressed* tar bytes. The returned stream
+    /// verifies, while it is read, (a) the blob's size and sha256 against
+    /// `layer.size`/`layer.digest` and (b) the uncompressed bytes' sha256
+    /// against `layer.diff_id`. `layer` must be one of
+    /// `self.image().layers`.
+    fn open_layer(&self, layer: &LayerDescriptor) -> Result<LayerStream, SourceError>;
+}
+
+/// Opens `spec`; `original` is the spec string as the user gave it (used in
+/// [`ResolvedImage::source`] and in every error message).
+pub fn open(spec: &SourceRef, original: &str) -> Result<Box<dyn ImageSource>, SourceError> {
+    Ok(match spec {
+        SourceRef::OciLayout { dir, tag } => Box::new(oci_layout::OciLayoutSource::open(
+            dir,
+            tag.as_deref(),
+            original,
+        )?),
+        SourceRef::DockerArchive { file } => {
+            Box::new(docker_archive::DockerArchiveSource::open(file, original)?)
+        }
+    })
+}
+
+/// Checks that `layer` is the image's layer at `layer.index`.
+pub(crate) fn check_layer(
+    image: &ResolvedImage,
+    layer: &LayerDescriptor,
+) -> Result<(), SourceError> {
+    if image.layers.get(layer.index) == Some(layer) {
+        Ok(())
+    } else {
+        Err(SourceError::UnknownLayer {
+            image: image.source.clone(),
+            index: layer.index,
+            digest: layer.digest,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn oci(dir: &str, tag: Option<&str>) -> SourceRef {
+        SourceRef::OciLayout {
+            dir: PathBuf::from(dir),
+            tag: tag.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn parse_oci() {
+        assert_eq!(
+            SourceRef::parse("oci:/tmp/x:latest").unwrap(),
+            oci("/tmp/x", Some("latest"))
+        );
+        assert_eq!(SourceRef::parse("oci:/tmp/x").unwrap(), oci("/tmp/x", None));
+        assert_eq!(SourceRef::parse("oci:rel").unwrap(), oci("rel", None));
+        assert_eq!(
+            SourceRef::parse("oci:./a:b/c").unwrap(),
+            oci("./a:b/c", None)
+        );
+        assert_eq!(
+            SourceRef::parse("oci:a:b:c").unwrap(),
+            oci("a:b", Some("c"))
+        );
+        assert_eq!("oci:d:t".parse::<SourceRef>().unwrap(), oci("d", Some("t")));
+        for bad in [
+            "oci:",
+            "oci::t",
+            "oci:/x:",
+            "",
+            "foo",
+            "/tmp/x",
+            "docker-archive:",
+        ] {
+            assert!(
+                matches!(SourceRef::parse(bad), Err(SourceError::InvalidSpec { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_archive_and_later() {
+        assert_eq!(
+            SourceRef::parse("docker-archive:/a/b.tar").unwrap(),
+            SourceRef::DockerArchive {
+                file: PathBuf::from("/a/b.tar")
+            }
+        );
+        let e = SourceRef::parse("docker://busybox:latest").unwrap_err();
+        assert!(matches!(e, SourceError::NotSupported { .. }));
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in ["oci:/tmp/x:latest", "oci:/tmp/x", "docker-archive:/a/b.tar"] {
+            assert_eq!(SourceRef::parse(s).unwrap().to_string(), s);
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! One function per subcommand: call the library, print the result.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use stratum_catalog::catalog::{Data, Entry, FileType, ImageRecord};
+use stratum_catalog::manifest::{self, Manifest};
+use stratum_catalog::namespace::{Namespace, Node, StoreLoader};
+use stratum_catalog::{ObjectKind, Store};
+use stratum_publisher::{PublishRequest, Repository};
+
+use crate::progress;
+use crate::Command;
+
+pub fn run(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Keygen { keyfile } => keygen(&keyfile),
+        Command::Init { repo, key, name } => init(&repo, &key, name),
+        Command::Publish {
+            sources,
+            repo,
+            key,
+            as_name,
+            json,
+        } => publish(&repo, &key, sources, as_name, json),
+        Command::Images { repo, json, pubkey } => images(&repo, pubkey, json),
+        Command::Info { repo, json, pubkey } => info(&repo, pubkey, json),
+        Command::Ls {
+            repo,
+            path,
+            json,
+            pubkey,
+        } => ls(&repo, pubkey, &path, json),
+        Command::Cat { repo, path, pubkey } => cat(&repo, pubkey, &path),
+        Command::Check { repo, json, pubkey } => check(&repo, pubkey, json),
+        Command::Pull {
+            repo,
+            image,
+            path,
+            dest,
+            json,
+            pubkey,
+        } => pull(&repo, pubkey, image, path, &dest, json),
+    }
+}
+
+fn keygen(keyfile: &Path) -> Result<ExitCode> {
+    let public = manifest::generate_keypair(keyfile)
+        .with_context(|| format!("generating key {}", keyfile.display()))?;
+    println!("private key: {}", keyfile.display());
+    println!(
+        "public key:  {}",
+        manifest::public_key_path(keyfile).display()
+    );
+    println!("fingerprint: {}", manifest::key_fingerprint(&public));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init(repo: &Path, key: &Path, name: Option<String>) -> Result<ExitCode> {
+    let sk = manifest::load_signing_key(key)?;
+    let name = match name {
+        Some(n) => n,
+        None => std::path::absolute(repo)?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "stratum".into()),
+    };
+    let m = Repository::init(repo, &sk, &name)
+        .with_context(|| format!("initializing {}", repo.display()))?;
+    println!(
+        "initialized repository {:?} at {} (revision {})",
+        m.name,
+        repo.display(),
+        m.revision
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn publish(
+    repo: &Path,
+    key: &Path,
+    sources: Vec<String>,
+    as_name: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    if as_name.is_some() && sources.len() != 1 {
+        bail!(
+            "--as names a single source, but {} were given",
+            sources.len()
+        );
+    }
+    let sk = manifest::load_signing_key(key)?;
+    let r = Repository::open(repo)?;
+    let requests: Vec<_> = sources
+        .into_iter()
+        .map(|source| PublishRequest {
+            source,
+            name: as_name.clone(),
+        })
+        .collect();
+    let bar = progress::PublishBar(progress::bytes_bar("publishing"));
+    let outcome = stratum_publisher::publish(&r, &sk, &requests, &bar)
+        .with_context(|| format!("publishing into {}", repo.display()))?;
+    bar.0.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome.images)?);
+    } else {
+        for i in &outcome.images {
+            println!(
+                "{} {} {}: {} layers ingested, {} skipped, {} files, {} bytes, {} new objects ({} bytes stored), {:.2}s",
+                i.status, i.name, i.manifest_digest, i.layers_ingested, i.layers_skipped, i.files, i.bytes, i.new_objects, i.new_stored_bytes, i.seconds
+            );
+        }
+        if outcome.new_revision {
+            println!("published revision {}", outcome.revision);
+        } else {
+            println!(
+                "nothing changed; revision {} stays current",
+                outcome.revision
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An opened repository for reading: its store and verified manifest.
+struct Reader {
+    store: Store,
+    manifest: Manifest,
+}
+
+fn open_reader(repo: &Path, pubkey: Option<PathBuf>) -> Result<Reader> {
+    let r = Repository::open(repo)?;
+    let key = match pubkey {
+        Some(p) => manifest::load_verifying_key(&p)?,
+        None => r.public_key()?,
+    };
+    let (manifest, _) = r
+        .store()
+        .manifest(&key)
+        .with_context(|| format!("verifying {}", repo.display()))?;
+    Ok(Reader {
+        store: r.store().clone(),
+        manifest,
+    })
+}
+
+impl Reader {
+    fn namespace(&self) -> Result<Namespace<StoreLoader>> {
+        Ok(Namespace::new(
+            StoreLoader::new(self.store.clone()),
+            &self.manifest.root,
+        )?)
+    }
+
+    fn images(&self) -> Result<Vec<ImageRecord>> {
+        let ns = self.namespace()?;
+        let node = ns.resolve("/images")?;
+        Ok(node.catalog.images()?)
+    }
+}
+
+fn images(repo: &Path, pubkey: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let images = open_reader(repo, pubkey)?.images()?;
+    if json {
+        let out: Vec<_> = images
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "name": i.name,
+                    "manifest_digest": i.manifest_digest,
+                    "config_digest": i.config_digest,
+                    "platform": i.platform,
+                    "source": i.source,
+                    "published_at": i.published_at,
+                    "flat_path": i.flat_path,
+                    "flat_catalog": i.flat_catalog,
+                    "layer_paths": i.layers.iter().map(|l| l.layer_path.clone()).collect::<Vec<_>>(),
+                    "layers": i.layers,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for i in images {
+            println!(
+                "{}\t{}\t{}\t{} layers\t{}",
+                i.name,
+                i.manifest_digest,
+                i.platform,
+                i.layers.len(),
+                i.flat_path
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn info(repo: &Path, pubkey: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let m = open_reader(repo, pubkey)?.manifest;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": m.name, "revision": m.revision, "timestamp": m.timestamp,
+                "root_catalog": m.root.to_hex(),
+                "previous_manifest": m.previous.map(|p| p.to_hex()),
+                "format_version": stratum_catalog::FORMAT_VERSION,
+            })
+        );
+    } else {
+        println!("name:         {}", m.name);
+        println!("revision:     {}", m.revision);
+        println!("timestamp:    {}", m.timestamp);
+        println!("root catalog: {}", m.root);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn type_char(e: &Entry) -> char {
+    match e.file_type() {
+        Some(FileType::Directory) => 'd',
+        Some(FileType::Symlink) => 'l',
+        Some(FileType::CharDevice) => 'c',
+        Some(FileType::BlockDevice) => 'b',
+        Some(FileType::Fifo) => 'p',
+        Some(FileType::Socket) => 's',
+        _ => '-',
+    }
+}
+
+fn ls(repo: &Path, pubkey: Option<PathBuf>, path: &str, json: bool) -> Result<ExitCode> {
+    let reader = open_reader(repo, pubkey)?;
+    let ns = reader.namespace()?;
+    let node = ns.resolve(path)?;
+    let nodes: Vec<Node> = if node.entry.is_dir() {
+        ns.children(&node)?
+    } else {
+        vec![node]
+    };
+    if json {
+        let out: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let e = &n.entry;
+                serde_json::json!({
+                    "name": String::from_utf8_lossy(&e.name),
+                    "type": type_char(e).to_string(),
+                    "mode": e.mode, "uid": e.uid, "gid": e.gid, "size": e.size,
+                    "mtime": e.mtime, "nlink": e.nlink,
+                    "target": e.symlink.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout().lock();
+    for n in nodes {
+        let e = &n.entry;
+        let name = String::from_utf8_lossy(&e.name);
+        let target = e
+            .symlink
+            .as_ref()
+            .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{}{:04o} {:>5} {:>5} {:>12} {}{}",
+            type_char(e),
+            e.perm(),
+            e.uid,
+            e.gid,
+            e.size,
+            name,
+            target
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cat(repo: &Path, pubkey: Option<PathBuf>, path: &str) -> Result<ExitCode> {
+    let reader = open_reader(repo, pubkey)?;
+    let ns = reader.namespace()?;
+    let node = ns.resolve(path)?;
+    if node.entry.file_type() != Some(FileType::Regular) {
+        bail!("{path} is not a regular file");
+    }
+    let mut out = std::io::stdout().lock();
+    match &node.entry.data {
+        Data::None => {}
+        Data::Inline(b) => out.write_all(b)?,
+        Data::Object(id) => out.write_all(
+            &reader
+                .store
+                .get(id, ObjectKind::Content)
+                .with_context(|| format!("reading {path}"))?,
+        )?,
+        Data::Chunks(chunks) => {
+            for c in chunks {
+                out.write_all(
+                    &reader
+                        .store
+                        .get(&c.id, ObjectKind::Content)
+                        .with_context(|| format!("reading {path}"))?,
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(repo: &Path, pubkey: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let r = Repository::open(repo)?;
+    let key = match pubkey {
+        Some(p) => manifest::load_verifying_key(&p)?,
+        None => r.public_key()?,
+    };
+    let bar = progress::bytes_bar("checking");
+    let report = stratum_catalog::verify::check(r.store(), &key, &|n| bar.set_position(n))
+        .with_context(|| format!("checking {}", repo.display()))?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            println!("PROBLEM: {p}");
+        }
+        println!(
+            "revision {}: {} catalogs, {} entries, {} objects ({} bytes stored): {}",
+            report.revision,
+            report.catalogs,
+            report.entries,
+            report.objects,
+            report.stored_bytes,
+            if report.ok() { "OK" } else { "DAMAGED" }
+        );
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn pull(
+    repo: &Path,
+    pubkey: Option<PathBuf>,
+    image: Option<String>,
+    path: Option<String>,
+    dest: &Path,
+    json: bool,
+) -> Result<ExitCode> {
+    let reader = open_reader(repo, pubkey)?;
+    let ns = reader.namespace()?;
+    let ns_path = match (&image, &path) {
+        (Some(name), _) => {
+            let images = reader.images()?;
+            let rec = images.iter().find(|i| &i.name == name).with_context(|| {
+                format!(
+                    "no image {name} in {} (see `stratum images`)",
+                    repo.display()
+                )
+            })?;
+            rec.flat_path.clone()
+        }
+        (None, Some(p)) => p.clone(),
+        (None, None) => bail!("give --image NAME:TAG or --path PATH"),
+    };
+    let node = ns.resolve(&ns_path)?;
+    let _ = (node, dest, json);
+    bail!("pull: fetcher not linked yet");
+}
