@@ -370,6 +370,24 @@ fn pull(
         (None, None) => bail!("give --image NAME:TAG or --path PATH"),
     };
     let node = ns.resolve(&ns_path)?;
-    let _ = (node, dest, json);
-    bail!("pull: fetcher not linked yet");
+    let bar = progress::bytes_bar("pulling");
+    let opts = stratum_fetcher::PullOptions::default();
+    let stats = stratum_fetcher::materialize(&ns, &node, &reader.store, dest, &opts, &|n| bar.set_position(n))
+        .with_context(|| format!("pulling {ns_path} into {}", dest.display()))?;
+    bar.finish_and_clear();
+    if json {
+        let out = serde_json::json!({
+            "path": ns_path, "dest": dest.display().to_string(),
+            "files": stats.files, "dirs": stats.dirs, "symlinks": stats.symlinks,
+            "hardlinks": stats.hardlinks, "devices": stats.devices, "bytes": stats.bytes,
+            "skipped": stats.skipped,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("pulled {ns_path} into {}: {} files, {} bytes", dest.display(), stats.files, stats.bytes);
+        for s in &stats.skipped {
+            eprintln!("warning: {s}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -449,6 +449,19 @@ fn write(
             }
             Kind::Whiteout => {
                 let (name, parent) = split_last(&comps);
+                // Below a non-directory (e.g. a directory this layer turned
+                // into a file, whose old children umoci still whites out)
+                // there is nothing left to hide: drop the whiteout.
+                let parent_is_dir = match resolve(&tree.b, parent)? {
+                    Some(p) => p.is_dir(),
+                    None => match lower {
+                        Some(low) => resolve(low, parent)?.is_none_or(|p| p.is_dir()),
+                        None => true,
+                    },
+                };
+                if !parent_is_dir {
+                    continue;
+                }
                 let parent_id = tree.ensure_dir(parent, lower).map_err(place)?;
                 // A whiteout hides lower layers only; an entry of this same
                 // layer with that name stays (OCI image spec).

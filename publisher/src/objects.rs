@@ -18,6 +18,9 @@ pub struct ObjectWriter {
     /// Ids known to be in the repository: written by this publish or seen
     /// there, so each id costs at most one existence check per publish.
     known: HashSet<ObjectId>,
+    /// Verify objects found present instead of trusting them (after an
+    /// interrupted writer, see `repo::RepoLock::recovering`).
+    verify_existing: bool,
     pub stats: ObjectStats,
 }
 
@@ -27,8 +30,13 @@ impl ObjectWriter {
             store,
             enc: Encoder::new(DEFAULT_LEVEL)?,
             known: HashSet::new(),
+            verify_existing: false,
             stats: ObjectStats::default(),
         })
+    }
+
+    pub fn verify_existing(&mut self, yes: bool) {
+        self.verify_existing = yes;
     }
 
     pub fn store(&self) -> &Store {
@@ -40,6 +48,11 @@ impl ObjectWriter {
         let id = ObjectId::of(data);
         if self.known.contains(&id) && kind == ObjectKind::Content {
             return Ok(id);
+        }
+        if self.verify_existing && self.store.exists(&id, kind)? && self.store.get(&id, kind).is_err() {
+            tracing::warn!("object {id} was left incomplete by an interrupted writer; rewriting it");
+            self.store.backend().replace(&id.path(kind), &self.enc.encode(data)?)?;
+            self.stats.new_objects += 1;
         }
         let put = self.store.put_with_id(id, kind, data, &mut self.enc)?;
         if put.written {

@@ -80,7 +80,7 @@ pub fn publish(
     requests: &[PublishRequest],
     progress: &dyn Progress,
 ) -> Result<PublishOutcome> {
-    let _lock = repo.lock()?;
+    let lock = repo.lock()?;
     let store = repo.store();
     let (current, current_id) =
         store
@@ -92,6 +92,7 @@ pub fn publish(
     let ts = now().max(current.timestamp);
     let mut ns = NamespaceWriter::load(store, &current.root, repo.tmp_dir(), ts)?;
     let mut objects = ObjectWriter::new(store.clone())?;
+    objects.verify_existing(lock.recovering);
     let mut reports = Vec::new();
     let mut changed = false;
     for req in requests {
@@ -100,6 +101,8 @@ pub fn publish(
         reports.push(report);
     }
     if !changed {
+        store.backend().sync()?;
+        lock.mark_clean()?;
         return Ok(PublishOutcome {
             revision: current.revision,
             new_revision: false,
@@ -115,6 +118,7 @@ pub fn publish(
         Some(current_id),
     )?;
     repo.commit(&manifest, key)?;
+    lock.mark_clean()?;
     Ok(PublishOutcome {
         revision: manifest.revision,
         new_revision: true,

@@ -20,6 +20,11 @@ use crate::objects::ObjectWriter;
 /// repository is consistent, not who signed it: pass `--pubkey` for that).
 pub const PUBLIC_KEY_PATH: &str = ".stratum/public.pem";
 const LOCK_PATH: &str = ".stratum/lock";
+/// Present while a writer may have objects that are not yet durable. Found
+/// when taking the lock, it means the last writer died before its barrier
+/// (e.g. power loss): objects it left may be incomplete on disk, so the
+/// next writer verifies every object it would otherwise skip as present.
+const DIRTY_PATH: &str = ".stratum/dirty";
 
 pub struct Repository {
     dir: PathBuf,
@@ -65,7 +70,7 @@ impl Repository {
             dir: dir.to_owned(),
             store: Store::new(backend.clone()),
         };
-        let _lock = repo.lock()?;
+        let lock = repo.lock()?;
         let pem = {
             use ed25519_dalek::pkcs8::EncodePublicKey;
             key.verifying_key()
@@ -81,6 +86,7 @@ impl Repository {
         let root = NamespaceWriter::empty(repo.tmp_dir(), ts).write(&repo.store, &mut objects)?;
         let manifest = Manifest::new(name, 1, ts, root, None)?;
         repo.commit(&manifest, key)?;
+        lock.mark_clean()?;
         Ok(manifest)
     }
 
@@ -132,7 +138,15 @@ impl Repository {
                 let _ = fs::remove_file(ent.path());
             }
         }
-        Ok(RepoLock { _file: file })
+        let dirty = self.dir.join(DIRTY_PATH);
+        let recovering = dirty.exists();
+        if recovering {
+            tracing::warn!("{}: the last writer was interrupted; verifying existing objects", self.dir.display());
+        } else {
+            let f = File::create(&dirty).map_err(|e| io(&dirty, e))?;
+            f.sync_all().map_err(|e| io(&dirty, e))?;
+        }
+        Ok(RepoLock { _file: file, dirty, recovering })
     }
 
     /// Makes everything written durable, then publishes `manifest`: a copy
@@ -156,6 +170,20 @@ impl Repository {
 /// Held for the duration of a write; released on drop (or process death).
 pub struct RepoLock {
     _file: File,
+    dirty: PathBuf,
+    /// The previous writer died before making its objects durable.
+    pub recovering: bool,
+}
+
+impl RepoLock {
+    /// Called once everything written under the lock is durable.
+    pub fn mark_clean(&self) -> Result<()> {
+        match fs::remove_file(&self.dirty) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&self.dirty, e)),
+        }
+    }
 }
 
 fn io(path: &Path, source: std::io::Error) -> PublishError {

@@ -97,7 +97,7 @@ pub enum Decoder<R: BufRead> {
     /// A plain tar: bytes pass through.
     Plain(R),
     /// gzip, one or more members.
-    Gzip(MultiGzDecoder<R>),
+    Gzip(Box<MultiGzDecoder<R>>),
     /// zstd, one or more frames.
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
@@ -107,7 +107,7 @@ impl<R: BufRead> Decoder<R> {
     pub fn new(compression: Compression, reader: R) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Decoder::Plain(reader),
-            Compression::Gzip => Decoder::Gzip(MultiGzDecoder::new(reader)),
+            Compression::Gzip => Decoder::Gzip(Box::new(MultiGzDecoder::new(reader))),
             Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(reader)?),
         })
     }

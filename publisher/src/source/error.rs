@@ -232,8 +232,8 @@ pub enum SourceError {
         digest: Digest,
         /// diff_id from the config.
         diff_id: Digest,
-        /// Digest of the uncompressed bytes read.
-        actual: Digest,
+        /// Digest of the uncompressed bytes read (boxed to keep the error small).
+        actual: Box<Digest>,
     },
 
     /// Reading or decompressing a layer blob failed.

@@ -158,7 +158,7 @@ impl LayerStream {
                             index: self.layer.index,
                             digest: self.layer.digest,
                             diff_id: self.layer.diff_id,
-                            actual,
+                            actual: Box::new(actual),
                         })
                     }
                     _ => State::Done(LayerStats {

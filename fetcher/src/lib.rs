@@ -1,0 +1,19 @@
+//! The stratum client.
+//!
+//! This crate reads a published repository on a node. It keeps the reading
+//! of catalogs and content separate from where the bytes come from:
+//! [`ObjectSource`] is the one seam between them (a local [`Store`] now, an
+//! HTTP transport with a verified cache later).
+//!
+//! - [`materialize`]: the eager `stratum pull`, which writes a subtree of the
+//!   namespace into a local directory, never writing outside it.
+//!
+//! [`Store`]: stratum_catalog::Store
+
+mod error;
+mod pull;
+mod source;
+
+pub use error::PullError;
+pub use pull::{materialize, PullOptions, PullStats};
+pub use source::ObjectSource;
