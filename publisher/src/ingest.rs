@@ -69,7 +69,7 @@ struct Item {
 }
 
 enum Msg {
-    Item(Item),
+    Item(Box<Item>),
     Chunk(Vec<u8>),
     BigEnd,
 }
@@ -252,12 +252,12 @@ fn parse(
             }
             let big = matches!(kind, Kind::BigFile);
             let size = entry.size();
-            tx.send(Msg::Item(Item {
+            tx.send(Msg::Item(Box::new(Item {
                 comps,
                 raw: raw.clone(),
                 meta,
                 kind,
-            }))
+            })))
             .map_err(|_| closed())?;
             if big {
                 let mut total = 0u64;
@@ -405,7 +405,7 @@ fn write(
             raw,
             mut meta,
             kind,
-        } = item;
+        } = *item;
         let place = |e: PlaceError| match e {
             PlaceError::Catalog(c) => PublishError::from(c),
             PlaceError::Invalid(r) => ctx.entry_err(&raw, r),

@@ -296,7 +296,10 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn data_columns(d: &Data) -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<&[u8]>) {
+/// `(content, chunks, inline)` column values; at most one is set.
+type DataColumns<'a> = (Option<Vec<u8>>, Option<Vec<u8>>, Option<&'a [u8]>);
+
+fn data_columns(d: &Data) -> DataColumns<'_> {
     match d {
         Data::None => (None, None, None),
         Data::Object(id) => (Some(id.as_bytes().to_vec()), None, None),

@@ -21,7 +21,7 @@ pub(crate) fn encode_chunks(chunks: &[Chunk]) -> Vec<u8> {
 }
 
 fn decode_chunks(bytes: &[u8]) -> Result<Vec<Chunk>, String> {
-    if bytes.len() % CHUNK_RECORD != 0 {
+    if !bytes.len().is_multiple_of(CHUNK_RECORD) {
         return Err(format!(
             "chunk list of {} bytes is not a multiple of 40",
             bytes.len()
