@@ -66,7 +66,10 @@ fn setup() -> Setup {
     let tmp = tempdir();
     let good = Layout::create(&tmp.path().join("good"));
     good.add_image("1", &[good_layer()]);
-    repo.publish_one(&format!("oci:{}:1", good.dir.display()), Some("test/good:1"));
+    repo.publish_one(
+        &format!("oci:{}:1", good.dir.display()),
+        Some("test/good:1"),
+    );
     repo.check();
     Setup {
         manifest: repo.manifest_bytes(),
@@ -107,6 +110,7 @@ impl Setup {
     /// `needles`, and the repository is unchanged.
     fn expect_rejected(&self, layout: &Layout, tag: &str, needles: &[&str]) {
         let out = self.publish(layout, tag).assert_clean_failure();
+        eprintln!("stratum says: {}", out.stderr_str().trim());
         assert_mentions(&out, needles);
         self.assert_unchanged();
     }
@@ -154,7 +158,12 @@ impl Victim {
     }
     /// The victim dir's absolute path as raw bytes, without the leading `/`.
     fn rel(&self) -> Vec<u8> {
-        self.dir.to_str().unwrap().trim_start_matches('/').as_bytes().to_vec()
+        self.dir
+            .to_str()
+            .unwrap()
+            .trim_start_matches('/')
+            .as_bytes()
+            .to_vec()
     }
     fn abs(&self) -> Vec<u8> {
         self.dir.to_str().unwrap().as_bytes().to_vec()
@@ -165,7 +174,13 @@ impl Victim {
         let md = std::fs::symlink_metadata(&self.secret).unwrap();
         assert_eq!(
             (md.mode(), md.uid(), md.gid(), md.mtime(), md.nlink()),
-            (self.md.mode(), self.md.uid(), self.md.gid(), self.md.mtime(), self.md.nlink()),
+            (
+                self.md.mode(),
+                self.md.uid(),
+                self.md.gid(),
+                self.md.mtime(),
+                self.md.nlink()
+            ),
             "host file {} was modified",
             self.secret.display()
         );
@@ -185,6 +200,7 @@ fn rejected_or_neutralised(
     victim.assert_untouched();
     if !out.success() {
         let out = out.assert_clean_failure();
+        eprintln!("stratum says: {}", out.stderr_str().trim());
         assert_mentions(&out, needles);
         s.assert_unchanged();
         return None;
@@ -259,7 +275,10 @@ fn absolute_path() {
     abs.extend_from_slice(b"/escaped-absolute");
     l.add_image(
         "bad",
-        &[Layer::gzip(&[TarEntry::dir(b"./"), TarEntry::file(&abs, b"escaped\n")])],
+        &[Layer::gzip(&[
+            TarEntry::dir(b"./"),
+            TarEntry::file(&abs, b"escaped\n"),
+        ])],
     );
     if let Some(dest) = rejected_or_neutralised(&s, &l, &["escaped-absolute"], &v) {
         // Neutralised: the file is inside DEST at the relative path, or gone.
@@ -331,11 +350,15 @@ fn symlink_to_host_file_is_not_followed_on_pull() {
         "1",
         &[Layer::gzip(&[
             TarEntry::dir(b"./"),
-            TarEntry::symlink(b"s", &target).owner(4321, 4321).mtime(1_000_000_000, None),
+            TarEntry::symlink(b"s", &target)
+                .owner(4321, 4321)
+                .mtime(1_000_000_000, None),
         ])],
     );
-    s.repo
-        .publish_one(&format!("oci:{}:1", l.dir.display()), Some("test/symlink:1"));
+    s.repo.publish_one(
+        &format!("oci:{}:1", l.dir.display()),
+        Some("test/symlink:1"),
+    );
     let dest = s.tmp.path().join("dest");
     s.repo.pull_image("test/symlink:1", &dest);
     v.assert_untouched();
@@ -345,7 +368,13 @@ fn symlink_to_host_file_is_not_followed_on_pull() {
         assert_eq!((md.uid(), md.gid()), (4321, 4321));
     }
     assert_eq!(md.mtime(), 1_000_000_000);
-    assert_eq!(std::fs::read_link(dest.join("s")).unwrap().as_os_str().len(), target.len());
+    assert_eq!(
+        std::fs::read_link(dest.join("s"))
+            .unwrap()
+            .as_os_str()
+            .len(),
+        target.len()
+    );
 }
 
 /// A hardlink to a host file (absolute or via `..`).
@@ -515,7 +544,11 @@ type Broken = fn(&Layout) -> Vec<String>;
 
 /// (name, builder, whether umoci reads that kind of layer)
 const BROKEN: &[(&str, Broken, bool)] = &[
-    ("hardlink_to_missing_target", broken_hardlink_to_missing_target, true),
+    (
+        "hardlink_to_missing_target",
+        broken_hardlink_to_missing_target,
+        true,
+    ),
     ("truncated_gzip", broken_truncated_gzip, true),
     ("corrupt_gzip", broken_corrupt_gzip, true),
     ("gzip_of_garbage", broken_gzip_of_garbage, true),
@@ -525,7 +558,11 @@ const BROKEN: &[(&str, Broken, bool)] = &[
     ("wrong_diff_id", broken_wrong_diff_id, true),
     ("missing_layer_blob", broken_missing_layer_blob, true),
     ("missing_config_blob", broken_missing_config_blob, true),
-    ("absurd_descriptor_size", broken_absurd_descriptor_size, true),
+    (
+        "absurd_descriptor_size",
+        broken_absurd_descriptor_size,
+        true,
+    ),
     ("absurd_tar_entry_size", broken_absurd_tar_entry_size, true),
 ];
 
@@ -536,7 +573,11 @@ fn expect_broken_rejected(build: Broken) {
     let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
     let t = std::time::Instant::now();
     s.expect_rejected(&l, "bad", &needles);
-    assert!(t.elapsed().as_secs() < 120, "rejecting took {:?}", t.elapsed());
+    assert!(
+        t.elapsed().as_secs() < 120,
+        "rejecting took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -628,11 +669,17 @@ fn broken_layouts_are_broken_for_umoci_too() {
         } else {
             for (d, _) in l.layers("bad") {
                 let blob = l.read_blob(&d);
-                assert!(zstd::decode_all(&blob[..]).is_err(), "{name}: the zstd blob decodes");
+                assert!(
+                    zstd::decode_all(&blob[..]).is_err(),
+                    "{name}: the zstd blob decodes"
+                );
             }
         }
     }
-    assert!(accepted.is_empty(), "umoci accepts these 'broken' layouts: {accepted:?}");
+    assert!(
+        accepted.is_empty(),
+        "umoci accepts these 'broken' layouts: {accepted:?}"
+    );
 }
 
 /// `oci:DIR:TAG` with a tag the layout does not have.

@@ -51,7 +51,10 @@ fn args<'a>(repo: &'a TestRepo, sub: &'a str, rest: &'a [&'a str]) -> Vec<&'a Os
 fn help_works_for_every_subcommand() {
     let top = stratum(["--help"]).stdout_str();
     for sub in SUBCOMMANDS {
-        assert!(top.contains(sub), "`stratum --help` does not list {sub}:\n{top}");
+        assert!(
+            top.contains(sub),
+            "`stratum --help` does not list {sub}:\n{top}"
+        );
         let out = stratum([sub, "--help"]);
         let text = out.stdout_str();
         assert!(
@@ -80,10 +83,18 @@ fn keygen_writes_a_private_and_a_public_key() {
     let (a, b) = (std::fs::read(&k1).unwrap(), std::fs::read(&pub1).unwrap());
     assert!(!a.is_empty() && !b.is_empty());
     assert_ne!(a, b, "private and public key files are the same");
-    assert_ne!(a, std::fs::read(&k2).unwrap(), "two keygens made the same key");
+    assert_ne!(
+        a,
+        std::fs::read(&k2).unwrap(),
+        "two keygens made the same key"
+    );
     // A private key should not be world-readable.
     let mode = std::fs::metadata(&k1).unwrap().permissions().mode();
-    assert_eq!(mode & 0o077, 0, "private key mode {mode:o} is readable by others");
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "private key mode {mode:o} is readable by others"
+    );
 }
 
 #[test]
@@ -94,7 +105,9 @@ fn empty_repository() {
     assert_eq!(info["revision"], 1, "{info}");
     assert_eq!(info["format_version"], 1, "{info}");
     assert!(!info["timestamp"].is_null(), "{info}");
-    let root = info["root_catalog"].as_str().unwrap_or_else(|| panic!("{info}"));
+    let root = info["root_catalog"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{info}"));
     assert_eq!(root.len(), 64, "root_catalog is a BLAKE3 hex id: {info}");
     assert!(root.bytes().all(|c| c.is_ascii_hexdigit()), "{info}");
     assert_eq!(repo.images(), serde_json::json!([]));
@@ -107,7 +120,12 @@ fn empty_repository() {
     for f in walkdir::WalkDir::new(&repo.repo) {
         let f = f.unwrap();
         if f.file_type().is_file() {
-            assert_ne!(std::fs::read(f.path()).unwrap(), key, "{} is the private key", f.path().display());
+            assert_ne!(
+                std::fs::read(f.path()).unwrap(),
+                key,
+                "{} is the private key",
+                f.path().display()
+            );
         }
     }
 }
@@ -130,11 +148,18 @@ fn info_images_ls_cat_after_publish() {
     }
     let etc = format!("{flat}/etc");
     let listing = stratum(args(&repo, "ls", &[&etc])).stdout_str();
-    assert!(listing.contains("hello.txt") && listing.contains("link"), "{listing}");
+    assert!(
+        listing.contains("hello.txt") && listing.contains("link"),
+        "{listing}"
+    );
     let cat = stratum(args(&repo, "cat", &[&format!("{flat}/etc/hello.txt")]));
     assert_eq!(cat.stdout, HELLO);
     // The layer tree has the same file.
-    let cat = stratum(args(&repo, "cat", &[&format!("{}/etc/hello.txt", layers[0])]));
+    let cat = stratum(args(
+        &repo,
+        "cat",
+        &[&format!("{}/etc/hello.txt", layers[0])],
+    ));
     assert_eq!(cat.stdout, HELLO);
     let big = stratum(args(&repo, "cat", &[&format!("{flat}/big")]));
     assert_eq!(big.stdout, support::fsutil::Rng::new(9).bytes(300_000));
@@ -142,9 +167,17 @@ fn info_images_ls_cat_after_publish() {
     // Errors name the path.
     let missing = format!("{flat}/etc/no-such-file");
     let out = stratum_fails(args(&repo, "cat", &[&missing]));
-    assert!(out.stderr_str().contains("no-such-file"), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("no-such-file"),
+        "{}",
+        out.stderr_str()
+    );
     let out = stratum_fails(args(&repo, "ls", &["/no-such-dir"]));
-    assert!(out.stderr_str().contains("no-such-dir"), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("no-such-dir"),
+        "{}",
+        out.stderr_str()
+    );
     let dest = repo.scratch("dest");
     let out = stratum_fails([
         OsStr::new("pull"),
@@ -153,7 +186,11 @@ fn info_images_ls_cat_after_publish() {
         OsStr::new("test/no-such-image:1"),
         dest.as_os_str(),
     ]);
-    assert!(out.stderr_str().contains("no-such-image"), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("no-such-image"),
+        "{}",
+        out.stderr_str()
+    );
     repo.check();
 }
 
@@ -164,7 +201,10 @@ fn pull_image_small() {
     let dest = repo.scratch("dest");
     repo.pull_image("test/small:1", &dest);
     assert_eq!(std::fs::read(dest.join("etc/hello.txt")).unwrap(), HELLO);
-    assert_eq!(std::fs::read_link(dest.join("etc/link")).unwrap(), Path::new("hello.txt"));
+    assert_eq!(
+        std::fs::read_link(dest.join("etc/link")).unwrap(),
+        Path::new("hello.txt")
+    );
     assert_eq!(std::fs::read(dest.join("big")).unwrap().len(), 300_000);
 }
 
@@ -213,7 +253,10 @@ fn check_catches_corruption_of(repo: &TestRepo, files: &[PathBuf]) {
         }
         flip_byte(f);
     }
-    assert!(missed.is_empty(), "`check` passed although these objects were corrupted: {missed:?}");
+    assert!(
+        missed.is_empty(),
+        "`check` passed although these objects were corrupted: {missed:?}"
+    );
     repo.check();
 }
 
@@ -260,7 +303,11 @@ fn check_fails_with_a_manifest_signed_by_another_key() {
     a.check();
     std::fs::copy(b.manifest_path(), a.manifest_path()).unwrap();
     let out = a.check_raw().assert_clean_failure_with_report();
-    eprintln!("check says: {}{}", out.stdout_str().trim(), out.stderr_str().trim());
+    eprintln!(
+        "check says: {}{}",
+        out.stdout_str().trim(),
+        out.stderr_str().trim()
+    );
 }
 
 #[test]
@@ -282,7 +329,10 @@ fn check_fails_when_an_object_is_missing() {
         .into_iter()
         .filter(|f| !before.contains(f))
         .collect();
-    let victim = new.iter().max_by_key(|f| std::fs::metadata(f).unwrap().len()).unwrap();
+    let victim = new
+        .iter()
+        .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+        .unwrap();
     std::fs::remove_file(victim).unwrap();
     stratum_raw([OsStr::new("check"), repo.repo.as_os_str()]).assert_clean_failure_with_report();
 }

@@ -473,14 +473,20 @@ impl TestRepo {
 /// A temp dir under `$STRATUM_TEST_TMPDIR` or the system temp dir. It must be
 /// on a file system with user xattrs, devices and hardlinks (ext4, xfs, btrfs,
 /// tmpfs all do) and, for the overlayfs tests, usable as an overlay lower dir.
+/// With `STRATUM_TEST_KEEP=1` it is kept (and named on stderr) for debugging.
 pub fn tempdir() -> tempfile::TempDir {
     let mut b = tempfile::Builder::new();
     b.prefix("stratum-test-");
-    match std::env::var_os("STRATUM_TEST_TMPDIR") {
+    let mut t = match std::env::var_os("STRATUM_TEST_TMPDIR") {
         Some(d) => b.tempdir_in(d),
         None => b.tempdir(),
     }
-    .expect("create temp dir")
+    .expect("create temp dir");
+    if std::env::var_os("STRATUM_TEST_KEEP").is_some_and(|v| !v.is_empty() && v != "0") {
+        t.disable_cleanup(true);
+        eprintln!("{}: keeping {}", test_name(), t.path().display());
+    }
+    t
 }
 
 /// `sha256:<hex>` → `<hex>` (asserting the prefix and the length).
