@@ -123,6 +123,11 @@ mod tests {
         assert_eq!(names, vec![b"f".to_vec(), b"g".to_vec(), b"h".to_vec()]);
         assert_eq!(c.lookup(d_id, b"f").unwrap().unwrap().nlink, 2);
         assert_eq!(c.lookup(ROOT_ID, b"h").unwrap().unwrap().nlink, 1);
+        // The same catalog opened from a file, as the fetcher's cache does.
+        let file = dir.path().join("cat 100%?.db");
+        std::fs::write(&file, &bytes).unwrap();
+        let c2 = Catalog::open_path(ObjectId::of(&bytes), &file).unwrap();
+        assert_eq!(c2.children(d_id).unwrap(), c.children(d_id).unwrap());
 
         let mut b = CatalogBuilder::create(
             dir.path(),

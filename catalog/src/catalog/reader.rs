@@ -1,6 +1,8 @@
 //! The one reader of catalogs: a verified catalog object opened read-only,
 //! in memory.
 
+use std::sync::{Mutex, MutexGuard};
+
 use rusqlite::{Connection, OpenFlags, MAIN_DB};
 
 use super::entry::Entry;
@@ -9,9 +11,11 @@ use super::schema;
 use super::{rows, CatalogKind, ROOT_ID};
 use crate::{Error, ObjectId, Result, FORMAT_VERSION};
 
+/// Shareable between threads (FUSE serves requests in parallel): the
+/// connection sits behind a mutex; each query holds it for microseconds.
 pub struct Catalog {
     id: ObjectId,
-    conn: Connection,
+    conn: Mutex<Connection>,
     kind: CatalogKind,
     path: String,
 }
@@ -44,6 +48,32 @@ impl Catalog {
         .map_err(sql)?;
         conn.deserialize_read_exact(MAIN_DB, bytes, bytes.len(), true)
             .map_err(sql)?;
+        Self::from_connection(id, conn)
+    }
+
+    /// Opens a decoded catalog file that was verified against `id` when it
+    /// was written (the fetcher's cache), without loading it into memory.
+    /// The file must never change while open (`immutable=1`).
+    pub fn open_path(id: ObjectId, path: &std::path::Path) -> Result<Self> {
+        let label = format!("{id}");
+        let uri = format!(
+            "file:{}?immutable=1",
+            path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23")
+        );
+        let conn = Connection::open_with_flags(
+            &uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(|source| Error::Sqlite { catalog: label, source })?;
+        Self::from_connection(id, conn)
+    }
+
+    fn from_connection(id: ObjectId, conn: Connection) -> Result<Self> {
+        let label = format!("{id}");
+        let sql = |source| Error::Sqlite {
+            catalog: label.clone(),
+            source,
+        };
         // Catalog bytes are hash-verified, but treat them as untrusted input
         // to SQLite all the same.
         conn.execute_batch("PRAGMA trusted_schema = OFF; PRAGMA query_only = ON;")
@@ -74,7 +104,7 @@ impl Catalog {
             .ok_or_else(|| invalid("no path property".into()))?;
         let cat = Catalog {
             id,
-            conn,
+            conn: Mutex::new(conn),
             kind,
             path,
         };
@@ -89,6 +119,12 @@ impl Catalog {
     pub fn open_file(id: ObjectId, path: &std::path::Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(id, &bytes)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a read-only
+        // connection inconsistent: keep using it.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn sql(&self, source: rusqlite::Error) -> Error {
@@ -112,7 +148,7 @@ impl Catalog {
     }
 
     pub fn property(&self, key: &str) -> Result<Option<String>> {
-        rows::property(&self.conn, key).map_err(|e| self.sql(e))
+        rows::property(&self.conn(), key).map_err(|e| self.sql(e))
     }
 
     pub fn root(&self) -> Result<Entry> {
@@ -123,21 +159,21 @@ impl Catalog {
     }
 
     pub fn get(&self, id: i64) -> Result<Option<Entry>> {
-        rows::get(&self.conn, id).map_err(|e| self.sql(e))
+        rows::get(&self.conn(), id).map_err(|e| self.sql(e))
     }
 
     pub fn lookup(&self, parent: i64, name: &[u8]) -> Result<Option<Entry>> {
-        rows::lookup(&self.conn, parent, name).map_err(|e| self.sql(e))
+        rows::lookup(&self.conn(), parent, name).map_err(|e| self.sql(e))
     }
 
     pub fn children(&self, parent: i64) -> Result<Vec<Entry>> {
-        rows::children(&self.conn, parent).map_err(|e| self.sql(e))
+        rows::children(&self.conn(), parent).map_err(|e| self.sql(e))
     }
 
     /// Every entry, in id order (for `check` and copying).
     pub fn for_each_entry(&self, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
-        let mut st = self
-            .conn
+        let conn = self.conn();
+        let mut st = conn
             .prepare(&format!(
                 "SELECT {} FROM entries ORDER BY id",
                 rows::COLUMNS
@@ -153,11 +189,11 @@ impl Catalog {
 
     /// The image metadata (only the `/images` catalog has any).
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
-        super::images::list(&self.conn).map_err(|e| self.sql(e))
+        super::images::list(&self.conn()).map_err(|e| self.sql(e))
     }
 
     pub fn entry_count(&self) -> Result<u64> {
-        self.conn
+        self.conn()
             .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.sql(e))
