@@ -11,6 +11,7 @@
 //! [`Store`]: stratum_catalog::Store
 
 mod error;
+pub mod fs;
 mod pull;
 mod source;
 

@@ -63,7 +63,11 @@ fn is_root() -> bool {
 }
 
 fn run(cmd: &str, args: &[&str], cwd: &Path) {
-    let out = Command::new(cmd).args(args).current_dir(cwd).output().unwrap();
+    let out = Command::new(cmd)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}",
@@ -105,12 +109,24 @@ fn build_fixture() -> Option<Fixture> {
 
     run(
         "skopeo",
-        &["copy", "-q", "oci:layout:t", "docker-archive:archive.tar:foo:bar"],
+        &[
+            "copy",
+            "-q",
+            "oci:layout:t",
+            "docker-archive:archive.tar:foo:bar",
+        ],
         r,
     );
     run(
         "skopeo",
-        &["copy", "-q", "--dest-compress-format", "zstd", "oci:layout:t", "oci:zstd:t"],
+        &[
+            "copy",
+            "-q",
+            "--dest-compress-format",
+            "zstd",
+            "oci:layout:t",
+            "oci:zstd:t",
+        ],
         r,
     );
     Some(Fixture {
@@ -123,7 +139,9 @@ fn build_fixture() -> Option<Fixture> {
 
 /// Removes fixtures of earlier runs (older than an hour).
 fn remove_stale(base: &Path) {
-    let Ok(entries) = fs::read_dir(base) else { return };
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
     for e in entries.flatten() {
         let old = e
             .metadata()
@@ -131,7 +149,11 @@ fn remove_stale(base: &Path) {
             .ok()
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .is_some_and(|age| age > Duration::from_secs(3600));
-        if old && e.file_name().to_string_lossy().starts_with("sources-fixture-") {
+        if old
+            && e.file_name()
+                .to_string_lossy()
+                .starts_with("sources-fixture-")
+        {
             let _ = fs::remove_dir_all(e.path());
         }
     }
@@ -141,7 +163,12 @@ fn remove_stale(base: &Path) {
 fn copy_of(dir: &Path) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dst = tmp.path().join(dir.file_name().unwrap());
-    let out = Command::new("cp").arg("-a").arg(dir).arg(&dst).output().unwrap();
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(dir)
+        .arg(&dst)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     (tmp, dst)
 }
@@ -174,7 +201,11 @@ fn tar_names(r: impl Read) -> io::Result<BTreeSet<String>> {
     for entry in archive.entries()? {
         let mut entry = entry?;
         io::copy(&mut entry, &mut io::sink())?;
-        let path = entry.path()?.to_string_lossy().trim_end_matches('/').to_owned();
+        let path = entry
+            .path()?
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_owned();
         names.insert(path);
     }
     Ok(names)
@@ -184,7 +215,11 @@ fn tar_names(r: impl Read) -> io::Result<BTreeSet<String>> {
 fn gnu_tar_names(blob: &Path, gzip: bool) -> BTreeSet<String> {
     let flags = if gzip { "-tzf" } else { "-tf" };
     let out = Command::new("tar").arg(flags).arg(blob).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.trim_end_matches('/').to_owned())
@@ -268,13 +303,21 @@ fn rewrite(
     edit_manifest(&mut manifest);
     let m = write_blob(layout, &serde_json::to_vec(&manifest).unwrap());
     set_descriptor(&mut index["manifests"][pos], m);
-    fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
 }
 
 /// Replaces index.json by one listing `manifests`.
 fn write_index_json(layout: &Path, manifests: Value) {
     let index = json!({"schemaVersion": 2, "manifests": manifests});
-    fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
 }
 
 fn descriptor_of_tag(layout: &Path, tag: &str) -> Value {
@@ -292,7 +335,9 @@ fn descriptor_of_tag(layout: &Path, tag: &str) -> Value {
 
 #[test]
 fn oci_layout_streams_every_layer() {
-    let Some(f) = fixture("oci_layout_streams_every_layer") else { return };
+    let Some(f) = fixture("oci_layout_streams_every_layer") else {
+        return;
+    };
     let spec = oci(&f.layout, Some("t"));
     let src = open(&spec).unwrap();
     let image = src.image();
@@ -301,7 +346,10 @@ fn oci_layout_streams_every_layer() {
     assert_eq!(image.platform, format!("linux/{}", host_arch()));
     assert_eq!(image.layers.len(), 2);
     let desc = descriptor_of_tag(&f.layout, "t");
-    assert_eq!(image.manifest_digest.to_string(), desc["digest"].as_str().unwrap());
+    assert_eq!(
+        image.manifest_digest.to_string(),
+        desc["digest"].as_str().unwrap()
+    );
     assert_eq!(Digest::of(&image.manifest), image.manifest_digest);
     assert_eq!(Digest::of(&image.config), image.config_digest);
     for (i, l) in image.layers.iter().enumerate() {
@@ -315,15 +363,33 @@ fn oci_layout_streams_every_layer() {
         let oracle = gnu_tar_names(&blob_path(&f.layout, &layer.digest), true);
         assert_eq!(got, &oracle, "layer {}", layer.index);
     }
-    assert!(names[0].iter().any(|n| n.ends_with("a.txt")), "{:?}", names[0]);
-    assert!(names[0].iter().any(|n| n.ends_with("dir/b.txt")), "{:?}", names[0]);
-    assert!(names[1].iter().any(|n| n.ends_with(".wh.a.txt")), "{:?}", names[1]);
-    assert!(names[1].iter().any(|n| n.ends_with("c.txt")), "{:?}", names[1]);
+    assert!(
+        names[0].iter().any(|n| n.ends_with("a.txt")),
+        "{:?}",
+        names[0]
+    );
+    assert!(
+        names[0].iter().any(|n| n.ends_with("dir/b.txt")),
+        "{:?}",
+        names[0]
+    );
+    assert!(
+        names[1].iter().any(|n| n.ends_with(".wh.a.txt")),
+        "{:?}",
+        names[1]
+    );
+    assert!(
+        names[1].iter().any(|n| n.ends_with("c.txt")),
+        "{:?}",
+        names[1]
+    );
 }
 
 #[test]
 fn oci_layout_tag_selection() {
-    let Some(f) = fixture("oci_layout_tag_selection") else { return };
+    let Some(f) = fixture("oci_layout_tag_selection") else {
+        return;
+    };
     let t = open(&oci(&f.layout, Some("t"))).unwrap();
     let u = open(&oci(&f.layout, Some("u"))).unwrap();
     assert_ne!(t.image().manifest_digest, u.image().manifest_digest);
@@ -335,10 +401,16 @@ fn oci_layout_tag_selection() {
     let e = open(&oci(&f.layout, Some("nope"))).err().unwrap();
     assert!(matches!(e, SourceError::TagNotFound { .. }), "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("\"nope\"") && msg.contains('t') && msg.contains('u'), "{msg}");
+    assert!(
+        msg.contains("\"nope\"") && msg.contains('t') && msg.contains('u'),
+        "{msg}"
+    );
 
     let e = open(&oci(&f.layout, None)).err().unwrap();
-    assert!(matches!(e, SourceError::TagRequired { count: 2, .. }), "{e}");
+    assert!(
+        matches!(e, SourceError::TagRequired { count: 2, .. }),
+        "{e}"
+    );
 
     // A layout with a single manifest needs no tag; the name defaults to latest.
     let (_tmp, copy) = copy_of(&f.layout);
@@ -350,7 +422,9 @@ fn oci_layout_tag_selection() {
 
 #[test]
 fn zstd_layout() {
-    let Some(f) = fixture("zstd_layout") else { return };
+    let Some(f) = fixture("zstd_layout") else {
+        return;
+    };
     let gz = open(&oci(&f.layout, Some("t"))).unwrap();
     let zs = open(&oci(&f.zstd, Some("t"))).unwrap();
     let (gi, zi) = (gz.image(), zs.image());
@@ -362,7 +436,9 @@ fn zstd_layout() {
 
 #[test]
 fn partial_read_then_finish_still_verifies() {
-    let Some(f) = fixture("partial_read_then_finish_still_verifies") else { return };
+    let Some(f) = fixture("partial_read_then_finish_still_verifies") else {
+        return;
+    };
     let src = open(&oci(&f.layout, Some("t"))).unwrap();
     let layer = &src.image().layers[0];
     let mut stream = src.open_layer(layer).unwrap();
@@ -383,7 +459,9 @@ fn partial_read_then_finish_still_verifies() {
 
 #[test]
 fn tampered_layer_blob_fails_naming_the_digest() {
-    let Some(f) = fixture("tampered_layer_blob_fails_naming_the_digest") else { return };
+    let Some(f) = fixture("tampered_layer_blob_fails_naming_the_digest") else {
+        return;
+    };
     let (_tmp, copy) = copy_of(&f.layout);
     let src = open(&oci(&copy, Some("t"))).unwrap();
     let layer = src.image().layers[0].clone();
@@ -393,13 +471,18 @@ fn tampered_layer_blob_fails_naming_the_digest() {
     blob[mid] ^= 0x01;
     fs::write(&path, &blob).unwrap();
     let e = layer_error(src.as_ref(), &layer);
-    assert!(matches!(e, SourceError::LayerDigest { index: 0, .. }), "{e}");
+    assert!(
+        matches!(e, SourceError::LayerDigest { index: 0, .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains(&layer.digest.to_string()), "{e}");
 }
 
 #[test]
 fn truncated_layer_blob_fails() {
-    let Some(f) = fixture("truncated_layer_blob_fails") else { return };
+    let Some(f) = fixture("truncated_layer_blob_fails") else {
+        return;
+    };
     let (_tmp, copy) = copy_of(&f.layout);
     let src = open(&oci(&copy, Some("t"))).unwrap();
     let layer = src.image().layers[1].clone();
@@ -422,7 +505,9 @@ fn truncated_layer_blob_fails() {
 
 #[test]
 fn wrong_diff_id_in_config() {
-    let Some(f) = fixture("wrong_diff_id_in_config") else { return };
+    let Some(f) = fixture("wrong_diff_id_in_config") else {
+        return;
+    };
     let (_tmp, copy) = copy_of(&f.layout);
     let bogus = Digest::of(b"not the layer");
     rewrite(
@@ -436,7 +521,10 @@ fn wrong_diff_id_in_config() {
     assert_eq!(layers[1].diff_id, bogus);
     read_layers_ok(src.as_ref(), &layers[0]);
     let e = layer_error(src.as_ref(), &layers[1]);
-    assert!(matches!(e, SourceError::LayerDiffId { index: 1, .. }), "{e}");
+    assert!(
+        matches!(e, SourceError::LayerDiffId { index: 1, .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains(&bogus.to_string()), "{e}");
 }
 
@@ -448,7 +536,9 @@ fn read_layers_ok(src: &dyn ImageSource, layer: &LayerDescriptor) {
 
 #[test]
 fn inconsistent_manifests_are_refused() {
-    let Some(f) = fixture("inconsistent_manifests_are_refused") else { return };
+    let Some(f) = fixture("inconsistent_manifests_are_refused") else {
+        return;
+    };
 
     // Unknown layer media type.
     let (_t1, copy) = copy_of(&f.layout);
@@ -460,7 +550,10 @@ fn inconsistent_manifests_are_refused() {
     );
     let e = open(&oci(&copy, Some("t"))).err().unwrap();
     assert!(matches!(e, SourceError::UnsupportedMediaType { .. }), "{e}");
-    assert!(e.to_string().contains("tar+bzip2") && e.to_string().contains("layer 1"), "{e}");
+    assert!(
+        e.to_string().contains("tar+bzip2") && e.to_string().contains("layer 1"),
+        "{e}"
+    );
 
     // Layer count differs from the diff_ids.
     let (_t2, copy) = copy_of(&f.layout);
@@ -473,7 +566,17 @@ fn inconsistent_manifests_are_refused() {
         |_| {},
     );
     let e = open(&oci(&copy, Some("t"))).err().unwrap();
-    assert!(matches!(e, SourceError::LayerCountMismatch { layers: 2, diff_ids: 1, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            SourceError::LayerCountMismatch {
+                layers: 2,
+                diff_ids: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     // Absurd manifest size: refused before reading.
     let (_t3, copy) = copy_of(&f.layout);
@@ -509,7 +612,9 @@ fn inconsistent_manifests_are_refused() {
 
 #[test]
 fn nested_indexes() {
-    let Some(f) = fixture("nested_indexes") else { return };
+    let Some(f) = fixture("nested_indexes") else {
+        return;
+    };
     let (_tmp, copy) = copy_of(&f.layout);
     let mut manifest = descriptor_of_tag(&f.layout, "t");
     manifest.as_object_mut().unwrap().remove("annotations");
@@ -519,7 +624,11 @@ fn nested_indexes() {
         d["platform"] = platform(arch);
         d
     };
-    let other_arch = if host_arch() == "s390x" { "riscv64" } else { "s390x" };
+    let other_arch = if host_arch() == "s390x" {
+        "riscv64"
+    } else {
+        "s390x"
+    };
     let index = |manifests: Value| {
         let doc = json!({
             "schemaVersion": 2,
@@ -538,7 +647,10 @@ fn nested_indexes() {
     };
 
     // An index with the host's platform and another one: the host's wins.
-    let good = write_blob(&copy, &index(json!([entry(other_arch), entry(host_arch())])));
+    let good = write_blob(
+        &copy,
+        &index(json!([entry(other_arch), entry(host_arch())])),
+    );
     // An index without the host's platform.
     let foreign = write_blob(&copy, &index(json!([entry(other_arch)])));
     // A chain of indexes deeper than allowed.
@@ -575,14 +687,20 @@ fn nested_indexes() {
 
     let e = open(&oci(&copy, Some("foreign"))).err().unwrap();
     assert!(matches!(e, SourceError::PlatformNotFound { .. }), "{e}");
-    assert!(e.to_string().contains(&format!("linux/{other_arch}")), "{e}");
+    assert!(
+        e.to_string().contains(&format!("linux/{other_arch}")),
+        "{e}"
+    );
 
     let e = open(&oci(&copy, Some("deep"))).err().unwrap();
     assert!(matches!(e, SourceError::IndexNesting { .. }), "{e}");
 
     let e = open(&oci(&copy, Some("loop"))).err().unwrap();
     assert!(
-        matches!(e, SourceError::DigestMismatch { .. } | SourceError::IndexNesting { .. }),
+        matches!(
+            e,
+            SourceError::DigestMismatch { .. } | SourceError::IndexNesting { .. }
+        ),
         "{e}"
     );
 }
@@ -591,7 +709,9 @@ fn nested_indexes() {
 
 #[test]
 fn docker_archive_streams_every_layer() {
-    let Some(f) = fixture("docker_archive_streams_every_layer") else { return };
+    let Some(f) = fixture("docker_archive_streams_every_layer") else {
+        return;
+    };
     let spec = format!("docker-archive:{}", f.archive.display());
     let src = open(&spec).unwrap();
     let oci_src = open(&oci(&f.layout, Some("t"))).unwrap();
@@ -602,8 +722,14 @@ fn docker_archive_streams_every_layer() {
     assert_eq!(Digest::of(&image.manifest), image.manifest_digest);
     let manifest: Value = serde_json::from_slice(&image.manifest).unwrap();
     assert_eq!(manifest["schemaVersion"], 2);
-    assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert_eq!(manifest["config"]["digest"], image.config_digest.to_string());
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["config"]["digest"],
+        image.config_digest.to_string()
+    );
     assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
     for (l, o) in image.layers.iter().zip(&oci_image.layers) {
         assert_eq!(l.compression, Compression::None);
@@ -612,13 +738,18 @@ fn docker_archive_streams_every_layer() {
         assert_eq!(manifest["layers"][l.index]["digest"], l.digest.to_string());
     }
     // Same synthesized manifest on every open.
-    assert_eq!(open(&spec).unwrap().image().manifest_digest, image.manifest_digest);
+    assert_eq!(
+        open(&spec).unwrap().image().manifest_digest,
+        image.manifest_digest
+    );
     assert_eq!(read_layers(src.as_ref()), read_layers(oci_src.as_ref()));
 }
 
 #[test]
 fn docker_archive_tampered_layer() {
-    let Some(f) = fixture("docker_archive_tampered_layer") else { return };
+    let Some(f) = fixture("docker_archive_tampered_layer") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("archive.tar");
     fs::copy(&f.archive, &copy).unwrap();
@@ -630,17 +761,24 @@ fn docker_archive_tampered_layer() {
     let mut data = Vec::new();
     stream.read_to_end(&mut data).unwrap();
     stream.finish().unwrap();
-    let at = bytes.windows(data.len()).position(|w| w == data.as_slice()).unwrap();
+    let at = bytes
+        .windows(data.len())
+        .position(|w| w == data.as_slice())
+        .unwrap();
     bytes[at + 100] ^= 0x20;
     fs::write(&copy, &bytes).unwrap();
     let e = layer_error(src.as_ref(), &layer);
-    assert!(matches!(e, SourceError::LayerDiffId { index: 0, .. }), "{e}");
+    assert!(
+        matches!(e, SourceError::LayerDiffId { index: 0, .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains(&layer.digest.to_string()), "{e}");
 }
 
-/// Writes a docker archive (old layout, `<id>/layer.tar`) with the OCI
-/// layout's gzip layers as they are, plus a symlinked duplicate name.
-fn gzip_docker_archive(f: &Fixture, dst: &Path) -> source::ResolvedImage {
+/// Writes a docker archive holding the OCI layout's gzip layers as they
+/// are. Old style: `<hex>.json` config, `L<i>/layer.tar` layers, the first
+/// named through a symlink. New style (docker ≥ 25): `blobs/sha256/<hex>`.
+fn gzip_docker_archive(f: &Fixture, dst: &Path, new_style: bool) -> source::ResolvedImage {
     let oci_src = open(&oci(&f.layout, Some("t"))).unwrap();
     let image = oci_src.image().clone();
     let mut b = tar::Builder::new(fs::File::create(dst).unwrap());
@@ -651,47 +789,71 @@ fn gzip_docker_archive(f: &Fixture, dst: &Path) -> source::ResolvedImage {
         h.set_cksum();
         b.append_data(&mut h, name, data).unwrap();
     };
-    let config_name = format!("{}.json", image.config_digest.hex());
+    let config_name = if new_style {
+        format!("blobs/sha256/{}", image.config_digest.hex())
+    } else {
+        format!("{}.json", image.config_digest.hex())
+    };
     add(&config_name, &image.config);
     let mut layer_names = Vec::new();
     for l in &image.layers {
-        let name = format!("L{}/layer.tar", l.index);
+        let name = if new_style {
+            format!("blobs/sha256/{}", l.digest.hex())
+        } else {
+            format!("L{}/layer.tar", l.index)
+        };
         add(&name, &fs::read(blob_path(&f.layout, &l.digest)).unwrap());
         layer_names.push(name);
     }
-    let manifest = json!([{"Config": config_name, "RepoTags": null, "Layers": ["link/layer.tar", layer_names[1]]}]);
+    if !new_style {
+        layer_names[0] = "link/layer.tar".to_owned();
+    }
+    let manifest = json!([{"Config": config_name, "RepoTags": null, "Layers": layer_names}]);
     add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Symlink);
-    h.set_size(0);
-    h.set_mode(0o777);
-    b.append_link(&mut h, "link/layer.tar", "../L0/layer.tar").unwrap();
+    if !new_style {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "link/layer.tar", "../L0/layer.tar")
+            .unwrap();
+    }
     b.into_inner().unwrap().flush().unwrap();
     image
 }
 
 #[test]
 fn docker_archive_with_gzip_layers_and_links() {
-    let Some(f) = fixture("docker_archive_with_gzip_layers_and_links") else { return };
+    let Some(f) = fixture("docker_archive_with_gzip_layers_and_links") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("Hand Made.tar");
-    let oci_image = gzip_docker_archive(f, &path);
-    let src = open(&format!("docker-archive:{}", path.display())).unwrap();
-    let image = src.image();
-    assert_eq!(image.default_name, "local/hand-made:latest");
-    for (l, o) in image.layers.iter().zip(&oci_image.layers) {
-        assert_eq!(l.compression, Compression::Gzip);
-        assert_eq!(l.digest, o.digest, "hashed at open");
-        assert_eq!(l.size, o.size);
-        assert_eq!(l.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+    for new_style in [false, true] {
+        let path = tmp.path().join(format!("Hand Made {new_style}.tar"));
+        let oci_image = gzip_docker_archive(f, &path, new_style);
+        let src = open(&format!("docker-archive:{}", path.display())).unwrap();
+        let image = src.image();
+        assert_eq!(
+            image.default_name,
+            format!("local/hand-made-{new_style}:latest")
+        );
+        assert_eq!(image.config_digest, oci_image.config_digest);
+        for (l, o) in image.layers.iter().zip(&oci_image.layers) {
+            assert_eq!(l.compression, Compression::Gzip);
+            assert_eq!(l.digest, o.digest, "hashed at open or taken from the name");
+            assert_eq!(l.size, o.size);
+            assert_eq!(l.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+        }
+        let names = read_layers(src.as_ref());
+        assert!(names[0].iter().any(|n| n.ends_with("a.txt")), "{names:?}");
     }
-    let names = read_layers(src.as_ref());
-    assert!(names[0].iter().any(|n| n.ends_with("a.txt")), "{names:?}");
 }
 
 #[test]
 fn docker_archive_errors() {
-    let Some(f) = fixture("docker_archive_errors") else { return };
+    let Some(f) = fixture("docker_archive_errors") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
 
     // Truncated archive.
@@ -739,7 +901,8 @@ fn layer_stream_throughput() {
         }
         h.update(&buf[..n]);
     }
-    let mut d = flate2::read::MultiGzDecoder::new(io::BufReader::new(fs::File::open(&blob).unwrap()));
+    let mut d =
+        flate2::read::MultiGzDecoder::new(io::BufReader::new(fs::File::open(&blob).unwrap()));
     let mut raw_len = 0u64;
     loop {
         let n = d.read(&mut buf).unwrap();
@@ -754,7 +917,11 @@ fn layer_stream_throughput() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("bench");
     fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     std::os::unix::fs::symlink(&blob, blob_path(&layout, &digest)).unwrap();
     let config = json!({"architecture": host_arch(), "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]}});
@@ -763,8 +930,11 @@ fn layer_stream_throughput() {
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c.0.to_string(), "size": c.1},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest.to_string(), "size": size}]});
     let m = write_blob(&layout, &serde_json::to_vec(&manifest).unwrap());
-    write_index_json(&layout, json!([{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": m.0.to_string(), "size": m.1}]));
+    write_index_json(
+        &layout,
+        json!([{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": m.0.to_string(), "size": m.1}]),
+    );
 
     let src = open(&oci(&layout, None)).unwrap();
     let layer = &src.image().layers[0];

@@ -192,6 +192,19 @@ impl Catalog {
         super::images::list(&self.conn()).map_err(|e| self.sql(e))
     }
 
+    /// For each hardlink group, the lowest entry id in it: the entry whose
+    /// inode number the whole group shares when mounted.
+    pub fn hardlink_representatives(&self) -> Result<std::collections::HashMap<i64, i64>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT hardlink, MIN(id) FROM entries WHERE hardlink != 0 GROUP BY hardlink")
+            .map_err(|e| self.sql(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sql(e))
+    }
+
     pub fn entry_count(&self) -> Result<u64> {
         self.conn()
             .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))

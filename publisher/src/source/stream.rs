@@ -398,6 +398,15 @@ mod tests {
     }
 
     #[test]
+    fn streams_and_sources_cross_threads() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<LayerStream>();
+        send_sync::<SourceError>();
+        send_sync::<Box<dyn super::super::ImageSource>>();
+    }
+
+    #[test]
     fn reads_every_compression() {
         let raw = tar_bytes(3 * BLOCK_SIZE + 12345);
         for c in [Compression::None, Compression::Gzip, Compression::Zstd] {

@@ -1,0 +1,514 @@
+//! The read-only FUSE filesystem over a repository namespace.
+//!
+//! Inodes are `(catalog slot, entry id)` pairs packed into 64 bits; catalogs
+//! get a slot when first loaded, so a subtree's catalog is fetched only when
+//! something below it is looked up. Hardlinked entries share the inode of
+//! their group's lowest entry id. Everything is immutable, so entries,
+//! attributes and page cache are kept by the kernel for a long time.
+//!
+//! Handlers return `Result`; [`Errno`] conversion happens in one place
+//! ([`FsError::errno`]), and every failure is logged with what it was about.
+
+mod store;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType as FuseType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use stratum_catalog::catalog::{Catalog, Data, Entry, FileType, ROOT_ID};
+use stratum_catalog::ObjectId;
+
+pub use store::{LocalTree, TreeStore};
+
+/// Everything below a mount is immutable (a mount pins one revision).
+const TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such entry")]
+    NotFound,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("no such attribute")]
+    NoXattr,
+    #[error("buffer too small")]
+    Range,
+    #[error("{0}")]
+    Catalog(#[from] stratum_catalog::Error),
+    #[error("reading content: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FsError {
+    /// The one adapter from errors to errno. Anything from the network or a
+    /// verification failure is EIO: the read fails, it never hangs or lies.
+    fn errno(&self) -> Errno {
+        match self {
+            FsError::NotFound => Errno::ENOENT,
+            FsError::NotDir => Errno::ENOTDIR,
+            FsError::IsDir => Errno::EISDIR,
+            FsError::Invalid => Errno::EINVAL,
+            FsError::NoXattr => Errno::NO_XATTR,
+            FsError::Range => Errno::ERANGE,
+            FsError::Catalog(stratum_catalog::Error::NotFound { .. }) => Errno::ENOENT,
+            FsError::Catalog(_) | FsError::Io(_) => Errno::EIO,
+        }
+    }
+}
+
+type FsResult<T> = Result<T, FsError>;
+
+struct Slot {
+    catalog: Arc<Catalog>,
+    /// hardlink group → entry id whose inode the group shares
+    links: HashMap<i64, i64>,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_id: HashMap<ObjectId, u32>,
+    slots: Vec<Arc<Slot>>,
+}
+
+/// A directory listing taken at opendir, served by readdir.
+type Listing = Vec<(u64, FuseType, Vec<u8>)>;
+
+pub struct StratumFs<S: TreeStore> {
+    store: Arc<S>,
+    slots: RwLock<Slots>,
+    /// The (slot, entry id) shown as the mount's root (inode 1).
+    root: (u32, i64),
+    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
+    next_fh: AtomicU64,
+    uid_gid_override: Option<(u32, u32)>,
+}
+
+impl<S: TreeStore> StratumFs<S> {
+    /// A filesystem showing the subtree at `path` (e.g. `/` or an image's
+    /// `/flat/ab/<hex>`) of the namespace whose root catalog is `root`.
+    pub fn new(store: Arc<S>, root: &ObjectId, path: &str) -> FsResult<Self> {
+        let mut fs = StratumFs {
+            store,
+            slots: RwLock::new(Slots::default()),
+            root: (0, ROOT_ID),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            uid_gid_override: None,
+        };
+        let mut node = (fs.slot_of(root)?, ROOT_ID);
+        for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            let (slot, entry) = fs.child(node, comp.as_bytes())?.ok_or(FsError::NotFound)?;
+            if !entry.is_dir() {
+                return Err(FsError::NotDir);
+            }
+            node = (slot, entry.id);
+        }
+        fs.root = node;
+        Ok(fs)
+    }
+
+    fn slot_of(&self, id: &ObjectId) -> FsResult<u32> {
+        if let Some(&s) = self.slots.read().unwrap_or_else(|p| p.into_inner()).by_id.get(id) {
+            return Ok(s);
+        }
+        let catalog = self.store.catalog(id)?;
+        let links = catalog.hardlink_representatives()?;
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(&s) = slots.by_id.get(id) {
+            return Ok(s);
+        }
+        let s = u32::try_from(slots.slots.len()).map_err(|_| FsError::Invalid)?;
+        slots.slots.push(Arc::new(Slot { catalog, links }));
+        slots.by_id.insert(*id, s);
+        Ok(s)
+    }
+
+    fn slot(&self, s: u32) -> FsResult<Arc<Slot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .slots
+            .get(s as usize)
+            .cloned()
+            .ok_or(FsError::NotFound)
+    }
+
+    fn ino(&self, slot: &Slot, s: u32, e: &Entry) -> u64 {
+        let id = match e.hardlink {
+            0 => e.id,
+            g => slot.links.get(&g).copied().unwrap_or(e.id),
+        };
+        if (s, id) == self.root {
+            return 1;
+        }
+        ((u64::from(s) + 1) << 32) | (id as u64 & 0xffff_ffff)
+    }
+
+    fn decode(&self, ino: u64) -> (u32, i64) {
+        if ino == 1 {
+            return self.root;
+        }
+        (((ino >> 32).saturating_sub(1)) as u32, (ino & 0xffff_ffff) as i64)
+    }
+
+    /// The entry behind an inode.
+    fn node(&self, ino: u64) -> FsResult<(u32, Arc<Slot>, Entry)> {
+        let (s, id) = self.decode(ino);
+        let slot = self.slot(s)?;
+        let e = slot.catalog.get(id)?.ok_or(FsError::NotFound)?;
+        Ok((s, slot, e))
+    }
+
+    /// Looks `name` up in directory `(slot, id)`, crossing into a nested
+    /// catalog (loading it) when the entry is a mount point.
+    fn child(&self, (s, id): (u32, i64), name: &[u8]) -> FsResult<Option<(u32, Entry)>> {
+        let slot = self.slot(s)?;
+        let Some(e) = slot.catalog.lookup(id, name)? else {
+            return Ok(None);
+        };
+        match e.nested {
+            None => Ok(Some((s, e))),
+            Some(child) => {
+                let cs = self.slot_of(&child)?;
+                let root = self.slot(cs)?.catalog.root()?;
+                Ok(Some((cs, root)))
+            }
+        }
+    }
+
+    fn attr(&self, ino: u64, e: &Entry) -> FileAttr {
+        let kind = match e.file_type() {
+            Some(FileType::Directory) => FuseType::Directory,
+            Some(FileType::Symlink) => FuseType::Symlink,
+            Some(FileType::CharDevice) => FuseType::CharDevice,
+            Some(FileType::BlockDevice) => FuseType::BlockDevice,
+            Some(FileType::Fifo) => FuseType::NamedPipe,
+            Some(FileType::Socket) => FuseType::Socket,
+            _ => FuseType::RegularFile,
+        };
+        let mtime = if e.mtime >= 0 {
+            UNIX_EPOCH + Duration::new(e.mtime as u64, e.mtime_ns)
+        } else {
+            UNIX_EPOCH
+                .checked_sub(Duration::from_secs(e.mtime.unsigned_abs()))
+                .and_then(|t| t.checked_add(Duration::from_nanos(u64::from(e.mtime_ns))))
+                .unwrap_or(UNIX_EPOCH)
+        };
+        let (uid, gid) = self.uid_gid_override.unwrap_or((e.uid, e.gid));
+        FileAttr {
+            ino: INodeNo(ino),
+            size: e.size,
+            blocks: e.size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind,
+            perm: (e.mode & 0o7777) as u16,
+            nlink: if e.is_dir() { 2 } else { e.nlink.max(1) },
+            uid,
+            gid,
+            rdev: e.rdev as u32,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn do_lookup(&self, parent: u64, name: &[u8]) -> FsResult<FileAttr> {
+        let (s, id) = self.decode(parent);
+        let (cs, e) = self.child((s, id), name)?.ok_or(FsError::NotFound)?;
+        let slot = self.slot(cs)?;
+        Ok(self.attr(self.ino(&slot, cs, &e), &e))
+    }
+
+    fn do_read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let (_, _, e) = self.node(ino)?;
+        if e.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        let end = offset.saturating_add(u64::from(size)).min(e.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        match &e.data {
+            Data::None => {}
+            Data::Inline(b) => {
+                let start = offset as usize;
+                out.copy_from_slice(&b[start.min(b.len())..(end as usize).min(b.len())]);
+            }
+            Data::Object(id) => read_full(&*self.store, id, offset, &mut out)?,
+            Data::Chunks(chunks) => {
+                let mut pos = 0u64;
+                let mut filled = 0usize;
+                for (i, c) in chunks.iter().enumerate() {
+                    let (cstart, cend) = (pos, pos + c.size);
+                    pos = cend;
+                    if cend <= offset + filled as u64 {
+                        continue;
+                    }
+                    if cstart >= end {
+                        break;
+                    }
+                    let at = offset + filled as u64 - cstart;
+                    let n = ((cend - cstart - at) as usize).min(out.len() - filled);
+                    read_full(&*self.store, &c.id, at, &mut out[filled..filled + n])?;
+                    filled += n;
+                    if filled == out.len() {
+                        // Sequential readers will want the next chunk next.
+                        if let Some(next) = chunks.get(i + 1) {
+                            self.store.prefetch(&next.id);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn do_opendir(&self, ino: u64) -> FsResult<u64> {
+        let (s, slot, e) = self.node(ino)?;
+        if !e.is_dir() {
+            return Err(FsError::NotDir);
+        }
+        let mut list: Listing = vec![(ino, FuseType::Directory, b".".to_vec()), (ino, FuseType::Directory, b"..".to_vec())];
+        for c in slot.catalog.children(e.id)? {
+            let (cs, ce) = match c.nested {
+                Some(child) => {
+                    let cs = self.slot_of(&child)?;
+                    let mut root = self.slot(cs)?.catalog.root()?;
+                    root.name = c.name;
+                    (cs, root)
+                }
+                None => (s, c),
+            };
+            let cslot = self.slot(cs)?;
+            let attr = self.attr(self.ino(&cslot, cs, &ce), &ce);
+            list.push((attr.ino.0, attr.kind, ce.name));
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).insert(fh, Arc::new(list));
+        Ok(fh)
+    }
+
+    fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(value.len() as u32);
+        } else if value.len() > size as usize {
+            reply.error(FsError::Range.errno());
+        } else {
+            reply.data(value);
+        }
+    }
+}
+
+fn read_full(store: &dyn TreeStore, id: &ObjectId, offset: u64, buf: &mut [u8]) -> FsResult<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = store.read_at(id, offset + done as u64, &mut buf[done..])?;
+        if n == 0 {
+            return Err(FsError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("object {id} is shorter than its catalog entry says"),
+            )));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+fn fail<T>(what: &str, ino: u64, r: FsResult<T>) -> Result<T, Errno> {
+    r.map_err(|e| {
+        match e {
+            FsError::NotFound | FsError::NoXattr | FsError::Range => tracing::debug!("{what} inode {ino}: {e}"),
+            _ => tracing::warn!("{what} inode {ino}: {e}"),
+        }
+        e.errno()
+    })
+}
+
+impl<S: TreeStore> Filesystem for StratumFs<S> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Optional speed-ups; a kernel without them still works.
+        let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match fail("lookup", parent.0, self.do_lookup(parent.0, name.as_bytes())) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match fail("getattr", ino.0, self.node(ino.0)) {
+            Ok((_, _, e)) => reply.attr(&TTL, &self.attr(ino.0, &e)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let r = self.node(ino.0).and_then(|(_, _, e)| e.symlink.ok_or(FsError::Invalid));
+        match fail("readlink", ino.0, r) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let r = self.node(ino.0).and_then(|(_, _, e)| if e.is_dir() { Err(FsError::IsDir) } else { Ok(()) });
+        match fail("open", ino.0, r) {
+            // Immutable content: let the page cache survive close and reopen.
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match fail("read", ino.0, self.do_read(ino.0, offset, size)) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match fail("opendir", ino.0, self.do_opendir(ino.0)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let list = self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get(&fh.0).cloned();
+        let Some(list) = list else {
+            tracing::warn!("readdir inode {}: unknown directory handle", ino.0);
+            return reply.error(Errno::EBADF);
+        };
+        for (i, (child, kind, name)) in list.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(*child), (i + 1) as u64, *kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = self
+            .node(ino.0)
+            .and_then(|(_, _, e)| e.xattr(name.as_bytes()).map(<[u8]>::to_vec).ok_or(FsError::NoXattr));
+        match fail("getxattr", ino.0, r) {
+            Ok(v) => Self::xattr_reply(&v, size, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match fail("listxattr", ino.0, self.node(ino.0)) {
+            Ok((_, _, e)) => {
+                let mut names = Vec::new();
+                for (n, _) in &e.xattrs {
+                    names.extend_from_slice(n);
+                    names.push(0);
+                }
+                Self::xattr_reply(&names, size, reply)
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Permission checks are the kernel's (default_permissions).
+        reply.ok();
+    }
+}
+
+/// How to mount.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    pub fsname: String,
+    pub allow_other: bool,
+    /// Request threads: one slow fetch occupies one of them, never the mount.
+    pub threads: usize,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig { fsname: "stratum".into(), allow_other: false, threads: 16 }
+    }
+}
+
+/// Mounts `fs` at `mountpoint` and serves it until it is unmounted.
+pub fn serve<S: TreeStore>(fs: StratumFs<S>, mountpoint: &Path, cfg: &MountConfig) -> std::io::Result<()> {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName(cfg.fsname.clone()),
+        MountOption::Subtype("stratum".into()),
+        MountOption::DefaultPermissions,
+        MountOption::Dev,
+        MountOption::Suid,
+        MountOption::Exec,
+        MountOption::NoAtime,
+    ];
+    if cfg.allow_other {
+        config.mount_options.push(MountOption::CUSTOM("allow_other".into()));
+    }
+    config.n_threads = Some(cfg.threads.max(1));
+    config.clone_fd = true;
+    fuser::mount(fs, mountpoint, &config)
+}
+
+/// Unmounts a stratum mount (lazily, so a busy mount detaches at once).
+pub fn unmount(mountpoint: &Path) -> std::io::Result<()> {
+    match rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::PERM => {
+            let status = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(mountpoint).status()?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!("fusermount3 -u {} failed", mountpoint.display())))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+

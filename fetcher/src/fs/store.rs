@@ -1,0 +1,103 @@
+//! Where a mounted tree gets its catalogs and file bytes: the one seam
+//! between the filesystem and the transport. Two implementations: a local
+//! repository directory ([`LocalTree`]) and the HTTP remote with its
+//! verified node cache (`Remote`).
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use stratum_catalog::catalog::Catalog;
+use stratum_catalog::{ObjectId, ObjectKind, Store};
+
+pub trait TreeStore: Send + Sync + 'static {
+    /// A verified catalog.
+    fn catalog(&self, id: &ObjectId) -> Result<Arc<Catalog>, stratum_catalog::Error>;
+    /// Reads verified bytes of content object `id` at `offset`; returns how
+    /// many were read (short only at the object's end).
+    fn read_at(&self, id: &ObjectId, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// Hints that `id` will be read soon (read-ahead of the next chunk).
+    fn prefetch(&self, _id: &ObjectId) {}
+}
+
+/// A repository directory on this machine (or a shared filesystem): objects
+/// are decoded and verified on first read and kept in a bounded in-memory
+/// LRU, so sequential reads of a chunk decode it once.
+pub struct LocalTree {
+    store: Store,
+    catalogs: Mutex<HashMap<ObjectId, Arc<Catalog>>>,
+    objects: Mutex<Lru>,
+}
+
+struct Lru {
+    map: HashMap<ObjectId, Arc<Vec<u8>>>,
+    order: VecDeque<ObjectId>,
+    bytes: usize,
+    cap: usize,
+}
+
+impl Lru {
+    fn get(&mut self, id: &ObjectId) -> Option<Arc<Vec<u8>>> {
+        let v = self.map.get(id)?.clone();
+        if let Some(pos) = self.order.iter().position(|x| x == id) {
+            self.order.remove(pos);
+        }
+        self.order.push_back(*id);
+        Some(v)
+    }
+
+    fn put(&mut self, id: ObjectId, v: Arc<Vec<u8>>) {
+        if self.map.contains_key(&id) {
+            return;
+        }
+        self.bytes += v.len();
+        self.map.insert(id, v);
+        self.order.push_back(id);
+        while self.bytes > self.cap && self.order.len() > 1 {
+            if let Some(old) = self.order.pop_front() {
+                if let Some(v) = self.map.remove(&old) {
+                    self.bytes -= v.len();
+                }
+            }
+        }
+    }
+}
+
+impl LocalTree {
+    pub fn new(store: Store) -> Self {
+        LocalTree {
+            store,
+            catalogs: Mutex::new(HashMap::new()),
+            objects: Mutex::new(Lru { map: HashMap::new(), order: VecDeque::new(), bytes: 0, cap: 256 << 20 }),
+        }
+    }
+
+    fn object(&self, id: &ObjectId) -> io::Result<Arc<Vec<u8>>> {
+        if let Some(v) = self.objects.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(v);
+        }
+        let bytes = self.store.get(id, ObjectKind::Content).map_err(io::Error::other)?;
+        let v = Arc::new(bytes);
+        self.objects.lock().unwrap_or_else(|p| p.into_inner()).put(*id, v.clone());
+        Ok(v)
+    }
+}
+
+impl TreeStore for LocalTree {
+    fn catalog(&self, id: &ObjectId) -> Result<Arc<Catalog>, stratum_catalog::Error> {
+        if let Some(c) = self.catalogs.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(self.store.load_catalog(id)?);
+        self.catalogs.lock().unwrap_or_else(|p| p.into_inner()).insert(*id, c.clone());
+        Ok(c)
+    }
+
+    fn read_at(&self, id: &ObjectId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let data = self.object(id)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+}
