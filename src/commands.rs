@@ -17,6 +17,10 @@ use crate::Command;
 pub fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Keygen { keyfile } => keygen(&keyfile),
+        Command::Mount { source, mountpoint, pubkey, image, allow_other } => {
+            crate::mount::mount(crate::mount::MountArgs { source, mountpoint, pubkey, image, allow_other })
+        }
+        Command::Umount { mountpoint } => crate::mount::umount(&mountpoint),
         Command::Init { repo, key, name } => init(&repo, &key, name),
         Command::Publish {
             sources,
@@ -24,7 +28,9 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             key,
             as_name,
             json,
-        } => publish(&repo, &key, sources, as_name, json),
+            thin,
+        } => publish(&repo, &key, sources, as_name, json, thin),
+        Command::Thin(args) => crate::thin::run(args),
         Command::Images { repo, json, pubkey } => images(&repo, pubkey, json),
         Command::Info { repo, json, pubkey } => info(&repo, pubkey, json),
         Command::Ls {
@@ -42,7 +48,13 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             dest,
             json,
             pubkey,
-        } => pull(&repo, pubkey, image, path, &dest, json),
+            cache,
+        } => pull(&repo, pubkey, image, path, &dest, json, cache),
+        Command::Serve {
+            repo,
+            listen,
+            max_age,
+        } => crate::serve::run(&repo, &listen, max_age),
     }
 }
 
@@ -84,6 +96,7 @@ fn publish(
     sources: Vec<String>,
     as_name: Option<String>,
     json: bool,
+    thin: crate::thin::PublishThinArgs,
 ) -> Result<ExitCode> {
     if as_name.is_some() && sources.len() != 1 {
         bail!(
@@ -122,6 +135,7 @@ fn publish(
             );
         }
     }
+    crate::thin::after_publish(repo, &sk.verifying_key(), &outcome, &thin, json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -352,17 +366,86 @@ fn pull(
     path: Option<String>,
     dest: &Path,
     json: bool,
+    cache: Option<PathBuf>,
 ) -> Result<ExitCode> {
-    let reader = open_reader(repo, pubkey)?;
-    let ns = reader.namespace()?;
+    let url = repo
+        .to_str()
+        .filter(|s| s.starts_with("http://") || s.starts_with("https://"));
+    let (ns_path, stats, transport) = match url {
+        Some(url) => {
+            let pubkey = pubkey.with_context(|| {
+                format!("--pubkey KEY.pub is required to pull from {url}: it verifies the manifest")
+            })?;
+            let key = manifest::load_verifying_key(&pubkey)?;
+            let cache = cache.unwrap_or_else(stratum_fetcher::default_cache_dir);
+            let cfg = stratum_fetcher::RemoteConfig::new(vec![url.to_owned()], key, cache.clone());
+            let remote = std::sync::Arc::new(
+                stratum_fetcher::Remote::open(cfg)
+                    .with_context(|| format!("opening {url} (cache {})", cache.display()))?,
+            );
+            let ns = Namespace::new(
+                stratum_fetcher::RemoteLoader::new(remote.clone()),
+                &remote.manifest().root,
+            )?;
+            let (p, st) = pull_tree(&ns, &*remote, url, image, path, dest)?;
+            (p, st, Some(remote.stats()))
+        }
+        None => {
+            if cache.is_some() {
+                bail!("--cache applies to pulls from a URL, not from a local repository");
+            }
+            let reader = open_reader(repo, pubkey)?;
+            let ns = reader.namespace()?;
+            let source = repo.display().to_string();
+            let (p, st) = pull_tree(&ns, &reader.store, &source, image, path, dest)?;
+            (p, st, None)
+        }
+    };
+    if json {
+        let mut out = serde_json::json!({
+            "path": ns_path, "dest": dest.display().to_string(),
+            "files": stats.files, "dirs": stats.dirs, "symlinks": stats.symlinks,
+            "hardlinks": stats.hardlinks, "devices": stats.devices, "bytes": stats.bytes,
+            "skipped": stats.skipped,
+        });
+        if let Some(t) = transport {
+            out["transport"] = serde_json::json!({
+                "requests": t.requests, "bytes_downloaded": t.bytes_downloaded,
+                "cache_hits": t.cache_hits, "cache_misses": t.cache_misses,
+                "retries": t.retries, "failovers": t.failovers, "rejected": t.rejected,
+                "evictions": t.evictions,
+            });
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("pulled {ns_path} into {}: {} files, {} bytes", dest.display(), stats.files, stats.bytes);
+        if let Some(t) = transport {
+            println!(
+                "fetched {} bytes in {} requests; {} objects from the cache, {} downloaded",
+                t.bytes_downloaded, t.requests, t.cache_hits, t.cache_misses
+            );
+        }
+        for s in &stats.skipped {
+            eprintln!("warning: {s}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves `--image` or `--path` in `ns` and materializes it into `dest`.
+fn pull_tree<L: stratum_catalog::namespace::CatalogLoader>(
+    ns: &Namespace<L>,
+    objects: &dyn stratum_fetcher::ObjectSource,
+    source: &str,
+    image: Option<String>,
+    path: Option<String>,
+    dest: &Path,
+) -> Result<(String, stratum_fetcher::PullStats)> {
     let ns_path = match (&image, &path) {
         (Some(name), _) => {
-            let images = reader.images()?;
+            let images = ns.resolve("/images")?.catalog.images()?;
             let rec = images.iter().find(|i| &i.name == name).with_context(|| {
-                format!(
-                    "no image {name} in {} (see `stratum images`)",
-                    repo.display()
-                )
+                format!("no image {name} in {source} (see `stratum images`)")
             })?;
             rec.flat_path.clone()
         }
@@ -372,22 +455,8 @@ fn pull(
     let node = ns.resolve(&ns_path)?;
     let bar = progress::bytes_bar("pulling");
     let opts = stratum_fetcher::PullOptions::default();
-    let stats = stratum_fetcher::materialize(&ns, &node, &reader.store, dest, &opts, &|n| bar.set_position(n))
+    let stats = stratum_fetcher::materialize(ns, &node, objects, dest, &opts, &|n| bar.set_position(n))
         .with_context(|| format!("pulling {ns_path} into {}", dest.display()))?;
     bar.finish_and_clear();
-    if json {
-        let out = serde_json::json!({
-            "path": ns_path, "dest": dest.display().to_string(),
-            "files": stats.files, "dirs": stats.dirs, "symlinks": stats.symlinks,
-            "hardlinks": stats.hardlinks, "devices": stats.devices, "bytes": stats.bytes,
-            "skipped": stats.skipped,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!("pulled {ns_path} into {}: {} files, {} bytes", dest.display(), stats.files, stats.bytes);
-        for s in &stats.skipped {
-            eprintln!("warning: {s}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((ns_path, stats))
 }

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod mount;
 mod progress;
+mod serve;
+mod thin;
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +65,8 @@ enum Command {
         /// Print one JSON object per image instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        thin: thin::PublishThinArgs,
     },
     /// List the published images.
     Images {
@@ -107,11 +112,56 @@ enum Command {
         #[arg(long)]
         pubkey: Option<PathBuf>,
     },
+    /// Mount the repository (or one image's flat rootfs) read-only with FUSE.
+    ///
+    /// Serves until unmounted (`stratum umount MOUNTPOINT`) or interrupted (SIGINT/SIGTERM).
+    /// Catalogs load on first use of their subtree; file contents are read on first access.
+    Mount {
+        /// A repository directory.
+        source: String,
+        mountpoint: PathBuf,
+        /// Verify the manifest with this public key (default: the repository's own copy).
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+        /// Mount only this image's flat rootfs at MOUNTPOINT.
+        #[arg(long, value_name = "NAME:TAG")]
+        image: Option<String>,
+        /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root).
+        #[arg(long)]
+        allow_other: bool,
+    },
+    /// Unmount a stratum mount.
+    Umount { mountpoint: PathBuf },
+    /// Serve a repository read-only over HTTP (GET/HEAD, byte ranges, strong ETags).
+    ///
+    /// Objects under data/ get `Cache-Control: public, max-age=SECONDS, immutable`; the manifest
+    /// gets `no-cache`. Writer files (.stratum/lock, .stratum/dirty, .stratum/tmp/) are never served.
+    /// Prints `listening on http://ADDR` once bound (`--listen 127.0.0.1:0` picks a free port).
+    /// Stops on SIGINT/SIGTERM. Access log: RUST_LOG=stratum::serve=info.
+    Serve {
+        /// The repository directory.
+        repo: PathBuf,
+        /// Address to listen on, HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Cache lifetime of the immutable objects under data/, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = serve::DEFAULT_MAX_AGE)]
+        max_age: u64,
+    },
+    /// Write the thin-image descriptor of a published image (JSON, see docs/THIN-IMAGE.md).
+    ///
+    /// The descriptor pins the image's flat and per-layer catalog ids, the revision and the
+    /// repository's public-key fingerprint, and names the URLs nodes fetch the repository from.
+    /// Written to stdout unless -o is given.
+    Thin(thin::ThinArgs),
     /// Materialize an image's flat rootfs, or any subtree, into DEST.
     ///
+    /// From a local repository, or over HTTP(S) from its URL through the node's verified cache
+    /// (`stratum pull https://host/repo --pubkey KEY.pub --image NAME:TAG DEST`).
     /// DEST must not exist or be empty. Owners and device nodes are reproduced when run as root.
     /// Nothing is ever written outside DEST.
     Pull {
+        /// A repository directory, or the http(s):// URL of one (then --pubkey is required).
         repo: PathBuf,
         /// An image name with tag, as listed by `stratum images`.
         #[arg(
@@ -127,8 +177,14 @@ enum Command {
         dest: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Verify the manifest with this public key (required with a URL; default for a
+        /// directory: the repository's own copy).
         #[arg(long)]
         pubkey: Option<PathBuf>,
+        /// Cache directory for a URL, shared with `stratum mount` (default: /var/cache/stratum
+        /// as root, else $XDG_CACHE_HOME/stratum or ~/.cache/stratum).
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
     },
 }
 

@@ -7,6 +7,9 @@
 //!
 //! - [`materialize`]: the eager `stratum pull`, which writes a subtree of the
 //!   namespace into a local directory, never writing outside it.
+//! - [`Remote`]: a repository over HTTP(S) ([`transport`]: mirrors, retries,
+//!   timeouts) through the node's verified, quota-bounded [`cache`]; it is an
+//!   [`ObjectSource`], and [`RemoteLoader`] loads a namespace's catalogs.
 //!
 //! [`Store`]: stratum_catalog::Store
 
@@ -15,6 +18,16 @@ pub mod fs;
 mod pull;
 mod source;
 
+pub mod cache;
+pub mod remote;
+pub mod transport;
+
 pub use error::PullError;
 pub use pull::{materialize, PullOptions, PullStats};
 pub use source::ObjectSource;
+
+pub use cache::CacheUsage;
+pub use remote::{
+    default_cache_dir, CachedObject, Remote, RemoteConfig, RemoteLoader, DEFAULT_QUOTA,
+};
+pub use transport::{FailureKind, FetchError, MirrorFailure, TransportStats};

@@ -2,11 +2,14 @@
 //! and opaque directories applied, from catalogs only (content is already
 //! in the store and is never read again).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use stratum_catalog::catalog::{schema::FLAG_IMPLICIT, Catalog, CatalogBuilder, Entry, ROOT_ID};
+use stratum_catalog::catalog::{
+    schema::{FLAG_COPYUP, FLAG_IMPLICIT},
+    Catalog, CatalogBuilder, Entry, ROOT_ID,
+};
 
-use crate::tree::is_overlay_xattr;
+use crate::tree::{is_overlay_xattr, resolve};
 
 /// Applies one layer tree on top of `flat`, as extracting the layer's tar
 /// over the rootfs would.
@@ -14,6 +17,7 @@ pub fn apply_layer(flat: &mut CatalogBuilder, layer: &Catalog) -> stratum_catalo
     // Hardlink groups are per catalog: give this layer's groups fresh
     // numbers in the flat catalog.
     let mut groups: HashMap<i64, i64> = HashMap::new();
+    let kept = join_copyups(flat, layer, &mut groups)?;
     let root = layer.root()?;
     if root.is_opaque() {
         flat.remove_children(ROOT_ID)?;
@@ -57,6 +61,10 @@ pub fn apply_layer(flat: &mut CatalogBuilder, layer: &Catalog) -> stratum_catalo
                 };
                 stack.push((layer_id, flat_id));
             } else {
+                if kept.contains(&layer_id) && existing.as_ref().is_some_and(|e| !e.is_dir()) {
+                    // A copied-up hardlink target: the lower file stays.
+                    continue;
+                }
                 if let Some(old) = existing {
                     flat.remove(old.id)?;
                 }
@@ -73,11 +81,60 @@ pub fn apply_layer(flat: &mut CatalogBuilder, layer: &Catalog) -> stratum_catalo
     Ok(())
 }
 
+/// Hardlinks to files of lower layers: the layer tree holds a copy of the
+/// target (flagged copy-up) in the link's group. The flat tree instead keeps
+/// the lower file, with whatever links it already had, and puts the layer's
+/// group into that file's group — what extracting the tar over the lower
+/// layers does. Returns the layer entries that must not replace their path.
+fn join_copyups(
+    flat: &mut CatalogBuilder,
+    layer: &Catalog,
+    groups: &mut HashMap<i64, i64>,
+) -> stratum_catalog::Result<HashSet<i64>> {
+    let mut copyups = Vec::new();
+    layer.for_each_entry(|e| {
+        if e.flags & FLAG_COPYUP != 0 && e.hardlink != 0 {
+            copyups.push((e.id, e.hardlink));
+        }
+        Ok(())
+    })?;
+    let mut kept = HashSet::new();
+    for (id, group) in copyups {
+        let path = entry_path(layer, id)?;
+        let Some(mut lower) = resolve(flat, &path)? else { continue };
+        if lower.is_dir() {
+            continue;
+        }
+        if lower.hardlink == 0 {
+            lower.hardlink = flat.new_hardlink_group();
+            flat.update(lower.id, &lower)?;
+        }
+        groups.insert(group, lower.hardlink);
+        kept.insert(id);
+    }
+    Ok(kept)
+}
+
+/// The path components of entry `id` of `cat`, from its root.
+fn entry_path(cat: &Catalog, mut id: i64) -> stratum_catalog::Result<Vec<Vec<u8>>> {
+    let mut comps = Vec::new();
+    while id != ROOT_ID {
+        let Some(e) = cat.get(id)? else { break };
+        comps.push(e.name);
+        id = e.parent;
+        if comps.len() > 4096 {
+            break;
+        }
+    }
+    comps.reverse();
+    Ok(comps)
+}
+
 /// A layer entry as the flat tree keeps it: no overlay markers, no
 /// implicit flag.
 fn clean(mut e: Entry) -> Entry {
     e.xattrs.retain(|(n, _)| !is_overlay_xattr(n));
-    e.flags &= !FLAG_IMPLICIT;
+    e.flags &= !(FLAG_IMPLICIT | FLAG_COPYUP);
     e.nested = None;
     e
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use stratum_catalog::catalog::{
-    schema::FLAG_IMPLICIT, CatalogBuilder, CatalogKind, Chunk, Data, Entry, FileType, OPAQUE_XATTR,
+    schema::FLAG_COPYUP, schema::FLAG_IMPLICIT, CatalogBuilder, CatalogKind, Chunk, Data, Entry, FileType, OPAQUE_XATTR,
     OPAQUE_XATTR_USER, ROOT_ID,
 };
 use stratum_catalog::ObjectKind;
@@ -349,6 +349,12 @@ fn metadata<R: Read>(entry: &mut tar::Entry<R>) -> Result<Entry, String> {
                 b"mtime" => (e.mtime, e.mtime_ns) = pax_time(value)?,
                 _ => {
                     if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                        // Overlay markers come only from whiteouts: a tar
+                        // that carries its own (opaque, redirect, metacopy)
+                        // would steer overlay mounts of the layer trees.
+                        if crate::tree::is_overlay_xattr(name) {
+                            continue;
+                        }
                         if name.is_empty() || name.len() > 255 || value.len() > 65536 {
                             return Err("xattr name or value out of range".into());
                         }
@@ -368,7 +374,8 @@ fn pax_time(v: &[u8]) -> Result<(i64, u32), String> {
     let s = std::str::from_utf8(v).map_err(|_| "PAX mtime is not UTF-8")?;
     let bad = || format!("bad PAX mtime {s:?}");
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = int.parse().map_err(|_| bad())?;
+    let negative = int.starts_with('-');
+    let secs: i64 = if int == "-" { 0 } else { int.parse().map_err(|_| bad())? };
     if frac.is_empty() {
         return Ok((secs, 0));
     }
@@ -380,7 +387,7 @@ fn pax_time(v: &[u8]) -> Result<(i64, u32), String> {
         digits.push('0');
     }
     let ns: u32 = digits.parse().map_err(|_| bad())?;
-    if secs < 0 && ns > 0 {
+    if negative && ns > 0 {
         // -1.5 means 1.5 s before the epoch: floor the seconds.
         return Ok((secs - 1, 1_000_000_000 - ns));
     }
@@ -618,6 +625,7 @@ fn hardlink(
             }
             let mut copy = low;
             copy.hardlink = 0;
+            copy.flags |= FLAG_COPYUP;
             let id = replace(lower, ctx, tree, target, raw, copy)?;
             tree.b.get(id)?.ok_or_else(missing)?
         }
@@ -625,10 +633,14 @@ fn hardlink(
     if t.is_dir() {
         return Err(ctx.entry_err(raw, format!("hardlink to directory {}", display(target))));
     }
+    if t.is_whiteout() {
+        return Err(ctx.entry_err(raw, format!("hardlink to {}, which this layer deleted", display(target))));
+    }
     if t.hardlink == 0 {
         t.hardlink = tree.b.new_hardlink_group();
         tree.b.update(t.id, &t)?;
     }
+    t.flags &= !FLAG_COPYUP;
     replace(lower, ctx, tree, comps, raw, t)?;
     Ok(())
 }
@@ -646,6 +658,7 @@ mod tests {
         );
         assert_eq!(pax_time(b"1.123456789123").unwrap(), (1, 123_456_789));
         assert_eq!(pax_time(b"-1.5").unwrap(), (-2, 500_000_000));
+        assert_eq!(pax_time(b"-0.5").unwrap(), (-1, 500_000_000));
         assert!(pax_time(b"abc").is_err());
         assert!(pax_time(b"1.2x").is_err());
     }

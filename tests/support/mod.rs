@@ -24,6 +24,7 @@ pub mod fixtures;
 pub mod fsutil;
 pub mod oci;
 pub mod reference;
+pub mod services;
 pub mod umoci;
 
 use std::ffi::OsStr;

@@ -172,19 +172,30 @@ impl Catalog {
 
     /// Every entry, in id order (for `check` and copying).
     pub fn for_each_entry(&self, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare(&format!(
-                "SELECT {} FROM entries ORDER BY id",
-                rows::COLUMNS
-            ))
-            .map_err(|e| self.sql(e))?;
-        let mut q = st.query([]).map_err(|e| self.sql(e))?;
-        while let Some(row) = q.next().map_err(|e| self.sql(e))? {
-            let e = rows::entry_from_row(row).map_err(|e| self.sql(e))?;
-            f(e)?;
+        // In batches, so that `f` may query this catalog (the connection's
+        // lock is not held while it runs) and memory stays bounded.
+        const BATCH: i64 = 4096;
+        let mut after = i64::MIN;
+        loop {
+            let batch: Vec<Entry> = {
+                let conn = self.conn();
+                let mut st = conn
+                    .prepare_cached(&format!(
+                        "SELECT {} FROM entries WHERE id > ?1 ORDER BY id LIMIT ?2",
+                        rows::COLUMNS
+                    ))
+                    .map_err(|e| self.sql(e))?;
+                let rows = st
+                    .query_map(rusqlite::params![after, BATCH], rows::entry_from_row)
+                    .map_err(|e| self.sql(e))?;
+                rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sql(e))?
+            };
+            let Some(last) = batch.last() else { return Ok(()) };
+            after = last.id;
+            for e in batch {
+                f(e)?;
+            }
         }
-        Ok(())
     }
 
     /// The image metadata (only the `/images` catalog has any).

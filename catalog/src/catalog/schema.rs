@@ -64,6 +64,12 @@ CREATE INDEX image_layers_by_diff_id ON image_layers (diff_id);
 /// children needed. A flat merge keeps the lower layer's metadata for it.
 pub const FLAG_IMPLICIT: i64 = 1;
 
+/// `entries.flags` bit: a file of a lower layer that this layer's tar
+/// hardlinked to, copied up into the layer tree (as overlayfs would) so the
+/// link has an inode to share. A flat merge keeps the lower file itself and
+/// joins the layer's hardlink group to it.
+pub const FLAG_COPYUP: i64 = 2;
+
 /// Property keys every catalog carries.
 pub const PROP_FORMAT_VERSION: &str = "format_version";
 pub const PROP_KIND: &str = "kind";

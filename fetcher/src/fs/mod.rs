@@ -454,10 +454,22 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
         }
     }
 
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // Permission checks are the kernel's (default_permissions).
         reply.ok();
     }
+}
+
+/// The image records of the namespace rooted at `root` (from `/images`).
+pub fn image_records(store: &dyn TreeStore, root: &ObjectId) -> FsResult<Vec<stratum_catalog::catalog::ImageRecord>> {
+    let cat = store.catalog(root)?;
+    let images = cat.lookup(ROOT_ID, b"images")?.ok_or(FsError::NotFound)?;
+    let id = images.nested.ok_or(FsError::NotFound)?;
+    Ok(store.catalog(&id)?.images()?)
 }
 
 /// How to mount.
@@ -476,7 +488,13 @@ impl Default for MountConfig {
 }
 
 /// Mounts `fs` at `mountpoint` and serves it until it is unmounted.
-pub fn serve<S: TreeStore>(fs: StratumFs<S>, mountpoint: &Path, cfg: &MountConfig) -> std::io::Result<()> {
+/// `on_mounted` receives a handle that unmounts (e.g. from a signal thread).
+pub fn serve<S: TreeStore>(
+    fs: StratumFs<S>,
+    mountpoint: &Path,
+    cfg: &MountConfig,
+    on_mounted: impl FnOnce(fuser::SessionUnmounter),
+) -> std::io::Result<()> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::RO,
@@ -493,7 +511,9 @@ pub fn serve<S: TreeStore>(fs: StratumFs<S>, mountpoint: &Path, cfg: &MountConfi
     }
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = true;
-    fuser::mount(fs, mountpoint, &config)
+    let mut session = fuser::Session::new(fs, mountpoint, &config)?;
+    on_mounted(session.unmount_callable());
+    session.run()
 }
 
 /// Unmounts a stratum mount (lazily, so a busy mount detaches at once).

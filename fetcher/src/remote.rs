@@ -1,0 +1,519 @@
+//! A repository read over HTTP through the node's verified cache.
+//!
+//! [`Remote`] ties the [transport](crate::transport) (mirrors, retries,
+//! timeouts) to the [cache](crate::cache) (atomic inserts, quota, pins) and
+//! verifies everything in between:
+//!
+//! - the manifest: parsed strictly, its signature checked with
+//!   `verify_strict` against the configured key, and its revision compared
+//!   with the highest one this cache has verified for the same repository
+//!   name and key (a lower one is refused; a higher one is recorded, under
+//!   a lock, before [`Remote::open`] returns);
+//! - every object and catalog: decoded and BLAKE3-checked against its id
+//!   before it is stored or used; a body that does not verify is a failure
+//!   of the mirror that sent it, and the next mirror is asked.
+//!
+//! One download per id at a time: concurrent callers of [`Remote::object`]
+//! or [`Remote::catalog`] for the same id wait for the first one's result
+//! (singleflight) instead of downloading again.
+//!
+//! `Remote` is `Send + Sync`; share it with `Arc` between threads.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use stratum_catalog::catalog::Catalog;
+use stratum_catalog::manifest::{key_fingerprint, Manifest, MANIFEST_PATH};
+use stratum_catalog::namespace::CatalogLoader;
+use stratum_catalog::object::{self, MAX_OBJECT_SIZE};
+use stratum_catalog::{ObjectId, ObjectKind};
+
+use crate::cache::{Cache, CacheUsage, Kind};
+use crate::transport::{Counters, FetchError, Reject, Transport, TransportStats};
+use crate::ObjectSource;
+
+/// Default cache quota: 4 GiB.
+pub const DEFAULT_QUOTA: u64 = 4 << 30;
+
+/// The largest encoded object accepted from a server: an object of
+/// [`MAX_OBJECT_SIZE`] bytes that does not compress, plus zstd's overhead.
+const MAX_ENCODED_SIZE: u64 = MAX_OBJECT_SIZE + MAX_OBJECT_SIZE / 128 + (1 << 20);
+
+/// The largest manifest file (FORMAT.md §8.1).
+const MAX_MANIFEST_SIZE: u64 = 4096;
+
+/// How to reach a repository and where to cache it.
+#[derive(Clone, Debug)]
+pub struct RemoteConfig {
+    /// Base URLs of the repository (the directory that holds `.stratum/`
+    /// and `data/`), tried in this order; the last one that answered well
+    /// is tried first afterwards.
+    pub urls: Vec<String>,
+    /// The key that must have signed the manifest.
+    pub public_key: VerifyingKey,
+    /// The node's cache directory (created if absent); see [`crate::cache`].
+    pub cache_dir: PathBuf,
+    /// Bound on the bytes of the cache's files. Default [`DEFAULT_QUOTA`].
+    pub quota_bytes: u64,
+    /// Time allowed to establish a connection. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Time allowed without receiving anything (response head or body
+    /// bytes). Default 20 s. A request also ends after
+    /// `connect_timeout + 10 × read_timeout` whatever the progress.
+    pub read_timeout: Duration,
+    /// Extra rounds over the mirrors after a round in which all failed,
+    /// with exponential backoff in between. Default 3.
+    pub retries: u32,
+}
+
+impl RemoteConfig {
+    pub fn new(urls: Vec<String>, public_key: VerifyingKey, cache_dir: PathBuf) -> Self {
+        RemoteConfig {
+            urls,
+            public_key,
+            cache_dir,
+            quota_bytes: DEFAULT_QUOTA,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(20),
+            retries: 3,
+        }
+    }
+}
+
+/// The default cache directory: `/var/cache/stratum` when running as root
+/// (one cache for the node), else `$XDG_CACHE_HOME/stratum`, else
+/// `$HOME/.cache/stratum`, else `<tmp>/stratum-<uid>`.
+pub fn default_cache_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/cache/stratum");
+    }
+    let abs = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(x) = abs(std::env::var_os("XDG_CACHE_HOME")) {
+        return x.join("stratum");
+    }
+    if let Some(h) = abs(std::env::var_os("HOME")) {
+        return h.join(".cache").join("stratum");
+    }
+    std::env::temp_dir().join(format!("stratum-{}", rustix::process::geteuid().as_raw()))
+}
+
+/// A verified object in the cache, open. The file holds the decoded bytes;
+/// read it with [`FileExt::read_at`]. Eviction unlinks files but cannot take
+/// the bytes away from an open handle.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub file: File,
+    pub len: u64,
+}
+
+impl CachedObject {
+    /// Reads up to `buf.len()` bytes at `offset` (fewer only at the end).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() && offset + (done as u64) < self.len {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    /// The whole object.
+    pub fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        let len = usize::try_from(self.len).map_err(std::io::Error::other)?;
+        let mut v = vec![0u8; len];
+        self.file.read_exact_at(&mut v, 0)?;
+        Ok(v)
+    }
+}
+
+/// One download in progress, awaited by every other caller of the same id.
+struct Flight<T> {
+    result: Mutex<Option<Result<T, FetchError>>>,
+    done: Condvar,
+}
+
+struct Flights<T> {
+    map: Mutex<HashMap<ObjectId, Arc<Flight<T>>>>,
+}
+
+impl<T: Clone> Flights<T> {
+    fn new() -> Self {
+        Flights {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `f` for `id` unless a run for `id` is already under way, in
+    /// which case waits for it and returns its result.
+    fn run(
+        &self,
+        id: &ObjectId,
+        waits: &AtomicU64,
+        f: impl FnOnce() -> Result<T, FetchError>,
+    ) -> Result<T, FetchError> {
+        let (flight, leader) = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get(id) {
+                Some(fl) => (fl.clone(), false),
+                None => {
+                    let fl = Arc::new(Flight {
+                        result: Mutex::new(None),
+                        done: Condvar::new(),
+                    });
+                    map.insert(*id, fl.clone());
+                    (fl, true)
+                }
+            }
+        };
+        if !leader {
+            Counters::bump(waits);
+            let mut r = flight.result.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(res) = r.as_ref() {
+                    return res.clone();
+                }
+                r = flight.done.wait(r).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        // Whatever happens to `f` (even a panic), waiters are released and
+        // the flight is removed.
+        struct Land<'a, T> {
+            flights: &'a Flights<T>,
+            id: ObjectId,
+            flight: Arc<Flight<T>>,
+        }
+        impl<T> Drop for Land<'_, T> {
+            fn drop(&mut self) {
+                {
+                    let mut r = self.flight.result.lock().unwrap_or_else(|p| p.into_inner());
+                    if r.is_none() {
+                        *r = Some(Err(FetchError::Cache {
+                            path: PathBuf::new(),
+                            reason: format!("the download of {} was aborted", self.id),
+                        }));
+                    }
+                }
+                self.flights
+                    .map
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.id);
+                self.flight.done.notify_all();
+            }
+        }
+        let land = Land {
+            flights: self,
+            id: *id,
+            flight,
+        };
+        let res = f();
+        *land.flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(res.clone());
+        drop(land);
+        res
+    }
+}
+
+/// A catalog this process holds open, with the flock that pins its file.
+struct Pinned {
+    catalog: Arc<Catalog>,
+    _lock: File,
+}
+
+/// A repository over HTTP with a verified local cache. See the module
+/// documentation.
+pub struct Remote {
+    transport: Transport,
+    cache: Cache,
+    key: VerifyingKey,
+    manifest: Manifest,
+    manifest_id: ObjectId,
+    catalogs: Mutex<HashMap<ObjectId, Pinned>>,
+    object_flights: Flights<(Arc<File>, u64)>,
+    catalog_flights: Flights<Arc<Catalog>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("urls", &self.transport.urls())
+            .field("cache", &self.cache.root())
+            .field("manifest", &self.manifest)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kind_name(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Content => "object",
+        ObjectKind::Catalog => "catalog",
+        ObjectKind::Manifest => "manifest object",
+    }
+}
+
+impl Remote {
+    /// Opens the cache, fetches the manifest and verifies it (signature,
+    /// rollback); see the module documentation. Mirrors that serve a bad
+    /// or older manifest are skipped for the next one.
+    pub fn open(cfg: RemoteConfig) -> Result<Self, FetchError> {
+        let transport = Transport::new(
+            &cfg.urls,
+            cfg.connect_timeout,
+            cfg.read_timeout,
+            cfg.retries,
+        )?;
+        let cache = Cache::open(&cfg.cache_dir, cfg.quota_bytes)?;
+        let key = cfg.public_key;
+        let fp = key_fingerprint(&key);
+        let (manifest, manifest_id) = transport.fetch(
+            "manifest",
+            MANIFEST_PATH,
+            MAX_MANIFEST_SIZE,
+            true,
+            |_url, body| {
+                let m = Manifest::verify(&body, &key).map_err(|e| match e {
+                    stratum_catalog::Error::BadSignature => Reject::Permanent(
+                        "manifest signature does not verify with the given public key".into(),
+                    ),
+                    other => Reject::Permanent(other.to_string()),
+                })?;
+                match cache.check_and_record_revision(&m.name, &fp, m.revision) {
+                    Err(e) => Err(Reject::Fatal(e)),
+                    Ok(Err(seen)) => Err(Reject::Rollback {
+                        name: m.name.clone(),
+                        offered: m.revision,
+                        seen,
+                    }),
+                    Ok(Ok(())) => Ok((m, ObjectId::of(&body))),
+                }
+            },
+        )?;
+        tracing::debug!(name = %manifest.name, revision = manifest.revision, root = %manifest.root, "manifest verified");
+        Ok(Remote {
+            transport,
+            cache,
+            key,
+            manifest,
+            manifest_id,
+            catalogs: Mutex::new(HashMap::new()),
+            object_flights: Flights::new(),
+            catalog_flights: Flights::new(),
+        })
+    }
+
+    /// The verified manifest this remote was opened with.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The id (BLAKE3 of the file bytes) of that manifest.
+    pub fn manifest_id(&self) -> ObjectId {
+        self.manifest_id
+    }
+
+    pub fn public_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+
+    /// The base URLs, normalized (no trailing `/`).
+    pub fn urls(&self) -> &[String] {
+        self.transport.urls()
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        self.cache.root()
+    }
+
+    /// How full the cache is, as this process knows it (for `statfs`).
+    pub fn cache_usage(&self) -> CacheUsage {
+        self.cache.usage()
+    }
+
+    /// Counters since [`Remote::open`] (the manifest fetch included).
+    pub fn stats(&self) -> TransportStats {
+        let mut s = self.transport.counters.snapshot();
+        s.evictions = self
+            .cache
+            .evictions
+            .load(std::sync::atomic::Ordering::Relaxed);
+        s
+    }
+
+    /// Downloads, decodes and verifies one object; a body that does not
+    /// verify fails that mirror.
+    fn download(&self, id: &ObjectId, kind: ObjectKind) -> Result<Vec<u8>, FetchError> {
+        let what = format!("{} {id}", kind_name(kind));
+        self.transport.fetch(
+            &what,
+            &id.path(kind),
+            MAX_ENCODED_SIZE,
+            false,
+            |_url, body| {
+                object::decode(id, &body).map_err(|e| match e {
+                    stratum_catalog::Error::ObjectTooLarge { .. } => {
+                        Reject::Permanent(e.to_string())
+                    }
+                    e => Reject::Corrupt(e.to_string()),
+                })
+            },
+        )
+    }
+
+    /// A verified content object, from the cache or downloaded into it
+    /// (one download shared by all concurrent callers of the same id).
+    pub fn object(&self, id: &ObjectId) -> Result<CachedObject, FetchError> {
+        let c = &self.transport.counters;
+        if let Some((file, len)) = self.cache.lookup(Kind::Object, id)? {
+            Counters::bump(&c.cache_hits);
+            return Ok(CachedObject { file, len });
+        }
+        let (file, len) = self.object_flights.run(id, &c.shared_waits, || {
+            // Another thread or process may have inserted it meanwhile.
+            if let Some((file, len)) = self.cache.lookup(Kind::Object, id)? {
+                Counters::bump(&c.cache_hits);
+                return Ok((Arc::new(file), len));
+            }
+            let bytes = self.download(id, ObjectKind::Content)?;
+            Counters::bump(&c.cache_misses);
+            let (file, len) = self.cache.insert(Kind::Object, id, &bytes)?;
+            Ok((Arc::new(file), len))
+        })?;
+        let file = file.try_clone().map_err(|e| FetchError::Cache {
+            path: self.cache.path(Kind::Object, id),
+            reason: format!("dup: {e}"),
+        })?;
+        Ok(CachedObject { file, len })
+    }
+
+    /// A verified catalog: downloaded once, stored decoded in the cache,
+    /// opened in place, and pinned (never evicted by any process) for the
+    /// lifetime of this `Remote`.
+    pub fn catalog(&self, id: &ObjectId) -> Result<Arc<Catalog>, FetchError> {
+        let c = &self.transport.counters;
+        let open = || {
+            self.catalogs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .map(|p| p.catalog.clone())
+        };
+        if let Some(cat) = open() {
+            Counters::bump(&c.cache_hits);
+            return Ok(cat);
+        }
+        self.catalog_flights.run(id, &c.shared_waits, || {
+            if let Some(cat) = open() {
+                Counters::bump(&c.cache_hits);
+                return Ok(cat);
+            }
+            let file = match self.cache.lookup_catalog_pinned(id)? {
+                Some(f) => {
+                    Counters::bump(&c.cache_hits);
+                    f
+                }
+                None => {
+                    let bytes = self.download(id, ObjectKind::Catalog)?;
+                    Counters::bump(&c.cache_misses);
+                    self.cache.insert(Kind::Catalog, id, &bytes)?.0
+                }
+            };
+            let path = self.cache.path(Kind::Catalog, id);
+            let cat = match Catalog::open_path(*id, &path) {
+                Ok(cat) => Arc::new(cat),
+                Err(e) => {
+                    self.cache.unpin(Kind::Catalog, id);
+                    return Err(FetchError::Catalog {
+                        id: *id,
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            self.catalogs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    *id,
+                    Pinned {
+                        catalog: cat.clone(),
+                        _lock: file,
+                    },
+                );
+            Ok(cat)
+        })
+    }
+
+    /// Where the decoded catalog `id` lives in the cache. Meaningful once
+    /// [`Remote::catalog`] returned it: then the file stays for the
+    /// lifetime of this `Remote`, and may be opened again with
+    /// [`Catalog::open_path`].
+    pub fn catalog_file(&self, id: &ObjectId) -> PathBuf {
+        self.cache.path(Kind::Catalog, id)
+    }
+}
+
+/// `materialize` reads content through this: verified bytes from the cache.
+impl ObjectSource for Remote {
+    fn content(&self, id: &ObjectId) -> Result<Vec<u8>, stratum_catalog::Error> {
+        let o = self
+            .object(id)
+            .map_err(|e| e.to_catalog_error(id, ObjectKind::Content))?;
+        o.read_all().map_err(|error| stratum_catalog::Error::Io {
+            path: self.cache.path(Kind::Object, id),
+            error,
+        })
+    }
+}
+
+/// Loads the catalogs of a [`Namespace`](stratum_catalog::namespace::Namespace)
+/// through a [`Remote`]: each catalog is fetched and verified once per
+/// `Remote` (pinned in the cache), and opened once per loader.
+pub struct RemoteLoader {
+    remote: Arc<Remote>,
+    open: RefCell<HashMap<ObjectId, Rc<Catalog>>>,
+}
+
+impl RemoteLoader {
+    pub fn new(remote: Arc<Remote>) -> Self {
+        RemoteLoader {
+            remote,
+            open: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub fn remote(&self) -> &Arc<Remote> {
+        &self.remote
+    }
+}
+
+impl CatalogLoader for RemoteLoader {
+    fn load(&self, id: &ObjectId) -> stratum_catalog::Result<Rc<Catalog>> {
+        if let Some(c) = self.open.borrow().get(id) {
+            return Ok(c.clone());
+        }
+        // Fetched, verified and pinned; the file stays while `remote` lives.
+        self.remote
+            .catalog(id)
+            .map_err(|e| e.to_catalog_error(id, ObjectKind::Catalog))?;
+        let c = Rc::new(Catalog::open_path(*id, &self.remote.catalog_file(id))?);
+        self.open.borrow_mut().insert(*id, c.clone());
+        Ok(c)
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Remote>();
+    is::<CachedObject>();
+}

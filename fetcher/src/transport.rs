@@ -1,0 +1,551 @@
+//! HTTP transport: one blocking client, a list of mirrors tried in order
+//! with failover, bounded retries with exponential backoff, timeouts on every
+//! request, a size limit per body, and counters.
+//!
+//! # What a fetch does
+//!
+//! [`Transport::fetch`] asks the mirrors for one repository path, starting
+//! with the last mirror that answered well (remembered across fetches), and
+//! hands each body to a `check` function (decode + BLAKE3, or the manifest's
+//! signature). A *round* asks every mirror that is still in the running
+//! once. Outcomes of one attempt:
+//!
+//! | outcome | that mirror, this fetch |
+//! |---|---|
+//! | 200 and `check` accepts | done; the mirror becomes the preferred one |
+//! | connect error, timeout, 5xx, 408, 429, truncated body, `check` refuses the bytes (corrupt) | failed; asked again in the next round |
+//! | 404 / 410 | does not have it; not asked again |
+//! | another status, body over the size limit, `check` refuses for good (bad signature, rollback) | not asked again |
+//!
+//! After a round in which nobody succeeded the transport sleeps
+//! (`200 ms × 2^round`, capped at 5 s) and starts another, up to
+//! `retries` extra rounds. Then it gives up with a [`FetchError`] that names
+//! the object and every mirror with its last failure. Every request has a
+//! connect timeout, a read timeout (no byte for that long fails the
+//! request) and an overall deadline of `connect + 10 × read` timeouts, so a
+//! fetch always ends.
+//!
+//! Proxies: the standard variables (`HTTP_PROXY`, `HTTPS_PROXY`,
+//! `ALL_PROXY`, `NO_PROXY`, lowercase too) are honoured by the client.
+//! The manifest is requested with `Cache-Control: no-cache` so that an HTTP
+//! cache on the way revalidates it; objects are immutable and cacheable.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use stratum_catalog::{ObjectId, ObjectKind};
+
+/// Why a fetch (or opening a remote) failed. Cloneable, so that one failed
+/// download can be reported to every caller that waited for it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The configuration cannot work (no URL, a URL that is not http(s)).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// No mirror has the path (404/410 everywhere).
+    #[error("{what}: not found on any mirror ({})", .urls.join(", "))]
+    NotFound { what: String, urls: Vec<String> },
+    /// Every mirror failed, within the retry budget. `failures` holds the
+    /// last failure of each mirror asked.
+    #[error("{what}: failed after {attempts} attempts: {}", show_failures(.failures))]
+    Failed {
+        what: String,
+        attempts: u32,
+        failures: Vec<MirrorFailure>,
+    },
+    /// The newest manifest offered is older than one this cache has already
+    /// verified for the same repository and key (rollback protection).
+    #[error(
+        "manifest of {name} from {url}: revision {offered} is older than revision {seen} already seen by this cache (refusing a rollback)"
+    )]
+    Rollback {
+        name: String,
+        url: String,
+        offered: u64,
+        seen: u64,
+    },
+    /// The local cache directory cannot be used.
+    #[error("cache {path}: {reason}")]
+    Cache {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// A verified catalog cannot be opened (not a valid catalog, unsupported
+    /// version).
+    #[error("catalog {id}: {reason}")]
+    Catalog { id: ObjectId, reason: String },
+}
+
+fn show_failures(f: &[MirrorFailure]) -> String {
+    f.iter()
+        .map(|m| format!("{}: {}", m.url, m.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl FetchError {
+    /// True when the failures were all refusals of the bytes (corrupt
+    /// objects, bad signatures) rather than the network.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, FetchError::Failed { failures, .. }
+            if !failures.is_empty() && failures.iter().all(|f| f.kind == FailureKind::Rejected))
+    }
+
+    /// This error as the catalog crate's, for code written against
+    /// [`stratum_catalog::Error`] (`Namespace`, `materialize`): not found →
+    /// `MissingObject`, refused bytes → `CorruptObject`, an invalid catalog →
+    /// `InvalidCatalog`, anything else → `Io` on the object's repository
+    /// path, with this error's message.
+    pub fn to_catalog_error(&self, id: &ObjectId, kind: ObjectKind) -> stratum_catalog::Error {
+        match self {
+            FetchError::NotFound { .. } => stratum_catalog::Error::MissingObject(*id),
+            FetchError::Catalog { reason, .. } => stratum_catalog::Error::InvalidCatalog {
+                catalog: id.to_hex(),
+                reason: reason.clone(),
+            },
+            e if e.is_corrupt() => stratum_catalog::Error::CorruptObject {
+                id: *id,
+                reason: e.to_string(),
+            },
+            e => stratum_catalog::Error::Io {
+                path: std::path::PathBuf::from(id.path(kind)),
+                error: std::io::Error::other(e.to_string()),
+            },
+        }
+    }
+}
+
+/// For `read` paths that speak `io::Error` (FUSE replies EIO): kind
+/// `NotFound` for [`FetchError::NotFound`], `InvalidData` for refused bytes,
+/// `Other` otherwise; the message is kept.
+impl From<FetchError> for std::io::Error {
+    fn from(e: FetchError) -> Self {
+        let kind = match &e {
+            FetchError::NotFound { .. } => std::io::ErrorKind::NotFound,
+            e if e.is_corrupt() => std::io::ErrorKind::InvalidData,
+            FetchError::Catalog { .. } | FetchError::Rollback { .. } => {
+                std::io::ErrorKind::InvalidData
+            }
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+/// The last failure of one mirror during one fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorFailure {
+    /// The full URL asked.
+    pub url: String,
+    pub kind: FailureKind,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Connection refused, DNS, TLS, connect timeout.
+    Connect,
+    /// No response or no body byte within the read timeout, or the overall
+    /// deadline passed.
+    Timeout,
+    /// An HTTP status other than 200.
+    Status(u16),
+    /// The body ended before its declared length, or reading it failed.
+    Truncated,
+    /// The body is larger than allowed.
+    TooLarge,
+    /// The bytes arrived but were refused (hash mismatch, not a zstd frame,
+    /// bad signature, rollback).
+    Rejected,
+}
+
+/// Counters since the [`crate::Remote`] (or transport) was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// HTTP requests sent (every attempt counts).
+    pub requests: u64,
+    /// Body bytes received (encoded, as on the wire), accepted or not.
+    pub bytes_downloaded: u64,
+    /// Objects and catalogs served by the cache without a download (a file
+    /// in the cache directory, or a catalog already open in this process).
+    pub cache_hits: u64,
+    /// Objects and catalogs downloaded, verified and inserted.
+    pub cache_misses: u64,
+    /// Extra rounds over the mirrors after a failed one.
+    pub retries: u64,
+    /// Attempts that went to another mirror because the previous one failed.
+    pub failovers: u64,
+    /// Bodies refused by verification (corrupt objects, bad manifests).
+    pub rejected: u64,
+    /// Callers that waited for a download another caller had started
+    /// (singleflight) instead of downloading themselves.
+    pub shared_waits: u64,
+    /// Files removed from the cache to stay under the quota.
+    pub evictions: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub requests: AtomicU64,
+    pub bytes_downloaded: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub retries: AtomicU64,
+    pub failovers: AtomicU64,
+    pub rejected: AtomicU64,
+    pub shared_waits: AtomicU64,
+    pub evictions: AtomicU64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> TransportStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TransportStats {
+            requests: g(&self.requests),
+            bytes_downloaded: g(&self.bytes_downloaded),
+            cache_hits: g(&self.cache_hits),
+            cache_misses: g(&self.cache_misses),
+            retries: g(&self.retries),
+            failovers: g(&self.failovers),
+            rejected: g(&self.rejected),
+            shared_waits: g(&self.shared_waits),
+            evictions: g(&self.evictions),
+        }
+    }
+
+    pub fn bump(a: &AtomicU64) {
+        a.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a `check` function says about a body it refuses.
+#[derive(Debug)]
+pub(crate) enum Reject {
+    /// Wrong bytes; the mirror may serve the right ones later (a flaky proxy):
+    /// ask it again in the next round.
+    Corrupt(String),
+    /// Refused for good from this mirror in this fetch (bad signature).
+    Permanent(String),
+    /// An older manifest than already seen.
+    Rollback {
+        name: String,
+        offered: u64,
+        seen: u64,
+    },
+    /// Not the mirror's fault: stop and report this error.
+    Fatal(FetchError),
+}
+
+pub(crate) struct Transport {
+    client: Client,
+    urls: Vec<String>,
+    preferred: AtomicUsize,
+    retries: u32,
+    deadline: Duration,
+    pub counters: Counters,
+}
+
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Transport {
+    pub fn new(
+        urls: &[String],
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        retries: u32,
+    ) -> Result<Self, FetchError> {
+        if urls.is_empty() {
+            return Err(FetchError::Config("no repository URL given".into()));
+        }
+        let mut clean = Vec::with_capacity(urls.len());
+        for u in urls {
+            let parsed = reqwest::Url::parse(u)
+                .map_err(|e| FetchError::Config(format!("bad URL {u:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(FetchError::Config(format!(
+                    "URL {u:?}: only http:// and https:// are supported"
+                )));
+            }
+            if parsed.query().is_some() || parsed.fragment().is_some() {
+                return Err(FetchError::Config(format!(
+                    "URL {u:?}: a repository URL has no query or fragment"
+                )));
+            }
+            clean.push(u.trim_end_matches('/').to_owned());
+        }
+        let client = Client::builder()
+            .connect_timeout(connect_timeout)
+            // The blocking client applies this to waiting for the response
+            // head and to every read of the body: a read timeout.
+            .timeout(read_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("stratum/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Config(format!("HTTP client: {e}")))?;
+        Ok(Transport {
+            client,
+            urls: clean,
+            preferred: AtomicUsize::new(0),
+            retries,
+            deadline: connect_timeout + read_timeout * 10,
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// Fetches `rel_path` (relative to each base URL) and runs `check` on the
+    /// body; see the module documentation. `what` names the object in errors.
+    pub fn fetch<T>(
+        &self,
+        what: &str,
+        rel_path: &str,
+        limit: u64,
+        revalidate: bool,
+        mut check: impl FnMut(&str, Vec<u8>) -> Result<T, Reject>,
+    ) -> Result<T, FetchError> {
+        let n = self.urls.len();
+        // Mirrors still worth asking in this fetch.
+        let mut alive = vec![true; n];
+        let mut last: Vec<Option<MirrorFailure>> = vec![None; n];
+        let mut attempts = 0u32;
+        let mut rollback: Option<(String, String, u64, u64)> = None;
+        // The mirror of the previous attempt of this fetch (which failed).
+        let mut failed_on: Option<usize> = None;
+        for round in 0..=self.retries {
+            if round > 0 {
+                if !alive.iter().any(|a| *a) {
+                    break;
+                }
+                Counters::bump(&self.counters.retries);
+                let backoff = BACKOFF_BASE
+                    .saturating_mul(1 << (round - 1).min(8))
+                    .min(BACKOFF_MAX);
+                // A little jitter so that nodes that failed together do not
+                // come back together.
+                let jitter = Duration::from_millis(u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.subsec_nanos() % 100)
+                        .unwrap_or(0),
+                ));
+                tracing::debug!(what, round, ?backoff, "retrying after backoff");
+                std::thread::sleep(backoff + jitter);
+            }
+            let start = self.preferred.load(Ordering::Relaxed) % n;
+            for k in 0..n {
+                let i = (start + k) % n;
+                if !alive[i] {
+                    continue;
+                }
+                if failed_on.is_some_and(|j| j != i) {
+                    Counters::bump(&self.counters.failovers);
+                }
+                attempts += 1;
+                let url = format!("{}/{}", self.urls[i], rel_path);
+                let failure = match self.get(&url, limit, revalidate) {
+                    Ok(body) => match check(&url, body) {
+                        Ok(v) => {
+                            self.preferred.store(i, Ordering::Relaxed);
+                            return Ok(v);
+                        }
+                        Err(Reject::Fatal(e)) => return Err(e),
+                        Err(Reject::Corrupt(reason)) => (false, self.rejected(url, reason)),
+                        Err(Reject::Permanent(reason)) => (true, self.rejected(url, reason)),
+                        Err(Reject::Rollback {
+                            name,
+                            offered,
+                            seen,
+                        }) => {
+                            rollback = Some((name, url.clone(), offered, seen));
+                            let reason = format!(
+                                "revision {offered} is older than revision {seen} already seen"
+                            );
+                            (true, self.rejected(url, reason))
+                        }
+                    },
+                    Err(f) => {
+                        let permanent = matches!(f.kind, FailureKind::TooLarge)
+                            || matches!(f.kind, FailureKind::Status(s) if !retryable_status(s));
+                        (permanent, f)
+                    }
+                };
+                let (permanent, failure) = failure;
+                tracing::warn!(url = %failure.url, reason = %failure.reason, "{what}: mirror failed");
+                if permanent {
+                    alive[i] = false;
+                }
+                last[i] = Some(failure);
+                failed_on = Some(i);
+            }
+        }
+        let failures: Vec<MirrorFailure> = last.into_iter().flatten().collect();
+        if let Some((name, url, offered, seen)) = rollback {
+            if failures.iter().all(|f| {
+                f.kind == FailureKind::Rejected || matches!(f.kind, FailureKind::Status(404 | 410))
+            }) {
+                return Err(FetchError::Rollback {
+                    name,
+                    url,
+                    offered,
+                    seen,
+                });
+            }
+        }
+        if !failures.is_empty()
+            && failures
+                .iter()
+                .all(|f| matches!(f.kind, FailureKind::Status(404 | 410)))
+        {
+            return Err(FetchError::NotFound {
+                what: what.to_owned(),
+                urls: failures.into_iter().map(|f| f.url).collect(),
+            });
+        }
+        Err(FetchError::Failed {
+            what: what.to_owned(),
+            attempts,
+            failures,
+        })
+    }
+
+    /// One GET: status 200 and a complete body of at most `limit` bytes.
+    fn get(&self, url: &str, limit: u64, revalidate: bool) -> Result<Vec<u8>, MirrorFailure> {
+        let fail = |kind, reason: String| MirrorFailure {
+            url: url.to_owned(),
+            kind,
+            reason,
+        };
+        let started = Instant::now();
+        Counters::bump(&self.counters.requests);
+        let mut req = self.client.get(url);
+        if revalidate {
+            req = req.header(reqwest::header::CACHE_CONTROL, "no-cache");
+        }
+        let mut resp = req.send().map_err(|e| {
+            let kind = if e.is_connect() {
+                FailureKind::Connect
+            } else if e.is_timeout() {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Truncated
+            };
+            fail(kind, format!("request failed: {}", error_chain(&e)))
+        })?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            return Err(fail(
+                FailureKind::Status(status.as_u16()),
+                format!("HTTP {status}"),
+            ));
+        }
+        let declared = resp.content_length();
+        if let Some(len) = declared {
+            if len > limit {
+                return Err(fail(
+                    FailureKind::TooLarge,
+                    format!("body of {len} bytes is over the limit of {limit}"),
+                ));
+            }
+        }
+        let cap = declared.unwrap_or(64 * 1024).min(8 << 20);
+        let mut body = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if started.elapsed() > self.deadline {
+                self.add_bytes(body.len());
+                return Err(fail(
+                    FailureKind::Timeout,
+                    format!(
+                        "gave up after {:?} ({} bytes received)",
+                        self.deadline,
+                        body.len()
+                    ),
+                ));
+            }
+            match resp.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => {
+                    body.extend_from_slice(&buf[..k]);
+                    if body.len() as u64 > limit {
+                        self.add_bytes(body.len());
+                        return Err(fail(
+                            FailureKind::TooLarge,
+                            format!("body is over the limit of {limit} bytes"),
+                        ));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.add_bytes(body.len());
+                    let kind = if e.kind() == std::io::ErrorKind::TimedOut
+                        || error_chain(&e).contains("timed out")
+                    {
+                        FailureKind::Timeout
+                    } else {
+                        FailureKind::Truncated
+                    };
+                    return Err(fail(
+                        kind,
+                        format!(
+                            "reading the body failed after {} bytes: {}",
+                            body.len(),
+                            error_chain(&e)
+                        ),
+                    ));
+                }
+            }
+        }
+        self.add_bytes(body.len());
+        if let Some(len) = declared {
+            if body.len() as u64 != len {
+                return Err(fail(
+                    FailureKind::Truncated,
+                    format!("body has {} bytes, Content-Length says {len}", body.len()),
+                ));
+            }
+        }
+        Ok(body)
+    }
+
+    fn rejected(&self, url: String, reason: String) -> MirrorFailure {
+        Counters::bump(&self.counters.rejected);
+        MirrorFailure {
+            url,
+            kind: FailureKind::Rejected,
+            reason,
+        }
+    }
+
+    fn add_bytes(&self, n: usize) {
+        self.counters
+            .bytes_downloaded
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+fn retryable_status(s: u16) -> bool {
+    s >= 500 || s == 408 || s == 429
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}

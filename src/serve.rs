@@ -1,0 +1,547 @@
+//! `stratum serve`: the embedded read-only HTTP server of a repository.
+//!
+//! A repository is plain static files (see `docs/FORMAT.md` §1), so any web
+//! server can serve it; this one adds the headers that make HTTP caches and
+//! clients efficient and refuses what a reader must never see:
+//!
+//! - Methods: `GET` and `HEAD` only; anything else is `405` with
+//!   `Allow: GET, HEAD`.
+//! - What is served: `.stratum/manifest`, `.stratum/public.pem`, and every
+//!   non-hidden regular file (in practice the objects under `data/`). The
+//!   writer's files (`.stratum/lock`, `.stratum/dirty`, `.stratum/tmp/`),
+//!   anything else under `.stratum/`, any path with a component starting with
+//!   `.`, directories, devices and fifos are `404`. Paths with `..` are `404`
+//!   (tower-http refuses them before the file system is touched), and a
+//!   symlink is followed only when its resolved target is inside the
+//!   repository and is itself served, with the same caching class as the
+//!   requested path.
+//! - Caching: objects under `data/` are immutable and content-addressed, so
+//!   they get `Cache-Control: public, max-age=<--max-age>, immutable`
+//!   (default one year). Every other served file (the manifest, the public
+//!   key) gets `Cache-Control: no-cache`: caches must revalidate it.
+//! - Validators: a strong `ETag` derived from the file's mtime (nanoseconds)
+//!   and size, and `Last-Modified`; `If-None-Match` / `If-Modified-Since`
+//!   give `304`, `If-Match` / `If-Unmodified-Since` give `412`.
+//! - Ranges: one byte range per request (`206` with `Content-Range`;
+//!   `416` with `Content-Range: bytes */SIZE` when unsatisfiable or
+//!   malformed). A request with several ranges is answered `200` with the
+//!   whole body (RFC 9110 allows a server to ignore `Range`; no multipart).
+//!   `If-Range` is honoured with a strong ETag; a date or another ETag gives
+//!   the whole body (`200`).
+//! - Every successful response is `Content-Type: application/octet-stream`
+//!   with `X-Content-Type-Options: nosniff`.
+//! - Access log: one `tracing` event per request at `info` level, target
+//!   `stratum::serve::access`, when the body has been sent (or dropped): client,
+//!   method, path, status, body bytes actually sent, duration, and whether the
+//!   body was sent completely. Show it with `RUST_LOG=stratum::serve=info`.
+//! - Shutdown: SIGINT or SIGTERM stops accepting connections and waits up to
+//!   [`SHUTDOWN_GRACE`] for requests in flight; a second signal exits at once.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::services::fs::{Backend, File as BackendFile, ServeDir};
+
+/// Default `max-age` of objects under `data/`: one year, the customary
+/// maximum (RFC 9111 caches treat larger values the same).
+pub const DEFAULT_MAX_AGE: u64 = 365 * 24 * 60 * 60;
+
+/// How long a shutdown waits for requests in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// `stratum serve REPO --listen ADDR --max-age SECONDS`: serves until SIGINT
+/// or SIGTERM.
+pub fn run(repo: &Path, listen: &str, max_age: u64) -> Result<ExitCode> {
+    let root =
+        std::fs::canonicalize(repo).with_context(|| format!("cannot serve {}", repo.display()))?;
+    if !root.join(".stratum").is_dir() {
+        bail!(
+            "{} is not a stratum repository (no .stratum directory)",
+            repo.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("stratum-serve")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(root, listen, max_age))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(root: PathBuf, listen: &str, max_age: u64) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    {
+        use std::io::Write;
+        let mut out = io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(root = %root.display(), %addr, max_age, "serving repository");
+
+    let app = router(root, max_age)?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+
+    tokio::select! {
+        r = &mut server => return r.context("serving"),
+        s = shutdown_signal() => {
+            tracing::info!(signal = s?, "shutting down: finishing requests in flight");
+        }
+    }
+    let _ = stop_tx.send(true);
+    tokio::select! {
+        r = &mut server => r.context("serving")?,
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; closing them");
+        }
+        s = shutdown_signal() => {
+            tracing::warn!(signal = s?, "second signal: closing requests in flight");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM, with the signal's name.
+async fn shutdown_signal() -> io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    })
+}
+
+/// The application: policy and access log around a confined `ServeDir`.
+fn router(root: PathBuf, max_age: u64) -> Result<Router> {
+    let policy = Arc::new(Policy {
+        immutable: HeaderValue::from_str(&format!("public, max-age={max_age}, immutable"))?,
+    });
+    let files = ServeDir::with_backend(&root, RepoBackend { root: root.clone() })
+        .append_index_html_on_directories(false)
+        .redirect_to_trailing_slash(false)
+        .ignore_multi_range_requests(true);
+    Ok(Router::new()
+        .fallback_service(files)
+        .layer(middleware::from_fn_with_state(policy, apply_policy))
+        .layer(middleware::from_fn(access_log)))
+}
+
+// ---------------------------------------------------------------------------
+// What is served, and how it may be cached
+
+/// How a served file may be cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// An object under `data/`: immutable.
+    Object,
+    /// Anything else served (the manifest, the public key): revalidate.
+    Mutable,
+}
+
+/// The class of a repository-relative path, or `None` when it must not be
+/// served. Only plain components count: `..`, `.`, roots and empty paths are
+/// refused, and so are hidden names other than the two reader files of
+/// `.stratum/`.
+fn classify(rel: &Path) -> Option<Class> {
+    let comps = rel
+        .components()
+        .map(|c| match c {
+            Component::Normal(s) => Some(s.as_bytes()),
+            _ => None,
+        })
+        .collect::<Option<Vec<&[u8]>>>()?;
+    match comps.as_slice() {
+        [] => None,
+        [b".stratum", b"manifest"] | [b".stratum", b"public.pem"] => Some(Class::Mutable),
+        c if c.iter().any(|n| n.starts_with(b".")) => None,
+        [b"data", _, ..] => Some(Class::Object),
+        _ => Some(Class::Mutable),
+    }
+}
+
+/// The repository-relative path that `ServeDir` derives from a request path:
+/// percent-decoded (as UTF-8), split on `/`, `.` and empty components
+/// dropped; `None` when it has a `..` or is not UTF-8.
+fn request_rel_path(uri_path: &str) -> Option<PathBuf> {
+    let decoded = percent_encoding::percent_decode_str(uri_path.trim_start_matches('/'))
+        .decode_utf8()
+        .ok()?;
+    let mut rel = PathBuf::new();
+    for c in Path::new(&*decoded).components() {
+        match c {
+            Component::Normal(s) => rel.push(s),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(rel)
+}
+
+struct Policy {
+    immutable: HeaderValue,
+}
+
+/// Methods, what may be served, caching headers, content type, `If-Range`.
+async fn apply_policy(State(policy): State<Arc<Policy>>, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, HeaderValue::from_static("GET, HEAD"))],
+        )
+            .into_response();
+    }
+    let Some(class) = request_rel_path(req.uri().path())
+        .as_deref()
+        .and_then(classify)
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+
+    // If-Range (RFC 9110 §13.1.5), which tower-http does not implement: keep
+    // what is needed to ask again without the range.
+    let retry = match req.headers().get(header::IF_RANGE) {
+        Some(v) if req.headers().contains_key(header::RANGE) => Some((
+            v.clone(),
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        )),
+        _ => None,
+    };
+    let mut res = next.clone().run(req).await;
+    if let Some((if_range, method, uri, mut headers)) = retry {
+        let strong_match = res.status() == StatusCode::PARTIAL_CONTENT
+            && !if_range.as_bytes().starts_with(b"W/")
+            && res.headers().get(header::ETAG) == Some(&if_range);
+        if res.status() == StatusCode::PARTIAL_CONTENT && !strong_match {
+            drop(res);
+            headers.remove(header::RANGE);
+            headers.remove(header::IF_RANGE);
+            let mut again = Request::new(Body::empty());
+            *again.method_mut() = method;
+            *again.uri_mut() = uri;
+            *again.headers_mut() = headers;
+            res = next.run(again).await;
+        }
+    }
+
+    let status = res.status();
+    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+        let h = res.headers_mut();
+        h.insert(
+            header::CACHE_CONTROL,
+            match class {
+                Class::Object => policy.immutable.clone(),
+                Class::Mutable => HeaderValue::from_static("no-cache"),
+            },
+        );
+        if status != StatusCode::NOT_MODIFIED {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+        }
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    res
+}
+
+// ---------------------------------------------------------------------------
+// The file-system backend: confined to the repository
+
+#[derive(Clone)]
+struct RepoBackend {
+    /// The canonical repository root.
+    root: PathBuf,
+}
+
+fn not_found() -> io::Error {
+    io::Error::from(io::ErrorKind::NotFound)
+}
+
+impl RepoBackend {
+    /// The canonical path to open for `path` (which `ServeDir` built as
+    /// root + request components), or `NotFound` when it may not be served:
+    /// not a served class, resolving (through symlinks) outside the root or
+    /// to a path of another class, or not a regular file.
+    fn resolve(&self, path: &Path) -> io::Result<(PathBuf, std::fs::Metadata)> {
+        let rel = path.strip_prefix(&self.root).map_err(|_| not_found())?;
+        let class = classify(rel).ok_or_else(not_found)?;
+        let real = std::fs::canonicalize(path)?;
+        let real_rel = real.strip_prefix(&self.root).map_err(|_| not_found())?;
+        if classify(real_rel) != Some(class) {
+            return Err(not_found());
+        }
+        let meta = std::fs::symlink_metadata(&real)?;
+        if !meta.file_type().is_file() {
+            return Err(not_found());
+        }
+        Ok((real, meta))
+    }
+
+    fn open_blocking(&self, path: &Path) -> io::Result<std::fs::File> {
+        let (real, _) = self.resolve(path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            // Never follow a symlink swapped in since `resolve`, never block
+            // on a fifo swapped in either.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&real)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => not_found(),
+                _ => e,
+            })?;
+        if !file.metadata()?.file_type().is_file() {
+            return Err(not_found());
+        }
+        Ok(file)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = io::Result<T>> + Send>>;
+
+impl Backend for RepoBackend {
+    type File = RepoFile;
+    type Metadata = std::fs::Metadata;
+    type OpenFuture = BoxFuture<RepoFile>;
+    type MetadataFuture = BoxFuture<std::fs::Metadata>;
+
+    fn open(&self, path: PathBuf) -> Self::OpenFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            let file = blocking(move || this.open_blocking(&path)).await?;
+            Ok(RepoFile(tokio::fs::File::from_std(file)))
+        })
+    }
+
+    fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
+        let this = self.clone();
+        Box::pin(blocking(move || this.resolve(&path).map(|(_, m)| m)))
+    }
+}
+
+/// An opened repository file.
+struct RepoFile(tokio::fs::File);
+
+impl tokio::io::AsyncRead for RepoFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncSeek for RepoFile {
+    fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
+        Pin::new(&mut self.0).start_seek(position)
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<u64>> {
+        Pin::new(&mut self.0).poll_complete(cx)
+    }
+}
+
+impl BackendFile for RepoFile {
+    type Metadata = std::fs::Metadata;
+    type MetadataFuture<'a> =
+        Pin<Box<dyn std::future::Future<Output = io::Result<std::fs::Metadata>> + Send + 'a>>;
+
+    fn metadata(&self) -> Self::MetadataFuture<'_> {
+        Box::pin(self.0.metadata())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Access log
+
+/// Wraps the response body to log the request once the body is done.
+async fn access_log(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "-".into());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    let status = res.status().as_u16();
+    let expected = res
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    res.map(|inner| {
+        Body::new(LoggedBody {
+            expected,
+            inner,
+            sent: 0,
+            ended: false,
+            entry: AccessEntry {
+                client,
+                method,
+                path,
+                status,
+                start,
+            },
+        })
+    })
+}
+
+struct AccessEntry {
+    client: String,
+    method: Method,
+    path: String,
+    status: u16,
+    start: Instant,
+}
+
+struct LoggedBody {
+    inner: Body,
+    /// `Content-Length`, when set: hyper stops polling after that many bytes.
+    expected: Option<u64>,
+    sent: u64,
+    ended: bool,
+    entry: AccessEntry,
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.sent += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.ended = true,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let e = &self.entry;
+        let complete = self.ended || self.inner.is_end_stream() || self.expected == Some(self.sent);
+        tracing::info!(
+            target: "stratum::serve::access",
+            client = %e.client,
+            method = %e.method,
+            path = %e.path,
+            status = e.status,
+            bytes = self.sent,
+            ms = format_args!("{:.3}", e.start.elapsed().as_secs_f64() * 1000.0),
+            complete,
+            "request"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    fn class(p: &str) -> Option<Class> {
+        request_rel_path(p).as_deref().and_then(classify)
+    }
+
+    #[test]
+    fn what_is_served() {
+        let obj = "/data/ab/cdef0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(class(obj), Some(Class::Object));
+        assert_eq!(class(&format!("{obj}C")), Some(Class::Object));
+        assert_eq!(class("/.stratum/manifest"), Some(Class::Mutable));
+        assert_eq!(class("/.stratum/public.pem"), Some(Class::Mutable));
+        assert_eq!(class("/%2estratum/manifest"), Some(Class::Mutable));
+        assert_eq!(class("//.stratum//./manifest"), Some(Class::Mutable));
+        for refused in [
+            "/",
+            "",
+            "/.stratum/lock",
+            "/.stratum/dirty",
+            "/.stratum/tmp/x",
+            "/.stratum/tmp",
+            "/.stratum",
+            "/.stratum/",
+            "/%2estratum/lock",
+            "/data/ab/.hidden",
+            "/.git/config",
+            "/../etc/passwd",
+            "/data/../../etc/passwd",
+            "/data/%2e%2e/%2e%2e/etc/passwd",
+            "/..%2f..%2fetc%2fpasswd",
+            "/data/%ff",
+        ] {
+            assert_eq!(class(refused), None, "{refused:?} must not be served");
+        }
+        // A plain directory name is a class; the backend refuses non-files.
+        assert_eq!(class("/data"), Some(Class::Mutable));
+    }
+
+    #[test]
+    fn classify_rejects_non_normal_components() {
+        assert_eq!(classify(Path::new("data/../x")), None);
+        assert_eq!(classify(Path::new("/data/ab/x")), None);
+        assert_eq!(classify(Path::new(OsStr::new(""))), None);
+    }
+}

@@ -1,0 +1,214 @@
+//! `stratum pull URL`: the same tree as a local pull, through the node
+//! cache, through an HTTP proxy, and refusing a wrong key. The repository is
+//! served by the small test server of `fetcher/tests/common/http_server.rs`
+//! on 127.0.0.1 (not `stratum serve`, which has its own tests).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+#[path = "../fetcher/tests/common/http_server.rs"]
+mod http_server;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use http_server::Server;
+use support::oci::{Layer, Layout, TarEntry};
+use support::{run_cmd, stratum, stratum_bin, stratum_fails, TestRepo};
+
+const IMAGE: &str = "test/http:1";
+
+/// A published image with inline, whole-object and chunked (> 4 MiB) files,
+/// a symlink and a hardlink.
+fn published() -> TestRepo {
+    let repo = TestRepo::new("http.test");
+    let l = Layout::create(&repo.scratch("layout"));
+    let mut rng = support::fsutil::Rng::new(42);
+    l.add_image(
+        "1",
+        &[Layer::gzip(&[
+            TarEntry::dir(b"./"),
+            TarEntry::dir(b"etc/"),
+            TarEntry::file(b"etc/hello.txt", b"hello over http\n"),
+            TarEntry::symlink(b"etc/link", b"hello.txt"),
+            TarEntry::file(b"mid.bin", &rng.bytes(300_000)),
+            TarEntry::file(b"large.bin", &rng.bytes(5 << 20)),
+            TarEntry::hardlink(b"mid-again.bin", b"mid.bin"),
+        ])],
+    );
+    repo.publish_one(&format!("oci:{}:1", l.dir.display()), Some(IMAGE));
+    repo
+}
+
+fn pubkey(repo: &TestRepo) -> PathBuf {
+    stratum_catalog_pub(&repo.key)
+}
+
+fn stratum_catalog_pub(key: &Path) -> PathBuf {
+    let mut s = key.as_os_str().to_owned();
+    s.push(".pub");
+    s.into()
+}
+
+fn pull_url(url: &str, key: &Path, dest: &Path, cache: &Path) -> serde_json::Value {
+    stratum([
+        OsStr::new("pull"),
+        OsStr::new(url),
+        OsStr::new("--pubkey"),
+        key.as_os_str(),
+        OsStr::new("--image"),
+        OsStr::new(IMAGE),
+        dest.as_os_str(),
+        OsStr::new("--cache"),
+        cache.as_os_str(),
+        OsStr::new("--json"),
+    ])
+    .json()
+}
+
+#[test]
+fn pull_over_http_equals_a_local_pull_and_reuses_the_cache() {
+    let repo = published();
+    let server = Server::start(&repo.repo);
+    let local = repo.scratch("local");
+    repo.pull_image(IMAGE, &local);
+
+    let cache = repo.scratch("cache");
+    let remote = repo.scratch("remote");
+    let out = pull_url(&server.url(), &pubkey(&repo), &remote, &cache);
+    support::compare::compare_trees(&local, &remote)
+        .unwrap_or_else(|d| panic!("HTTP pull differs from the local pull:\n{}", d.join("\n")));
+    let t = &out["transport"];
+    assert!(t["cache_misses"].as_u64().unwrap() >= 4, "{out:#}");
+    assert_eq!(t["cache_hits"].as_u64().unwrap(), 0, "{out:#}");
+    assert_eq!(
+        t["requests"].as_u64().unwrap(),
+        server.requests() as u64,
+        "{out:#}"
+    );
+    assert!(server.log()[0].ends_with(".stratum/manifest"));
+
+    // Again, from the warm cache: only the manifest goes over the wire.
+    server.clear_log();
+    let again = repo.scratch("again");
+    let out = pull_url(&server.url(), &pubkey(&repo), &again, &cache);
+    assert_eq!(
+        server.log(),
+        vec![".stratum/manifest".to_string()],
+        "{out:#}"
+    );
+    assert_eq!(out["transport"]["cache_misses"].as_u64().unwrap(), 0);
+    support::compare::compare_trees(&local, &again).unwrap();
+
+    // The cache holds decoded, verified objects.
+    let mut n = 0;
+    for e in walkdir::WalkDir::new(cache.join("objects")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            let bytes = std::fs::read(e.path()).unwrap();
+            assert_eq!(
+                blake3_hex(&bytes),
+                e.file_name().to_str().unwrap(),
+                "{}",
+                e.path().display()
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "{n} objects cached");
+}
+
+fn blake3_hex(bytes: &[u8]) -> String {
+    stratum_catalog::ObjectId::of(bytes).to_hex()
+}
+
+#[test]
+fn pull_over_http_through_a_proxy() {
+    let repo = published();
+    // The test server answers proxy-style requests, so it stands in for a
+    // forward proxy: the repository host below does not exist.
+    let proxy = Server::start(&repo.repo);
+    let dest = repo.scratch("dest");
+    let cache = repo.scratch("cache");
+    let mut cmd = Command::new(stratum_bin());
+    cmd.args([
+        OsStr::new("pull"),
+        OsStr::new("http://stratum-repository.invalid/"),
+        OsStr::new("--pubkey"),
+        pubkey(&repo).as_os_str(),
+        OsStr::new("--image"),
+        OsStr::new(IMAGE),
+        dest.as_os_str(),
+        OsStr::new("--cache"),
+        cache.as_os_str(),
+    ])
+    .env("NO_COLOR", "1")
+    .env("http_proxy", proxy.url())
+    .env("HTTP_PROXY", proxy.url())
+    .env_remove("no_proxy")
+    .env_remove("NO_PROXY")
+    .env_remove("all_proxy")
+    .env_remove("ALL_PROXY");
+    run_cmd(cmd).assert_success();
+    assert!(proxy.requests() >= 4, "{:?}", proxy.log());
+    assert_eq!(
+        std::fs::read(dest.join("etc/hello.txt")).unwrap(),
+        b"hello over http\n"
+    );
+}
+
+#[test]
+fn pull_over_http_needs_the_right_key() {
+    let repo = published();
+    let server = Server::start(&repo.repo);
+    let dest = repo.scratch("dest");
+    let cache = repo.scratch("cache");
+    let url = server.url();
+    let base = |extra: &[&OsStr]| {
+        let mut v = vec![
+            OsStr::new("pull").to_owned(),
+            OsStr::new(&url).to_owned(),
+            OsStr::new("--image").to_owned(),
+            OsStr::new(IMAGE).to_owned(),
+            dest.as_os_str().to_owned(),
+            OsStr::new("--cache").to_owned(),
+            cache.as_os_str().to_owned(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_os_string()));
+        v
+    };
+    let out = stratum_fails(base(&[]));
+    assert!(
+        out.stderr_str().contains("--pubkey"),
+        "{}",
+        out.stderr_str()
+    );
+
+    let other = repo.tmp.path().join("other.key");
+    stratum([OsStr::new("keygen"), other.as_os_str()]);
+    let other_pub = stratum_catalog_pub(&other);
+    let out = stratum_fails(base(&[OsStr::new("--pubkey"), other_pub.as_os_str()]));
+    assert!(
+        out.stderr_str().contains("signature"),
+        "{}",
+        out.stderr_str()
+    );
+    assert!(
+        !dest.exists(),
+        "nothing is written when the manifest is refused"
+    );
+    assert!(server.log().iter().all(|p| p.ends_with("manifest")));
+
+    // --cache is for URLs only.
+    let out = stratum_fails([
+        OsStr::new("pull"),
+        repo.repo.as_os_str(),
+        OsStr::new("--image"),
+        OsStr::new(IMAGE),
+        dest.as_os_str(),
+        OsStr::new("--cache"),
+        cache.as_os_str(),
+    ]);
+    assert!(out.stderr_str().contains("--cache"), "{}", out.stderr_str());
+}
