@@ -28,6 +28,7 @@
 #                      report the fastest (default 1)
 #   SQUASHFS=0         skip mksquashfs;  TMPFS=0 skip the reference runs on /dev/shm
 #   KEEP=1             keep the scratch dirs of the run
+#   STEP_TIMEOUT=S     give up on a step that takes longer than S seconds (default 3600)
 #
 # Needs root (or umoci --rootless, used automatically), and the Debian packages
 # umoci ostree squashfs-tools time jq (installed with apt-get when missing and root).
@@ -40,6 +41,7 @@ SCALE=${SCALE:-full}
 WORK=${WORK:-$root/bench/work}
 RUNS=${RUNS:-1}
 SQUASHFS=${SQUASHFS:-1}
+STEP_TIMEOUT=${STEP_TIMEOUT:-3600}
 case $SCALE in small | full) ;; *) echo "SCALE must be small or full, not '$SCALE'" >&2; exit 2 ;; esac
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
@@ -259,8 +261,10 @@ timed() {
     logcmd "${SHOWN:-$*}"
     sync
     load=$(cut -d' ' -f1 /proc/loadavg)
-    /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >"$log/last.out" 2>"$log/last.err" || rc=$?
-    if ((rc != 0)); then
+    /usr/bin/time -f '%e %U %S %M' -o "$tf" timeout "$STEP_TIMEOUT" "$@" >"$log/last.out" 2>"$log/last.err" || rc=$?
+    if ((rc == 124)); then
+        die "step '$label' timed out after $STEP_TIMEOUT s (STEP_TIMEOUT): $*"
+    elif ((rc != 0)); then
         say "FAILED ($rc): $*"
         cat "$log/last.err" >&2
         die "step '$label' failed; output in $log/last.out and $log/last.err"

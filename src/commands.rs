@@ -17,9 +17,25 @@ use crate::Command;
 pub fn run(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Keygen { keyfile } => keygen(&keyfile),
-        Command::Mount { source, mountpoint, pubkey, image, allow_other } => {
-            crate::mount::mount(crate::mount::MountArgs { source, mountpoint, pubkey, image, allow_other })
-        }
+        Command::Mount {
+            source,
+            mountpoint,
+            pubkey,
+            mirrors,
+            cache,
+            quota,
+            image,
+            allow_other,
+        } => crate::mount::mount(crate::mount::MountArgs {
+            source,
+            mountpoint,
+            pubkey,
+            mirrors,
+            cache,
+            quota,
+            image,
+            allow_other,
+        }),
         Command::Umount { mountpoint } => crate::mount::umount(&mountpoint),
         Command::Init { repo, key, name } => init(&repo, &key, name),
         Command::Publish {
@@ -418,7 +434,12 @@ fn pull(
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("pulled {ns_path} into {}: {} files, {} bytes", dest.display(), stats.files, stats.bytes);
+        println!(
+            "pulled {ns_path} into {}: {} files, {} bytes",
+            dest.display(),
+            stats.files,
+            stats.bytes
+        );
         if let Some(t) = transport {
             println!(
                 "fetched {} bytes in {} requests; {} objects from the cache, {} downloaded",
@@ -444,9 +465,10 @@ fn pull_tree<L: stratum_catalog::namespace::CatalogLoader>(
     let ns_path = match (&image, &path) {
         (Some(name), _) => {
             let images = ns.resolve("/images")?.catalog.images()?;
-            let rec = images.iter().find(|i| &i.name == name).with_context(|| {
-                format!("no image {name} in {source} (see `stratum images`)")
-            })?;
+            let rec = images
+                .iter()
+                .find(|i| &i.name == name)
+                .with_context(|| format!("no image {name} in {source} (see `stratum images`)"))?;
             rec.flat_path.clone()
         }
         (None, Some(p)) => p.clone(),
@@ -455,8 +477,9 @@ fn pull_tree<L: stratum_catalog::namespace::CatalogLoader>(
     let node = ns.resolve(&ns_path)?;
     let bar = progress::bytes_bar("pulling");
     let opts = stratum_fetcher::PullOptions::default();
-    let stats = stratum_fetcher::materialize(ns, &node, objects, dest, &opts, &|n| bar.set_position(n))
-        .with_context(|| format!("pulling {ns_path} into {}", dest.display()))?;
+    let stats =
+        stratum_fetcher::materialize(ns, &node, objects, dest, &opts, &|n| bar.set_position(n))
+            .with_context(|| format!("pulling {ns_path} into {}", dest.display()))?;
     bar.finish_and_clear();
     Ok((ns_path, stats))
 }

@@ -117,12 +117,23 @@ enum Command {
     /// Serves until unmounted (`stratum umount MOUNTPOINT`) or interrupted (SIGINT/SIGTERM).
     /// Catalogs load on first use of their subtree; file contents are read on first access.
     Mount {
-        /// A repository directory.
+        /// A repository: an http(s):// URL (needs --pubkey) or a local directory.
         source: String,
         mountpoint: PathBuf,
-        /// Verify the manifest with this public key (default: the repository's own copy).
+        /// Verify the manifest with this public key (required for a URL; default for a
+        /// directory: the repository's own copy).
         #[arg(long)]
         pubkey: Option<PathBuf>,
+        /// More URLs serving the same repository, tried in turn when one fails.
+        #[arg(long = "mirror", value_name = "URL")]
+        mirrors: Vec<String>,
+        /// The node's cache directory, shared by all mounts and pulls
+        /// (default: /var/cache/stratum as root, else $XDG_CACHE_HOME/stratum).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Cache quota; least recently used content is evicted beyond it (e.g. 500M, 4G).
+        #[arg(long, value_name = "SIZE", default_value = "4G")]
+        quota: String,
         /// Mount only this image's flat rootfs at MOUNTPOINT.
         #[arg(long, value_name = "NAME:TAG")]
         image: Option<String>,
@@ -192,7 +203,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -27,15 +27,30 @@ fn hardlink_to_lower_file_joins_its_existing_group() {
         TarEntry::file(b"etc/a", b"shared inode\n"),
         TarEntry::hardlink(b"etc/b", b"etc/a"),
     ]);
-    let upper = Layer::gzip(&[TarEntry::hardlink(b"c", b"etc/a"), TarEntry::file(b"d", b"new\n")]);
+    let upper = Layer::gzip(&[
+        TarEntry::hardlink(b"c", b"etc/a"),
+        TarEntry::file(b"d", b"new\n"),
+    ]);
     layout.add_image("t", &[base, upper]);
     let source = format!("oci:{}:t", layout.dir.display());
 
     let oracle = tmp.path().join("oracle");
-    support::tool("umoci", ["unpack", "--image", &format!("{}:t", layout.dir.display()), oracle.to_str().unwrap()])
-        .assert_success();
+    support::tool(
+        "umoci",
+        [
+            "unpack",
+            "--image",
+            &format!("{}:t", layout.dir.display()),
+            oracle.to_str().unwrap(),
+        ],
+    )
+    .assert_success();
     let rootfs = oracle.join("rootfs");
-    assert_eq!(std::fs::symlink_metadata(rootfs.join("c")).unwrap().nlink(), 3, "umoci: one inode, three names");
+    assert_eq!(
+        std::fs::symlink_metadata(rootfs.join("c")).unwrap().nlink(),
+        3,
+        "umoci: one inode, three names"
+    );
 
     let repo = TestRepo::new("regressions.test");
     repo.publish_one(&source, Some("test/links:t"));
@@ -45,7 +60,10 @@ fn hardlink_to_lower_file_joins_its_existing_group() {
     let ino = |p: &str| std::fs::symlink_metadata(dest.join(p)).unwrap().ino();
     assert_eq!(ino("c"), ino("etc/a"));
     assert_eq!(ino("etc/b"), ino("etc/a"));
-    assert_eq!(std::fs::symlink_metadata(dest.join("c")).unwrap().nlink(), 3);
+    assert_eq!(
+        std::fs::symlink_metadata(dest.join("c")).unwrap().nlink(),
+        3
+    );
     support::compare::assert_trees_equal(&rootfs, &dest, &CompareOpts::default(), "flat vs umoci");
 }
 
@@ -60,7 +78,9 @@ fn overlay_xattrs_from_the_tar_are_dropped() {
     let layout = Layout::create(&tmp.path().join("img"));
     let layer = Layer::gzip(&[
         TarEntry::dir(b"./"),
-        TarEntry::dir(b"d/").xattr("trusted.overlay.opaque", b"y").xattr("user.keep", b"1"),
+        TarEntry::dir(b"d/")
+            .xattr("trusted.overlay.opaque", b"y")
+            .xattr("user.keep", b"1"),
         TarEntry::file(b"d/f", b"x").xattr("trusted.overlay.redirect", b"/etc"),
     ]);
     let diff_id = layer.diff_id();
@@ -68,7 +88,12 @@ fn overlay_xattrs_from_the_tar_are_dropped() {
     let repo = TestRepo::new("regressions.test");
     repo.publish_one(&format!("oci:{}:t", layout.dir.display()), Some("test/x:t"));
     let hex = diff_id.trim_start_matches("sha256:");
-    let out = support::stratum(["ls", repo.repo.to_str().unwrap(), &format!("/layers/{}/{hex}/d", &hex[..2]), "--json"]);
+    let out = support::stratum([
+        "ls",
+        repo.repo.to_str().unwrap(),
+        &format!("/layers/{}/{hex}/d", &hex[..2]),
+        "--json",
+    ]);
     assert!(out.stdout_str().contains("\"f\""), "{}", out.stdout_str());
     let dest = repo.scratch("layer");
     repo.pull_path(&format!("/layers/{}/{hex}", &hex[..2]), &dest);
@@ -84,5 +109,7 @@ fn overlay_xattrs_from_the_tar_are_dropped() {
     let d = names(&dest.join("d"));
     assert!(d.contains(&"user.keep".to_owned()), "{d:?}");
     assert!(!d.iter().any(|n| n.contains("overlay")), "{d:?}");
-    assert!(!names(&dest.join("d/f")).iter().any(|n| n.contains("overlay")));
+    assert!(!names(&dest.join("d/f"))
+        .iter()
+        .any(|n| n.contains("overlay")));
 }

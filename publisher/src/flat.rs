@@ -101,7 +101,9 @@ fn join_copyups(
     let mut kept = HashSet::new();
     for (id, group) in copyups {
         let path = entry_path(layer, id)?;
-        let Some(mut lower) = resolve(flat, &path)? else { continue };
+        let Some(mut lower) = resolve(flat, &path)? else {
+            continue;
+        };
         if lower.is_dir() {
             continue;
         }

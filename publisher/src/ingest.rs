@@ -12,8 +12,8 @@ use std::path::Path;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use stratum_catalog::catalog::{
-    schema::FLAG_COPYUP, schema::FLAG_IMPLICIT, CatalogBuilder, CatalogKind, Chunk, Data, Entry, FileType, OPAQUE_XATTR,
-    OPAQUE_XATTR_USER, ROOT_ID,
+    schema::FLAG_COPYUP, schema::FLAG_IMPLICIT, CatalogBuilder, CatalogKind, Chunk, Data, Entry,
+    FileType, OPAQUE_XATTR, OPAQUE_XATTR_USER, ROOT_ID,
 };
 use stratum_catalog::ObjectKind;
 
@@ -375,7 +375,11 @@ fn pax_time(v: &[u8]) -> Result<(i64, u32), String> {
     let bad = || format!("bad PAX mtime {s:?}");
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     let negative = int.starts_with('-');
-    let secs: i64 = if int == "-" { 0 } else { int.parse().map_err(|_| bad())? };
+    let secs: i64 = if int == "-" {
+        0
+    } else {
+        int.parse().map_err(|_| bad())?
+    };
     if frac.is_empty() {
         return Ok((secs, 0));
     }
@@ -634,7 +638,10 @@ fn hardlink(
         return Err(ctx.entry_err(raw, format!("hardlink to directory {}", display(target))));
     }
     if t.is_whiteout() {
-        return Err(ctx.entry_err(raw, format!("hardlink to {}, which this layer deleted", display(target))));
+        return Err(ctx.entry_err(
+            raw,
+            format!("hardlink to {}, which this layer deleted", display(target)),
+        ));
     }
     if t.hardlink == 0 {
         t.hardlink = tree.b.new_hardlink_group();

@@ -49,9 +49,16 @@ impl ObjectWriter {
         if self.known.contains(&id) && kind == ObjectKind::Content {
             return Ok(id);
         }
-        if self.verify_existing && self.store.exists(&id, kind)? && self.store.get(&id, kind).is_err() {
-            tracing::warn!("object {id} was left incomplete by an interrupted writer; rewriting it");
-            self.store.backend().replace(&id.path(kind), &self.enc.encode(data)?)?;
+        if self.verify_existing
+            && self.store.exists(&id, kind)?
+            && self.store.get(&id, kind).is_err()
+        {
+            tracing::warn!(
+                "object {id} was left incomplete by an interrupted writer; rewriting it"
+            );
+            self.store
+                .backend()
+                .replace(&id.path(kind), &self.enc.encode(data)?)?;
             self.stats.new_objects += 1;
         }
         let put = self.store.put_with_id(id, kind, data, &mut self.enc)?;

@@ -141,12 +141,19 @@ impl Repository {
         let dirty = self.dir.join(DIRTY_PATH);
         let recovering = dirty.exists();
         if recovering {
-            tracing::warn!("{}: the last writer was interrupted; verifying existing objects", self.dir.display());
+            tracing::warn!(
+                "{}: the last writer was interrupted; verifying existing objects",
+                self.dir.display()
+            );
         } else {
             let f = File::create(&dirty).map_err(|e| io(&dirty, e))?;
             f.sync_all().map_err(|e| io(&dirty, e))?;
         }
-        Ok(RepoLock { _file: file, dirty, recovering })
+        Ok(RepoLock {
+            _file: file,
+            dirty,
+            recovering,
+        })
     }
 
     /// Makes everything written durable, then publishes `manifest`: a copy

@@ -22,6 +22,7 @@
 pub mod compare;
 pub mod fixtures;
 pub mod fsutil;
+pub mod mount;
 pub mod oci;
 pub mod reference;
 pub mod services;

@@ -40,9 +40,9 @@ use stratum_catalog::ObjectId;
 mod error;
 pub mod validate;
 
-pub use error::ThinImageError;
 /// The public-key type [`ThinImage::build`] and [`ThinImage::check_key`] take.
 pub use ed25519_dalek::VerifyingKey;
+pub use error::ThinImageError;
 
 use validate::{
     check_clean_path, check_digest, check_hex64, check_image_name, check_platform_part,

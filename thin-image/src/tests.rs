@@ -1127,7 +1127,7 @@ fn the_example_in_the_docs_parses() {
         .expect("a ```json block in docs/THIN-IMAGE.md")
         + 8;
     let len = doc[start..].find("```").unwrap();
-    let t = ThinImage::from_json(doc[start..start + len].as_bytes())
+    let t = ThinImage::from_json(&doc.as_bytes()[start..start + len])
         .unwrap_or_else(|e| panic!("the example of docs/THIN-IMAGE.md is refused: {e}"));
     assert_eq!(t.layers.len(), 2);
     assert_eq!(t.prioritized_files.len(), 2);

@@ -58,13 +58,22 @@ impl Catalog {
         let label = format!("{id}");
         let uri = format!(
             "file:{}?immutable=1",
-            path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23")
+            path.display()
+                .to_string()
+                .replace('%', "%25")
+                .replace('?', "%3f")
+                .replace('#', "%23")
         );
         let conn = Connection::open_with_flags(
             &uri,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
         )
-        .map_err(|source| Error::Sqlite { catalog: label, source })?;
+        .map_err(|source| Error::Sqlite {
+            catalog: label,
+            source,
+        })?;
         Self::from_connection(id, conn)
     }
 
@@ -188,9 +197,12 @@ impl Catalog {
                 let rows = st
                     .query_map(rusqlite::params![after, BATCH], rows::entry_from_row)
                     .map_err(|e| self.sql(e))?;
-                rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sql(e))?
+                rows.collect::<rusqlite::Result<_>>()
+                    .map_err(|e| self.sql(e))?
             };
-            let Some(last) = batch.last() else { return Ok(()) };
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
             after = last.id;
             for e in batch {
                 f(e)?;
@@ -213,7 +225,8 @@ impl Catalog {
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(|e| self.sql(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sql(e))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))
     }
 
     pub fn entry_count(&self) -> Result<u64> {

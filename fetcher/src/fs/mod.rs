@@ -20,14 +20,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType as FuseType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType as FuseType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use stratum_catalog::catalog::{Catalog, Data, Entry, FileType, ROOT_ID};
 use stratum_catalog::ObjectId;
 
-pub use store::{LocalTree, TreeStore};
+pub use store::{LocalTree, RemoteTree, TreeStore};
 
 /// Everything below a mount is immutable (a mount pins one revision).
 const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -121,7 +121,13 @@ impl<S: TreeStore> StratumFs<S> {
     }
 
     fn slot_of(&self, id: &ObjectId) -> FsResult<u32> {
-        if let Some(&s) = self.slots.read().unwrap_or_else(|p| p.into_inner()).by_id.get(id) {
+        if let Some(&s) = self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_id
+            .get(id)
+        {
             return Ok(s);
         }
         let catalog = self.store.catalog(id)?;
@@ -161,7 +167,10 @@ impl<S: TreeStore> StratumFs<S> {
         if ino == 1 {
             return self.root;
         }
-        (((ino >> 32).saturating_sub(1)) as u32, (ino & 0xffff_ffff) as i64)
+        (
+            ((ino >> 32).saturating_sub(1)) as u32,
+            (ino & 0xffff_ffff) as i64,
+        )
     }
 
     /// The entry behind an inode.
@@ -285,7 +294,10 @@ impl<S: TreeStore> StratumFs<S> {
         if !e.is_dir() {
             return Err(FsError::NotDir);
         }
-        let mut list: Listing = vec![(ino, FuseType::Directory, b".".to_vec()), (ino, FuseType::Directory, b"..".to_vec())];
+        let mut list: Listing = vec![
+            (ino, FuseType::Directory, b".".to_vec()),
+            (ino, FuseType::Directory, b"..".to_vec()),
+        ];
         for c in slot.catalog.children(e.id)? {
             let (cs, ce) = match c.nested {
                 Some(child) => {
@@ -301,7 +313,10 @@ impl<S: TreeStore> StratumFs<S> {
             list.push((attr.ino.0, attr.kind, ce.name));
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).insert(fh, Arc::new(list));
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(list));
         Ok(fh)
     }
 
@@ -334,7 +349,9 @@ fn read_full(store: &dyn TreeStore, id: &ObjectId, offset: u64, buf: &mut [u8]) 
 fn fail<T>(what: &str, ino: u64, r: FsResult<T>) -> Result<T, Errno> {
     r.map_err(|e| {
         match e {
-            FsError::NotFound | FsError::NoXattr | FsError::Range => tracing::debug!("{what} inode {ino}: {e}"),
+            FsError::NotFound | FsError::NoXattr | FsError::Range => {
+                tracing::debug!("{what} inode {ino}: {e}")
+            }
             _ => tracing::warn!("{what} inode {ino}: {e}"),
         }
         e.errno()
@@ -344,13 +361,18 @@ fn fail<T>(what: &str, ino: u64, r: FsResult<T>) -> Result<T, Errno> {
 impl<S: TreeStore> Filesystem for StratumFs<S> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Optional speed-ups; a kernel without them still works.
-        let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.set_max_readahead(1 << 20);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match fail("lookup", parent.0, self.do_lookup(parent.0, name.as_bytes())) {
+        match fail(
+            "lookup",
+            parent.0,
+            self.do_lookup(parent.0, name.as_bytes()),
+        ) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -364,7 +386,9 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let r = self.node(ino.0).and_then(|(_, _, e)| e.symlink.ok_or(FsError::Invalid));
+        let r = self
+            .node(ino.0)
+            .and_then(|(_, _, e)| e.symlink.ok_or(FsError::Invalid));
         match fail("readlink", ino.0, r) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
@@ -375,7 +399,13 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        let r = self.node(ino.0).and_then(|(_, _, e)| if e.is_dir() { Err(FsError::IsDir) } else { Ok(()) });
+        let r = self.node(ino.0).and_then(|(_, _, e)| {
+            if e.is_dir() {
+                Err(FsError::IsDir)
+            } else {
+                Ok(())
+            }
+        });
         match fail("open", ino.0, r) {
             // Immutable content: let the page cache survive close and reopen.
             Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
@@ -402,27 +432,57 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match fail("opendir", ino.0, self.do_opendir(ino.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR),
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
             Err(e) => reply.error(e),
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let list = self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get(&fh.0).cloned();
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let list = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned();
         let Some(list) = list else {
             tracing::warn!("readdir inode {}: unknown directory handle", ino.0);
             return reply.error(Errno::EBADF);
         };
         for (i, (child, kind, name)) in list.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*child), (i + 1) as u64, *kind, OsStr::from_bytes(name)) {
+            if reply.add(
+                INodeNo(*child),
+                (i + 1) as u64,
+                *kind,
+                OsStr::from_bytes(name),
+            ) {
                 break;
             }
         }
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh.0);
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
         reply.ok();
     }
 
@@ -431,9 +491,11 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let r = self
-            .node(ino.0)
-            .and_then(|(_, _, e)| e.xattr(name.as_bytes()).map(<[u8]>::to_vec).ok_or(FsError::NoXattr));
+        let r = self.node(ino.0).and_then(|(_, _, e)| {
+            e.xattr(name.as_bytes())
+                .map(<[u8]>::to_vec)
+                .ok_or(FsError::NoXattr)
+        });
         match fail("getxattr", ino.0, r) {
             Ok(v) => Self::xattr_reply(&v, size, reply),
             Err(e) => reply.error(e),
@@ -454,7 +516,14 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -465,7 +534,10 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
 }
 
 /// The image records of the namespace rooted at `root` (from `/images`).
-pub fn image_records(store: &dyn TreeStore, root: &ObjectId) -> FsResult<Vec<stratum_catalog::catalog::ImageRecord>> {
+pub fn image_records(
+    store: &dyn TreeStore,
+    root: &ObjectId,
+) -> FsResult<Vec<stratum_catalog::catalog::ImageRecord>> {
     let cat = store.catalog(root)?;
     let images = cat.lookup(ROOT_ID, b"images")?.ok_or(FsError::NotFound)?;
     let id = images.nested.ok_or(FsError::NotFound)?;
@@ -483,7 +555,11 @@ pub struct MountConfig {
 
 impl Default for MountConfig {
     fn default() -> Self {
-        MountConfig { fsname: "stratum".into(), allow_other: false, threads: 16 }
+        MountConfig {
+            fsname: "stratum".into(),
+            allow_other: false,
+            threads: 16,
+        }
     }
 }
 
@@ -507,7 +583,9 @@ pub fn serve<S: TreeStore>(
         MountOption::NoAtime,
     ];
     if cfg.allow_other {
-        config.mount_options.push(MountOption::CUSTOM("allow_other".into()));
+        config
+            .mount_options
+            .push(MountOption::CUSTOM("allow_other".into()));
     }
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = true;
@@ -521,14 +599,20 @@ pub fn unmount(mountpoint: &Path) -> std::io::Result<()> {
     match rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH) {
         Ok(()) => Ok(()),
         Err(e) if e == rustix::io::Errno::PERM => {
-            let status = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(mountpoint).status()?;
+            let status = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(mountpoint)
+                .status()?;
             if status.success() {
                 Ok(())
             } else {
-                Err(std::io::Error::other(format!("fusermount3 -u {} failed", mountpoint.display())))
+                Err(std::io::Error::other(format!(
+                    "fusermount3 -u {} failed",
+                    mountpoint.display()
+                )))
             }
         }
         Err(e) => Err(e.into()),
     }
 }
-

@@ -68,36 +68,128 @@ impl LocalTree {
         LocalTree {
             store,
             catalogs: Mutex::new(HashMap::new()),
-            objects: Mutex::new(Lru { map: HashMap::new(), order: VecDeque::new(), bytes: 0, cap: 256 << 20 }),
+            objects: Mutex::new(Lru {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                bytes: 0,
+                cap: 256 << 20,
+            }),
         }
     }
 
     fn object(&self, id: &ObjectId) -> io::Result<Arc<Vec<u8>>> {
-        if let Some(v) = self.objects.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if let Some(v) = self
+            .objects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
             return Ok(v);
         }
-        let bytes = self.store.get(id, ObjectKind::Content).map_err(io::Error::other)?;
+        let bytes = self
+            .store
+            .get(id, ObjectKind::Content)
+            .map_err(io::Error::other)?;
         let v = Arc::new(bytes);
-        self.objects.lock().unwrap_or_else(|p| p.into_inner()).put(*id, v.clone());
+        self.objects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(*id, v.clone());
         Ok(v)
     }
 }
 
 impl TreeStore for LocalTree {
     fn catalog(&self, id: &ObjectId) -> Result<Arc<Catalog>, stratum_catalog::Error> {
-        if let Some(c) = self.catalogs.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if let Some(c) = self
+            .catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
             return Ok(c.clone());
         }
         let c = Arc::new(self.store.load_catalog(id)?);
-        self.catalogs.lock().unwrap_or_else(|p| p.into_inner()).insert(*id, c.clone());
+        self.catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*id, c.clone());
         Ok(c)
     }
 
     fn read_at(&self, id: &ObjectId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let data = self.object(id)?;
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
         let n = buf.len().min(data.len() - start);
         buf[..n].copy_from_slice(&data[start..start + n]);
         Ok(n)
+    }
+}
+
+/// Read-ahead downloads in flight at once per mount: enough to keep a
+/// sequential reader ahead, few enough not to starve demand reads.
+const MAX_PREFETCH: usize = 4;
+
+/// The HTTP remote through the node's verified cache.
+pub struct RemoteTree {
+    remote: Arc<crate::Remote>,
+    prefetching: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RemoteTree {
+    pub fn new(remote: Arc<crate::Remote>) -> Self {
+        RemoteTree {
+            remote,
+            prefetching: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn remote(&self) -> &Arc<crate::Remote> {
+        &self.remote
+    }
+}
+
+impl TreeStore for RemoteTree {
+    fn catalog(&self, id: &ObjectId) -> Result<Arc<Catalog>, stratum_catalog::Error> {
+        self.remote
+            .catalog(id)
+            .map_err(|e| e.to_catalog_error(id, ObjectKind::Catalog))
+    }
+
+    fn read_at(&self, id: &ObjectId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let obj = self.remote.object(id)?;
+        if offset >= obj.len {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(obj.len - offset).unwrap_or(usize::MAX));
+        let mut done = 0;
+        while done < want {
+            let n = obj.read_at(&mut buf[done..want], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    fn prefetch(&self, id: &ObjectId) {
+        use std::sync::atomic::Ordering;
+        if self.prefetching.fetch_add(1, Ordering::AcqRel) >= MAX_PREFETCH {
+            self.prefetching.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let (remote, counter, id) = (self.remote.clone(), self.prefetching.clone(), *id);
+        std::thread::spawn(move || {
+            // A failure here is retried by the demand read that needs it.
+            if let Err(e) = remote.object(&id) {
+                tracing::debug!("read-ahead of {id}: {e}");
+            }
+            counter.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 }
