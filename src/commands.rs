@@ -20,6 +20,10 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
         Command::Mount {
             source,
             mountpoint,
+            thin,
+            urls,
+            layers,
+            prefetch_all,
             pubkey,
             mirrors,
             cache,
@@ -29,6 +33,10 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
         } => crate::mount::mount(crate::mount::MountArgs {
             source,
             mountpoint,
+            thin,
+            urls,
+            layers,
+            prefetch_all,
             pubkey,
             mirrors,
             cache,

@@ -116,10 +116,29 @@ enum Command {
     ///
     /// Serves until unmounted (`stratum umount MOUNTPOINT`) or interrupted (SIGINT/SIGTERM).
     /// Catalogs load on first use of their subtree; file contents are read on first access.
+    ///
+    /// With --thin FILE, mounts the image a thin descriptor names, by the catalog ids it pins:
+    /// `stratum mount --thin FILE MOUNTPOINT [--url URL] --pubkey KEY.pub [--layers]`.
     Mount {
         /// A repository: an http(s):// URL (needs --pubkey) or a local directory.
+        /// With --thin, the only operand is MOUNTPOINT.
         source: String,
-        mountpoint: PathBuf,
+        mountpoint: Option<PathBuf>,
+        /// Mount the image described by this thin-image descriptor (see docs/THIN-IMAGE.md).
+        #[arg(long, value_name = "FILE")]
+        thin: Option<PathBuf>,
+        /// With --thin: fetch from these URLs instead of the descriptor's.
+        #[arg(long = "url", value_name = "URL", requires = "thin")]
+        urls: Vec<String>,
+        /// With --thin: mount each per-layer tree and stack them with overlayfs at MOUNTPOINT
+        /// (the same view as the flat tree, for layer-aware runtimes).
+        #[arg(long, requires = "thin")]
+        layers: bool,
+        /// Fetch the whole image in the background while the mount is already usable
+        /// (eager mode for bad networks). Without it, a thin image's prioritized files are
+        /// prefetched.
+        #[arg(long)]
+        prefetch_all: bool,
         /// Verify the manifest with this public key (required for a URL; default for a
         /// directory: the repository's own copy).
         #[arg(long)]

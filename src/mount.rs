@@ -1,18 +1,25 @@
-//! `stratum mount` / `stratum umount`: argument handling and the signal
-//! loop around the fetcher's FUSE filesystem.
+//! `stratum mount` / `stratum umount`: argument handling, the signal loop
+//! around the fetcher's FUSE filesystem, and the overlay stack of a thin
+//! image's layers.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::mpsc;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use stratum_catalog::backend::LocalDir;
 use stratum_catalog::{manifest, ObjectId, Store};
-use stratum_fetcher::fs::{self, LocalTree, MountConfig, RemoteTree, StratumFs, TreeStore};
+use stratum_fetcher::fs::{self, LocalTree, MountConfig, PrefetchPlan, RemoteTree, StratumFs, TreeStore};
+use stratum_thin_image::ThinImage;
 
 pub struct MountArgs {
     pub source: String,
-    pub mountpoint: PathBuf,
+    pub mountpoint: Option<PathBuf>,
+    pub thin: Option<PathBuf>,
+    pub urls: Vec<String>,
+    pub layers: bool,
+    pub prefetch_all: bool,
     pub pubkey: Option<PathBuf>,
     pub mirrors: Vec<String>,
     pub cache: Option<PathBuf>,
@@ -22,50 +29,231 @@ pub struct MountArgs {
 }
 
 pub fn mount(args: MountArgs) -> Result<ExitCode> {
-    if args.source.starts_with("http://") || args.source.starts_with("https://") {
-        return mount_remote(args);
+    if let Some(thin) = args.thin.clone() {
+        if args.mountpoint.is_some() {
+            bail!("with --thin, give only MOUNTPOINT (the repository URLs come from the descriptor or --url)");
+        }
+        if args.image.is_some() {
+            bail!("--image and --thin both name the image: give one");
+        }
+        return mount_thin(&thin, args);
+    }
+    let Some(mountpoint) = args.mountpoint.clone() else {
+        bail!("give SOURCE and MOUNTPOINT (or --thin FILE MOUNTPOINT)");
+    };
+    let source = args.source.clone();
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let mut urls = vec![source.clone()];
+        urls.extend(args.mirrors.iter().cloned());
+        let tree = Arc::new(open_remote(&args, urls)?);
+        let root = tree.remote().manifest().root;
+        let path = image_path(&*tree, &root, &args)?;
+        return serve_one(tree, root, &path, &mountpoint, &args, &format!("stratum:{source}"), None);
     }
     if !args.mirrors.is_empty() || args.cache.is_some() {
         bail!("--mirror and --cache apply to a repository URL, not a directory");
     }
-    let dir = PathBuf::from(&args.source);
-    let dir = dir.as_path();
-    let repo = stratum_publisher::Repository::open(dir)?;
+    let dir = PathBuf::from(&source);
+    let repo = stratum_publisher::Repository::open(&dir)?;
     let key = match &args.pubkey {
         Some(p) => manifest::load_verifying_key(p)?,
         None => repo.public_key()?,
     };
-    let store = Store::new(Arc::new(LocalDir::open(dir)?));
-    let (m, _) = store
-        .manifest(&key)
-        .with_context(|| format!("verifying {}", dir.display()))?;
+    let store = Store::new(Arc::new(LocalDir::open(&dir)?));
+    let (m, _) = store.manifest(&key).with_context(|| format!("verifying {}", dir.display()))?;
     let tree = Arc::new(LocalTree::new(store));
-    let fsname = format!("stratum:{}", dir.display());
-    run(tree, &m.root, args, &fsname)
+    let path = image_path(&*tree, &m.root, &args)?;
+    serve_one(tree, m.root, &path, &mountpoint, &args, &format!("stratum:{}", dir.display()), None)
 }
 
-fn mount_remote(args: MountArgs) -> Result<ExitCode> {
+fn open_remote(args: &MountArgs, urls: Vec<String>) -> Result<RemoteTree> {
     let Some(pubkey) = &args.pubkey else {
-        bail!(
-            "mounting {} needs --pubkey KEY.pub (the repository's public key)",
-            args.source
-        );
+        bail!("mounting {} needs --pubkey KEY.pub (the repository's public key)", urls.join(", "));
     };
     let key = manifest::load_verifying_key(pubkey)?;
-    let mut urls = vec![args.source.clone()];
-    urls.extend(args.mirrors.iter().cloned());
-    let cache = args
-        .cache
-        .clone()
-        .unwrap_or_else(stratum_fetcher::default_cache_dir);
-    let mut cfg = stratum_fetcher::RemoteConfig::new(urls, key, cache);
+    let cache = args.cache.clone().unwrap_or_else(stratum_fetcher::default_cache_dir);
+    let mut cfg = stratum_fetcher::RemoteConfig::new(urls.clone(), key, cache);
     cfg.quota_bytes = parse_size(&args.quota)?;
-    let remote =
-        stratum_fetcher::Remote::open(cfg).with_context(|| format!("opening {}", args.source))?;
-    let root = remote.manifest().root;
-    let fsname = format!("stratum:{}", args.source);
-    let tree = Arc::new(RemoteTree::new(Arc::new(remote)));
-    run(tree, &root, args, &fsname)
+    let remote = stratum_fetcher::Remote::open(cfg).with_context(|| format!("opening {}", urls.join(", ")))?;
+    Ok(RemoteTree::new(Arc::new(remote)))
+}
+
+/// The namespace path shown at the mountpoint: `/`, or an image's flat tree.
+fn image_path<S: TreeStore>(tree: &S, root: &ObjectId, args: &MountArgs) -> Result<String> {
+    Ok(match &args.image {
+        None => "/".to_owned(),
+        Some(name) => fs::image_records(tree, root)?
+            .into_iter()
+            .find(|r| &r.name == name)
+            .map(|r| r.flat_path)
+            .with_context(|| format!("no image {name} in {}", args.source))?,
+    })
+}
+
+/// Mounts the image a thin descriptor names. Its catalogs are fetched by
+/// the ids the descriptor pins and each is hash-verified, so the image is
+/// exactly the one described, whatever newer revision the servers have.
+fn mount_thin(file: &Path, args: MountArgs) -> Result<ExitCode> {
+    let mountpoint = PathBuf::from(&args.source);
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let desc = ThinImage::from_json(&bytes).with_context(|| format!("thin image {}", file.display()))?;
+    let Some(pubkey) = &args.pubkey else {
+        bail!("mounting a thin image needs --pubkey KEY.pub (the repository's public key)");
+    };
+    desc.check_key(&manifest::load_verifying_key(pubkey)?)
+        .with_context(|| format!("thin image {}", file.display()))?;
+    let urls = if args.urls.is_empty() { desc.repository.urls.clone() } else { args.urls.clone() };
+    let tree = Arc::new(open_remote(&args, urls)?);
+    let flat = desc.flat.catalog_id()?;
+    let plan = if args.prefetch_all {
+        Some(PrefetchPlan::All)
+    } else if desc.prioritized_files.is_empty() {
+        None
+    } else {
+        Some(PrefetchPlan::Files(desc.prioritized_files.clone()))
+    };
+    let fsname = format!("stratum:{}", desc.image);
+    if !args.layers {
+        return serve_one(tree, flat, "/", &mountpoint, &args, &fsname, plan);
+    }
+    mount_layers(tree, &desc, &mountpoint, &args, &fsname, plan.map(|p| (flat, p)))
+}
+
+fn mount_config(args: &MountArgs, fsname: &str) -> MountConfig {
+    MountConfig { fsname: fsname.to_owned(), allow_other: args.allow_other, ..MountConfig::default() }
+}
+
+fn signals() -> Result<signal_hook::iterator::Signals> {
+    Ok(signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?)
+}
+
+fn start_prefetch<S: TreeStore>(tree: &Arc<S>, plan: Option<(ObjectId, PrefetchPlan)>) {
+    if let Some((root, plan)) = plan {
+        let tree = tree.clone();
+        std::thread::spawn(move || {
+            let r = fs::prefetch(&tree, &root, &plan, 4);
+            tracing::info!("prefetch done: {} objects, {} failed", r.objects, r.failed);
+        });
+    }
+}
+
+fn serve_one<S: TreeStore>(
+    tree: Arc<S>,
+    root: ObjectId,
+    path: &str,
+    mountpoint: &Path,
+    args: &MountArgs,
+    fsname: &str,
+    plan: Option<PrefetchPlan>,
+) -> Result<ExitCode> {
+    let filesystem = StratumFs::new(tree.clone(), &root, path).with_context(|| format!("opening {path}"))?;
+    let plan = match plan {
+        Some(p) => Some((root, p)),
+        None if args.prefetch_all => Some((root, PrefetchPlan::All)),
+        None => None,
+    };
+    let mut signals = signals()?;
+    eprintln!("mounting {path} of {} at {}", args.source, mountpoint.display());
+    fs::serve(filesystem, mountpoint, &mount_config(args, fsname), move |mut unmounter| {
+        start_prefetch(&tree, plan);
+        // Unmount on SIGINT/SIGTERM; serving then returns and we exit 0.
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                if let Err(e) = unmounter.unmount() {
+                    eprintln!("error: unmounting: {e}");
+                }
+            }
+        });
+    })
+    .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--layers`: one FUSE mount per layer tree (in a private directory), and
+/// kernel overlayfs stacking them read-only at the mountpoint.
+fn mount_layers<S: TreeStore>(
+    tree: Arc<S>,
+    desc: &ThinImage,
+    mountpoint: &Path,
+    args: &MountArgs,
+    fsname: &str,
+    plan: Option<(ObjectId, PrefetchPlan)>,
+) -> Result<ExitCode> {
+    let work = tempfile::Builder::new().prefix("stratum-layers-").tempdir().context("creating the layer mount directory")?;
+    let (tx, rx) = mpsc::channel::<(usize, Result<fs::SessionUnmounter, String>)>();
+    let mut dirs = Vec::new();
+    let mut threads = Vec::new();
+    for (i, layer) in desc.layers.iter().enumerate() {
+        let dir = work.path().join(format!("{i:03}"));
+        std::fs::create_dir(&dir)?;
+        let filesystem = StratumFs::new(tree.clone(), &layer.catalog_id()?, "/")
+            .with_context(|| format!("opening layer {i} ({})", layer.diff_id))?;
+        let cfg = mount_config(args, &format!("{fsname}:layer{i}"));
+        let (tx, d) = (tx.clone(), dir.clone());
+        threads.push(std::thread::spawn(move || {
+            let tx2 = tx.clone();
+            if let Err(e) = fs::serve(filesystem, &d, &cfg, move |u| {
+                let _ = tx2.send((i, Ok(u)));
+            }) {
+                let _ = tx.send((i, Err(format!("mounting layer {i} at {}: {e}", d.display()))));
+            }
+        }));
+        dirs.push(dir);
+    }
+    drop(tx);
+    let mut unmounters = Vec::new();
+    for _ in 0..dirs.len() {
+        match rx.recv() {
+            Ok((_, Ok(u))) => unmounters.push(u),
+            Ok((_, Err(e))) => {
+                unmount_all(&mut unmounters);
+                bail!(e);
+            }
+            Err(_) => break,
+        }
+    }
+    // overlayfs: lowerdir lists the top layer first. A single layer needs a
+    // second (empty) lower, since there is no upper directory.
+    let mut lowers: Vec<String> = dirs.iter().rev().map(|d| d.display().to_string()).collect();
+    if lowers.len() == 1 {
+        let empty = work.path().join("empty");
+        std::fs::create_dir(&empty)?;
+        lowers.push(empty.display().to_string());
+    }
+    let options = format!("lowerdir={}", lowers.join(":"));
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &options])
+        .arg(mountpoint)
+        .status()
+        .context("running mount -t overlay")?;
+    if !mounted.success() {
+        unmount_all(&mut unmounters);
+        bail!("mount -t overlay -o {options} {} failed", mountpoint.display());
+    }
+    eprintln!("mounted {} ({} layers) at {}", desc.image, dirs.len(), mountpoint.display());
+    start_prefetch(&tree, plan);
+    let mut signals = signals()?;
+    signals.forever().next();
+    let _ = fs::unmount(mountpoint);
+    unmount_all(&mut unmounters);
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unmount_all(unmounters: &mut Vec<fs::SessionUnmounter>) {
+    for u in unmounters.iter_mut() {
+        if let Err(e) = u.unmount() {
+            eprintln!("error: unmounting a layer: {e}");
+        }
+    }
+    unmounters.clear();
+}
+
+pub fn umount(mountpoint: &Path) -> Result<ExitCode> {
+    fs::unmount(mountpoint).with_context(|| format!("unmounting {}", mountpoint.display()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `123`, `500K`, `500M`, `4G`, `1T` (binary multiples).
@@ -84,61 +272,8 @@ pub fn parse_size(s: &str) -> Result<u64> {
         }
         _ => (t, 1),
     };
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("size {s:?} is not a number with an optional K/M/G/T"))?;
-    n.checked_mul(mult)
-        .with_context(|| format!("size {s:?} is too large"))
-}
-
-fn run<S: TreeStore>(
-    tree: Arc<S>,
-    root: &ObjectId,
-    args: MountArgs,
-    fsname: &str,
-) -> Result<ExitCode> {
-    let path = match &args.image {
-        None => "/".to_owned(),
-        Some(name) => fs::image_records(&*tree, root)?
-            .into_iter()
-            .find(|r| &r.name == name)
-            .map(|r| r.flat_path)
-            .with_context(|| format!("no image {name} in {}", args.source))?,
-    };
-    let filesystem =
-        StratumFs::new(tree, root, &path).with_context(|| format!("opening {path}"))?;
-    let mountpoint = args.mountpoint.clone();
-    let cfg = MountConfig {
-        fsname: fsname.to_owned(),
-        allow_other: args.allow_other,
-        ..MountConfig::default()
-    };
-    eprintln!(
-        "mounting {path} of {} at {}",
-        args.source,
-        mountpoint.display()
-    );
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    fs::serve(filesystem, &mountpoint, &cfg, move |mut unmounter| {
-        // Unmount on SIGINT/SIGTERM; serving then returns and we exit 0.
-        std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
-                if let Err(e) = unmounter.unmount() {
-                    eprintln!("error: unmounting: {e}");
-                }
-            }
-        });
-    })
-    .with_context(|| format!("mounting at {}", mountpoint.display()))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn umount(mountpoint: &Path) -> Result<ExitCode> {
-    fs::unmount(mountpoint).with_context(|| format!("unmounting {}", mountpoint.display()))?;
-    Ok(ExitCode::SUCCESS)
+    let n: u64 = num.parse().with_context(|| format!("size {s:?} is not a number with an optional K/M/G/T"))?;
+    n.checked_mul(mult).with_context(|| format!("size {s:?} is too large"))
 }
 
 #[cfg(test)]

@@ -622,6 +622,9 @@ fn reads_xattrs_links_statfs(via: Via) {
         }
     });
 
+    // An open file keeps a lazily unmounted FUSE mount (and its server) alive.
+    drop(f);
+
     // --- Xattrs.
     let xf = m.at("xattr/file");
     let got = xattrs_via_rustix(&xf).unwrap();

@@ -121,7 +121,15 @@ pub fn ingest_layer(
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<(Vec<u8>, IngestStats)> {
     let ns_path = layer_path(&ctx.layer.diff_id.hex());
-    let mut root = Entry::new(FileType::Directory, 0o755);
+    // Until the tar says otherwise, the layer root looks like the merged
+    // root below it, so that stacking the layer trees shows the right
+    // root metadata (the same rule as any implicit directory).
+    let mut root = match ctx.lower {
+        Some(low) => low.get(ROOT_ID)?.unwrap_or_else(|| Entry::new(FileType::Directory, 0o755)),
+        None => Entry::new(FileType::Directory, 0o755),
+    };
+    root.xattrs.retain(|(n, _)| !crate::tree::is_overlay_xattr(n));
+    root.hardlink = 0;
     root.flags = FLAG_IMPLICIT;
     let builder = CatalogBuilder::create(ctx.tmp_dir, CatalogKind::Layer, &ns_path, &root)?;
     let mut tree = Tree::new(builder);

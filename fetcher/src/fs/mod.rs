@@ -9,6 +9,7 @@
 //! Handlers return `Result`; [`Errno`] conversion happens in one place
 //! ([`FsError::errno`]), and every failure is logged with what it was about.
 
+mod prefetch;
 mod store;
 
 use std::collections::HashMap;
@@ -27,6 +28,8 @@ use fuser::{
 use stratum_catalog::catalog::{Catalog, Data, Entry, FileType, ROOT_ID};
 use stratum_catalog::ObjectId;
 
+pub use fuser::SessionUnmounter;
+pub use prefetch::{prefetch, PrefetchPlan, PrefetchReport};
 pub use store::{LocalTree, RemoteTree, TreeStore};
 
 /// Everything below a mount is immutable (a mount pins one revision).
