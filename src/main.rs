@@ -62,7 +62,7 @@ enum Command {
         /// Name for a single SOURCE under /images (default: local/<layout dir name>:<tag>).
         #[arg(long = "as", value_name = "NAME:TAG")]
         as_name: Option<String>,
-        /// Print one JSON object per image instead of a table.
+        /// Print a JSON array with one report object per image instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -10,7 +10,7 @@ use crate::{Error, ObjectId, Result};
 pub const DEFAULT_LEVEL: i32 = 3;
 
 /// The largest uncompressed object a reader accepts. Objects are whole small
-/// files, chunks (≤ 8 MiB) or catalogs; anything bigger is corrupt or hostile.
+/// files, chunks (≤ 4 MiB) or catalogs; anything bigger is corrupt or hostile.
 pub const MAX_OBJECT_SIZE: u64 = 1 << 30;
 
 /// Compresses `data` into an object. The frame records the content size and
