@@ -530,7 +530,7 @@ fn write(
                 } else if meta.size <= INLINE_MAX {
                     Data::Inline(bytes)
                 } else {
-                    Data::Object(objects.put(ObjectKind::Content, &bytes)?)
+                    Data::Object(objects.put_owned(ObjectKind::Content, bytes)?)
                 };
                 replace(lower, ctx, tree, &comps, &raw, meta)?;
             }
@@ -540,11 +540,9 @@ fn write(
                 loop {
                     match rx.recv() {
                         Ok(Msg::Chunk(data)) => {
-                            let id = objects.put(ObjectKind::Content, &data)?;
-                            chunks.push(Chunk {
-                                id,
-                                size: data.len() as u64,
-                            });
+                            let size = data.len() as u64;
+                            let id = objects.put_owned(ObjectKind::Content, data)?;
+                            chunks.push(Chunk { id, size });
                         }
                         Ok(Msg::BigEnd) => break,
                         // The parser reports why it stopped.

@@ -1,8 +1,19 @@
 //! Writing content objects during a publish: hash, skip what the repository
-//! (or this publish) already has, compress and store the rest, and count.
+//! (or this publish) already has, and compress and store the rest on a
+//! small pool of threads.
+//!
+//! Compression is the largest cost of ingesting new content, so it does not
+//! run on the thread that parses and writes catalog rows: the caller gets
+//! the id at once (it is the hash of the uncompressed bytes) and a worker
+//! encodes and stores the object. [`ObjectWriter::flush`] waits for them;
+//! the publish calls it before any catalog that names those objects can
+//! become reachable (before the durability barrier and the manifest).
 
 use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 
+use crossbeam_channel::{bounded, Sender};
 use stratum_catalog::object::{Encoder, DEFAULT_LEVEL};
 use stratum_catalog::{ObjectId, ObjectKind, Store};
 
@@ -12,26 +23,93 @@ pub struct ObjectStats {
     pub new_stored_bytes: u64,
 }
 
+/// Compression workers. Two fit this project's 2-core machines: with the
+/// decompressing and parsing threads they keep both cores busy.
+const WORKERS: usize = 2;
+/// Jobs waiting for a worker; with objects ≤ 4 MiB this bounds the memory
+/// held in the queue to about 16 MiB.
+const QUEUE: usize = 4;
+
+struct Job {
+    id: ObjectId,
+    kind: ObjectKind,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: usize,
+    stats: ObjectStats,
+    error: Option<stratum_catalog::Error>,
+}
+
+struct Pool {
+    tx: Option<Sender<Job>>,
+    state: Arc<(Mutex<Shared>, Condvar)>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn new(store: &Store) -> stratum_catalog::Result<Self> {
+        let (tx, rx) = bounded::<Job>(QUEUE);
+        let state = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+        let mut workers = Vec::new();
+        for _ in 0..WORKERS {
+            let (rx, state, store) = (rx.clone(), state.clone(), store.clone());
+            let mut enc = Encoder::new(DEFAULT_LEVEL)?;
+            workers.push(std::thread::spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let r = store.put_with_id(job.id, job.kind, &job.data, &mut enc);
+                    let (lock, cv) = &*state;
+                    let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    match r {
+                        Ok(put) if put.written => {
+                            s.stats.new_objects += 1;
+                            s.stats.new_stored_bytes += put.stored_bytes;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            s.error.get_or_insert(e);
+                        }
+                    }
+                    s.pending -= 1;
+                    cv.notify_all();
+                }
+            }));
+        }
+        Ok(Pool { tx: Some(tx), state, workers })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
 pub struct ObjectWriter {
     store: Store,
-    enc: Encoder,
     /// Ids known to be in the repository: written by this publish or seen
     /// there, so each id costs at most one existence check per publish.
     known: HashSet<ObjectId>,
     /// Verify objects found present instead of trusting them (after an
     /// interrupted writer, see `repo::RepoLock::recovering`).
     verify_existing: bool,
-    pub stats: ObjectStats,
+    pool: Pool,
+    enc: Encoder,
 }
 
 impl ObjectWriter {
     pub fn new(store: Store) -> stratum_catalog::Result<Self> {
         Ok(ObjectWriter {
+            pool: Pool::new(&store)?,
             store,
-            enc: Encoder::new(DEFAULT_LEVEL)?,
             known: HashSet::new(),
             verify_existing: false,
-            stats: ObjectStats::default(),
+            enc: Encoder::new(DEFAULT_LEVEL)?,
         })
     }
 
@@ -44,31 +122,63 @@ impl ObjectWriter {
     }
 
     /// Stores `data` as an object of `kind` unless present; returns its id.
+    /// The write may still be in progress: see [`ObjectWriter::flush`].
     pub fn put(&mut self, kind: ObjectKind, data: &[u8]) -> stratum_catalog::Result<ObjectId> {
-        let id = ObjectId::of(data);
-        if self.known.contains(&id) && kind == ObjectKind::Content {
+        self.put_owned(kind, data.to_vec())
+    }
+
+    /// As [`ObjectWriter::put`], taking the buffer to avoid a copy.
+    pub fn put_owned(&mut self, kind: ObjectKind, data: Vec<u8>) -> stratum_catalog::Result<ObjectId> {
+        let id = ObjectId::of(&data);
+        if self.known.contains(&id) {
             return Ok(id);
         }
-        if self.verify_existing
-            && self.store.exists(&id, kind)?
-            && self.store.get(&id, kind).is_err()
-        {
-            tracing::warn!(
-                "object {id} was left incomplete by an interrupted writer; rewriting it"
-            );
-            self.store
-                .backend()
-                .replace(&id.path(kind), &self.enc.encode(data)?)?;
-            self.stats.new_objects += 1;
-        }
-        let put = self.store.put_with_id(id, kind, data, &mut self.enc)?;
-        if put.written {
-            self.stats.new_objects += 1;
-            self.stats.new_stored_bytes += put.stored_bytes;
-        }
-        if kind == ObjectKind::Content {
+        self.check_error()?;
+        if self.store.exists(&id, kind)? {
+            if self.verify_existing && self.store.get(&id, kind).is_err() {
+                tracing::warn!("object {id} was left incomplete by an interrupted writer; rewriting it");
+                self.store.backend().replace(&id.path(kind), &self.enc.encode(&data)?)?;
+            }
             self.known.insert(id);
+            return Ok(id);
         }
+        {
+            let (lock, _) = &*self.pool.state;
+            lock.lock().unwrap_or_else(|p| p.into_inner()).pending += 1;
+        }
+        let sent = self.pool.tx.as_ref().map(|tx| tx.send(Job { id, kind, data }));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(stratum_catalog::Error::InvalidManifest("internal: object writers stopped".into()));
+        }
+        self.known.insert(id);
         Ok(id)
+    }
+
+    fn check_error(&self) -> stratum_catalog::Result<()> {
+        let (lock, _) = &*self.pool.state;
+        match lock.lock().unwrap_or_else(|p| p.into_inner()).error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every object handed over so far is written; returns the
+    /// first error of any of them.
+    pub fn flush(&mut self) -> stratum_catalog::Result<()> {
+        let (lock, cv) = &*self.pool.state;
+        let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while s.pending > 0 {
+            s = cv.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        match s.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts so far (complete after [`ObjectWriter::flush`]).
+    pub fn stats(&self) -> ObjectStats {
+        let (lock, _) = &*self.pool.state;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).stats
     }
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
 use stratum_catalog::catalog::{
+    Catalog,
     CatalogBuilder, CatalogKind, Entry, FileType, ImageLayerRecord, ImageRecord,
 };
 use stratum_catalog::manifest::Manifest;
@@ -117,6 +118,7 @@ pub fn publish(
         root,
         Some(current_id),
     )?;
+    objects.flush()?;
     repo.commit(&manifest, key)?;
     lock.mark_clean()?;
     Ok(PublishOutcome {
@@ -156,7 +158,8 @@ fn publish_image(
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
-    let before = objects.stats;
+    objects.flush()?;
+    let before = objects.stats();
     let mut layer_records = Vec::new();
     // An image whose manifest is already published (under another name)
     // needs no work beyond its name.
@@ -174,10 +177,10 @@ fn publish_image(
     };
     for layer in &image.layers {
         let diff_hex = layer.diff_id.hex();
-        let catalog_id = match ns.layer(&store, &diff_hex)? {
+        let (catalog_id, ingested) = match ns.layer(&store, &diff_hex)? {
             Some(id) => {
                 report.layers_skipped += 1;
-                id
+                (id, None)
             }
             None => {
                 progress.layer_start(&name, layer.index, image.layers.len(), layer.size);
@@ -194,13 +197,24 @@ fn publish_image(
                 report.layers_ingested += 1;
                 report.files += stats.files;
                 report.bytes += stats.bytes;
-                let id = objects.put(ObjectKind::Catalog, &bytes)?;
+                // Opened from its bytes: the object itself may still be on
+                // its way to the store.
+                let catalog = Catalog::from_bytes(stratum_catalog::ObjectId::of(&bytes), &bytes)?;
+                let id = objects.put_owned(ObjectKind::Catalog, bytes)?;
                 ns.add_layer(&diff_hex, id);
-                id
+                (id, Some(catalog))
             }
         };
         if let Some(flat) = flat.as_mut() {
-            apply_layer(flat, &store.load_catalog(&catalog_id)?)?;
+            match ingested {
+                Some(cat) => apply_layer(flat, &cat)?,
+                None => {
+                    // It may have been ingested moments ago (a repeated
+                    // layer): let its object reach the store first.
+                    objects.flush()?;
+                    apply_layer(flat, &store.load_catalog(&catalog_id)?)?
+                }
+            }
         }
         layer_records.push(ImageLayerRecord {
             digest: layer.digest.to_string(),
@@ -233,8 +247,10 @@ fn publish_image(
         config: image.config.clone(),
         layers: layer_records,
     });
-    report.new_objects = objects.stats.new_objects - before.new_objects;
-    report.new_stored_bytes = objects.stats.new_stored_bytes - before.new_stored_bytes;
+    objects.flush()?;
+    let after = objects.stats();
+    report.new_objects = after.new_objects - before.new_objects;
+    report.new_stored_bytes = after.new_stored_bytes - before.new_stored_bytes;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -85,6 +85,7 @@ impl Repository {
         let ts = now();
         let root = NamespaceWriter::empty(repo.tmp_dir(), ts).write(&repo.store, &mut objects)?;
         let manifest = Manifest::new(name, 1, ts, root, None)?;
+        objects.flush()?;
         repo.commit(&manifest, key)?;
         lock.mark_clean()?;
         Ok(manifest)
