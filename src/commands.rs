@@ -45,6 +45,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             allow_other,
         }),
         Command::Umount { mountpoint } => crate::mount::umount(&mountpoint),
+        Command::Compact { repo, level, all, threads, json } => compact(&repo, level, all, threads, json),
         Command::Init { repo, key, name } => init(&repo, &key, name),
         Command::Publish {
             sources,
@@ -346,6 +347,24 @@ fn cat(repo: &Path, pubkey: Option<PathBuf>, path: &str) -> Result<ExitCode> {
                 )?;
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compact(repo: &Path, level: i32, all: bool, threads: Option<usize>, json: bool) -> Result<ExitCode> {
+    let r = Repository::open(repo)?;
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let bar = progress::bytes_bar("compacting (objects)");
+    let report = stratum_publisher::compact::compact(&r, level, all, threads, &|n| bar.set_position(n))
+        .with_context(|| format!("compacting {}", repo.display()))?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "examined {} objects, rewrote {}: {} -> {} bytes at zstd level {} in {:.1}s",
+            report.examined, report.rewritten, report.bytes_before, report.bytes_after, report.level, report.seconds
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
