@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use stratum_catalog::catalog::{Data, Entry, FileType, ImageRecord};
+use stratum_catalog::catalog::{CatalogKind, Data, Entry, FileType, ImageRecord};
 use stratum_catalog::manifest::{self, Manifest};
 use stratum_catalog::namespace::{Namespace, Node, StoreLoader};
 use stratum_catalog::{ObjectKind, Store};
@@ -70,11 +70,12 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             repo,
             image,
             path,
+            thin,
             dest,
             json,
             pubkey,
             cache,
-        } => pull(&repo, pubkey, image, path, &dest, json, cache),
+        } => pull(&repo, pubkey, image, path, thin, &dest, json, cache),
         Command::Serve {
             repo,
             listen,
@@ -402,11 +403,13 @@ fn check(repo: &Path, pubkey: Option<PathBuf>, json: bool) -> Result<ExitCode> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn pull(
     repo: &Path,
     pubkey: Option<PathBuf>,
     image: Option<String>,
     path: Option<String>,
+    thin: Option<PathBuf>,
     dest: &Path,
     json: bool,
     cache: Option<PathBuf>,
@@ -426,16 +429,32 @@ fn pull(
                 stratum_fetcher::Remote::open(cfg)
                     .with_context(|| format!("opening {url} (cache {})", cache.display()))?,
             );
-            let ns = Namespace::new(
-                stratum_fetcher::RemoteLoader::new(remote.clone()),
-                &remote.manifest().root,
-            )?;
+            // A thin image pins its flat tree's catalog: pull that tree,
+            // whatever the repository's current revision holds.
+            let (root, path) = match &thin {
+                Some(file) => {
+                    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                    let desc = stratum_thin_image::ThinImage::from_json(&bytes)
+                        .with_context(|| format!("thin image {}", file.display()))?;
+                    desc.check_key(remote.public_key()).with_context(|| format!("thin image {}", file.display()))?;
+                    let flat = desc.flat.catalog_id()?;
+                    let cat = remote.catalog(&flat)?;
+                    stratum_thin_image::check_pinned_catalog(&cat, CatalogKind::Flat, &desc.flat.path)
+                        .with_context(|| format!("thin image {}", file.display()))?;
+                    (flat, Some("/".to_owned()))
+                }
+                None => (remote.manifest().root, path),
+            };
+            let ns = Namespace::new(stratum_fetcher::RemoteLoader::new(remote.clone()), &root)?;
             let (p, st) = pull_tree(&ns, &*remote, url, image, path, dest)?;
             (p, st, Some(remote.stats()))
         }
         None => {
             if cache.is_some() {
                 bail!("--cache applies to pulls from a URL, not from a local repository");
+            }
+            if thin.is_some() {
+                bail!("--thin pulls from the repository URL; give the URL (the descriptor lists them)");
             }
             let reader = open_reader(repo, pubkey)?;
             let ns = reader.namespace()?;

@@ -215,13 +215,16 @@ enum Command {
         #[arg(
             long,
             value_name = "NAME:TAG",
-            conflicts_with = "path",
-            required_unless_present = "path"
+            conflicts_with_all = ["path", "thin"],
+            required_unless_present_any = ["path", "thin"]
         )]
         image: Option<String>,
         /// A namespace path, e.g. a layer tree /layers/ab/<diff_id hex>.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "thin")]
         path: Option<String>,
+        /// The image a thin-image descriptor names, by the flat catalog id it pins.
+        #[arg(long, value_name = "FILE")]
+        thin: Option<PathBuf>,
         dest: PathBuf,
         #[arg(long)]
         json: bool,

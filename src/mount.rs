@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use stratum_catalog::backend::LocalDir;
 use stratum_catalog::{manifest, ObjectId, Store};
 use stratum_fetcher::fs::{self, LocalTree, MountConfig, PrefetchPlan, RemoteTree, StratumFs, TreeStore};
-use stratum_thin_image::ThinImage;
+use stratum_catalog::catalog::CatalogKind;
+use stratum_thin_image::{check_pinned_catalog, ThinImage};
 
 pub struct MountArgs {
     pub source: String,
@@ -105,6 +106,11 @@ fn mount_thin(file: &Path, args: MountArgs) -> Result<ExitCode> {
     let urls = if args.urls.is_empty() { desc.repository.urls.clone() } else { args.urls.clone() };
     let tree = Arc::new(open_remote(&args, urls)?);
     let flat = desc.flat.catalog_id()?;
+    let context = || format!("thin image {}", file.display());
+    check_pinned_catalog(&*tree.catalog(&flat)?, CatalogKind::Flat, &desc.flat.path).with_context(context)?;
+    for layer in &desc.layers {
+        check_pinned_catalog(&*tree.catalog(&layer.catalog_id()?)?, CatalogKind::Layer, &layer.path).with_context(context)?;
+    }
     let plan = if args.prefetch_all {
         Some(PrefetchPlan::All)
     } else if desc.prioritized_files.is_empty() {

@@ -212,3 +212,61 @@ fn pull_over_http_needs_the_right_key() {
     ]);
     assert!(out.stderr_str().contains("--cache"), "{}", out.stderr_str());
 }
+
+/// `pull --thin`: the descriptor pins the flat tree's catalog; the pull
+/// equals a pull by name, and a descriptor whose catalog id was altered is
+/// refused (the catalog fetched for it does not hash to that id, or is not
+/// there) with nothing written.
+#[test]
+fn pull_by_thin_descriptor_and_refuse_an_altered_one() {
+    let repo = published();
+    let server = Server::start(&repo.repo);
+    let local = repo.scratch("local");
+    repo.pull_image(IMAGE, &local);
+    let desc_path = repo.scratch("desc").with_extension("json");
+    stratum([
+        OsStr::new("thin"),
+        repo.repo.as_os_str(),
+        OsStr::new("--image"),
+        OsStr::new(IMAGE),
+        OsStr::new("--url"),
+        OsStr::new(&server.url()),
+        OsStr::new("-o"),
+        desc_path.as_os_str(),
+    ]);
+    let cache = repo.scratch("cache");
+    let pull_thin = |desc: &Path, dest: &Path| {
+        support::stratum_raw([
+            OsStr::new("pull"),
+            OsStr::new(&server.url()),
+            OsStr::new("--pubkey"),
+            pubkey(&repo).as_os_str(),
+            OsStr::new("--thin"),
+            desc.as_os_str(),
+            dest.as_os_str(),
+            OsStr::new("--cache"),
+            cache.as_os_str(),
+        ])
+    };
+    let dest = repo.scratch("thin");
+    pull_thin(&desc_path, &dest).assert_success();
+    support::compare::compare_trees(&local, &dest)
+        .unwrap_or_else(|d| panic!("pull --thin differs from pull --image:\n{}", d.join("\n")));
+
+    let mut desc: serde_json::Value = serde_json::from_slice(&std::fs::read(&desc_path).unwrap()).unwrap();
+    let layer_catalog = desc["layers"][0]["catalog"].clone();
+    desc["flat"]["catalog"] = serde_json::Value::String("ab".repeat(32));
+    let altered = repo.scratch("altered").with_extension("json");
+    std::fs::write(&altered, serde_json::to_vec(&desc).unwrap()).unwrap();
+    let dest2 = repo.scratch("altered-dest");
+    let out = pull_thin(&altered, &dest2).assert_clean_failure();
+    assert!(out.stderr_str().contains("abab"), "{}", out.stderr_str());
+    assert!(!dest2.exists() || std::fs::read_dir(&dest2).unwrap().next().is_none());
+
+    // A real, signed catalog of another tree (the layer's) in place of the
+    // flat tree's id is refused too: catalogs record their kind and path.
+    desc["flat"]["catalog"] = layer_catalog;
+    std::fs::write(&altered, serde_json::to_vec(&desc).unwrap()).unwrap();
+    let out = pull_thin(&altered, &repo.scratch("other")).assert_clean_failure();
+    assert!(out.stderr_str().contains("not the flat tree"), "{}", out.stderr_str());
+}

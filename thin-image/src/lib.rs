@@ -551,3 +551,27 @@ pub fn descriptor_file_name(image: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Checks that a catalog fetched by an id the descriptor pins is the tree
+/// the descriptor says it is: a hash-verified catalog proves its bytes, not
+/// that the id in the descriptor was not swapped for another real tree's.
+/// Every catalog records its kind and namespace path, so a swap is caught.
+pub fn check_pinned_catalog(
+    catalog: &stratum_catalog::catalog::Catalog,
+    kind: stratum_catalog::catalog::CatalogKind,
+    path: &str,
+) -> Result<(), ThinImageError> {
+    if catalog.kind() != kind || catalog.path() != path {
+        return Err(ThinImageError::Invalid {
+            field: path.to_owned(),
+            reason: format!(
+                "catalog {} is the {} tree {}, not the {} tree {path}",
+                catalog.id(),
+                catalog.kind().as_str(),
+                catalog.path(),
+                kind.as_str()
+            ),
+        });
+    }
+    Ok(())
+}
