@@ -45,7 +45,13 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             allow_other,
         }),
         Command::Umount { mountpoint } => crate::mount::umount(&mountpoint),
-        Command::Compact { repo, level, all, threads, json } => compact(&repo, level, all, threads, json),
+        Command::Compact {
+            repo,
+            level,
+            all,
+            threads,
+            json,
+        } => compact(&repo, level, all, threads, json),
         Command::Init { repo, key, name } => init(&repo, &key, name),
         Command::Publish {
             sources,
@@ -352,19 +358,32 @@ fn cat(repo: &Path, pubkey: Option<PathBuf>, path: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn compact(repo: &Path, level: i32, all: bool, threads: Option<usize>, json: bool) -> Result<ExitCode> {
+fn compact(
+    repo: &Path,
+    level: i32,
+    all: bool,
+    threads: Option<usize>,
+    json: bool,
+) -> Result<ExitCode> {
     let r = Repository::open(repo)?;
-    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let bar = progress::bytes_bar("compacting (objects)");
-    let report = stratum_publisher::compact::compact(&r, level, all, threads, &|n| bar.set_position(n))
-        .with_context(|| format!("compacting {}", repo.display()))?;
+    let report =
+        stratum_publisher::compact::compact(&r, level, all, threads, &|n| bar.set_position(n))
+            .with_context(|| format!("compacting {}", repo.display()))?;
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
             "examined {} objects, rewrote {}: {} -> {} bytes at zstd level {} in {:.1}s",
-            report.examined, report.rewritten, report.bytes_before, report.bytes_after, report.level, report.seconds
+            report.examined,
+            report.rewritten,
+            report.bytes_before,
+            report.bytes_after,
+            report.level,
+            report.seconds
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -433,14 +452,20 @@ fn pull(
             // whatever the repository's current revision holds.
             let (root, path) = match &thin {
                 Some(file) => {
-                    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                    let bytes = std::fs::read(file)
+                        .with_context(|| format!("reading {}", file.display()))?;
                     let desc = stratum_thin_image::ThinImage::from_json(&bytes)
                         .with_context(|| format!("thin image {}", file.display()))?;
-                    desc.check_key(remote.public_key()).with_context(|| format!("thin image {}", file.display()))?;
+                    desc.check_key(remote.public_key())
+                        .with_context(|| format!("thin image {}", file.display()))?;
                     let flat = desc.flat.catalog_id()?;
                     let cat = remote.catalog(&flat)?;
-                    stratum_thin_image::check_pinned_catalog(&cat, CatalogKind::Flat, &desc.flat.path)
-                        .with_context(|| format!("thin image {}", file.display()))?;
+                    stratum_thin_image::check_pinned_catalog(
+                        &cat,
+                        CatalogKind::Flat,
+                        &desc.flat.path,
+                    )
+                    .with_context(|| format!("thin image {}", file.display()))?;
                     (flat, Some("/".to_owned()))
                 }
                 None => (remote.manifest().root, path),

@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use stratum_catalog::backend::LocalDir;
-use stratum_catalog::{manifest, ObjectId, Store};
-use stratum_fetcher::fs::{self, LocalTree, MountConfig, PrefetchPlan, RemoteTree, StratumFs, TreeStore};
 use stratum_catalog::catalog::CatalogKind;
+use stratum_catalog::{manifest, ObjectId, Store};
+use stratum_fetcher::fs::{
+    self, LocalTree, MountConfig, PrefetchPlan, RemoteTree, StratumFs, TreeStore,
+};
 use stratum_thin_image::{check_pinned_catalog, ThinImage};
 
 pub struct MountArgs {
@@ -49,7 +51,15 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
         let tree = Arc::new(open_remote(&args, urls)?);
         let root = tree.remote().manifest().root;
         let path = image_path(&*tree, &root, &args)?;
-        return serve_one(tree, root, &path, &mountpoint, &args, &format!("stratum:{source}"), None);
+        return serve_one(
+            tree,
+            root,
+            &path,
+            &mountpoint,
+            &args,
+            &format!("stratum:{source}"),
+            None,
+        );
     }
     if !args.mirrors.is_empty() || args.cache.is_some() {
         bail!("--mirror and --cache apply to a repository URL, not a directory");
@@ -61,21 +71,38 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
         None => repo.public_key()?,
     };
     let store = Store::new(Arc::new(LocalDir::open(&dir)?));
-    let (m, _) = store.manifest(&key).with_context(|| format!("verifying {}", dir.display()))?;
+    let (m, _) = store
+        .manifest(&key)
+        .with_context(|| format!("verifying {}", dir.display()))?;
     let tree = Arc::new(LocalTree::new(store));
     let path = image_path(&*tree, &m.root, &args)?;
-    serve_one(tree, m.root, &path, &mountpoint, &args, &format!("stratum:{}", dir.display()), None)
+    serve_one(
+        tree,
+        m.root,
+        &path,
+        &mountpoint,
+        &args,
+        &format!("stratum:{}", dir.display()),
+        None,
+    )
 }
 
 fn open_remote(args: &MountArgs, urls: Vec<String>) -> Result<RemoteTree> {
     let Some(pubkey) = &args.pubkey else {
-        bail!("mounting {} needs --pubkey KEY.pub (the repository's public key)", urls.join(", "));
+        bail!(
+            "mounting {} needs --pubkey KEY.pub (the repository's public key)",
+            urls.join(", ")
+        );
     };
     let key = manifest::load_verifying_key(pubkey)?;
-    let cache = args.cache.clone().unwrap_or_else(stratum_fetcher::default_cache_dir);
+    let cache = args
+        .cache
+        .clone()
+        .unwrap_or_else(stratum_fetcher::default_cache_dir);
     let mut cfg = stratum_fetcher::RemoteConfig::new(urls.clone(), key, cache);
     cfg.quota_bytes = parse_size(&args.quota)?;
-    let remote = stratum_fetcher::Remote::open(cfg).with_context(|| format!("opening {}", urls.join(", ")))?;
+    let remote = stratum_fetcher::Remote::open(cfg)
+        .with_context(|| format!("opening {}", urls.join(", ")))?;
     Ok(RemoteTree::new(Arc::new(remote)))
 }
 
@@ -97,19 +124,30 @@ fn image_path<S: TreeStore>(tree: &S, root: &ObjectId, args: &MountArgs) -> Resu
 fn mount_thin(file: &Path, args: MountArgs) -> Result<ExitCode> {
     let mountpoint = PathBuf::from(&args.source);
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let desc = ThinImage::from_json(&bytes).with_context(|| format!("thin image {}", file.display()))?;
+    let desc =
+        ThinImage::from_json(&bytes).with_context(|| format!("thin image {}", file.display()))?;
     let Some(pubkey) = &args.pubkey else {
         bail!("mounting a thin image needs --pubkey KEY.pub (the repository's public key)");
     };
     desc.check_key(&manifest::load_verifying_key(pubkey)?)
         .with_context(|| format!("thin image {}", file.display()))?;
-    let urls = if args.urls.is_empty() { desc.repository.urls.clone() } else { args.urls.clone() };
+    let urls = if args.urls.is_empty() {
+        desc.repository.urls.clone()
+    } else {
+        args.urls.clone()
+    };
     let tree = Arc::new(open_remote(&args, urls)?);
     let flat = desc.flat.catalog_id()?;
     let context = || format!("thin image {}", file.display());
-    check_pinned_catalog(&*tree.catalog(&flat)?, CatalogKind::Flat, &desc.flat.path).with_context(context)?;
+    check_pinned_catalog(&*tree.catalog(&flat)?, CatalogKind::Flat, &desc.flat.path)
+        .with_context(context)?;
     for layer in &desc.layers {
-        check_pinned_catalog(&*tree.catalog(&layer.catalog_id()?)?, CatalogKind::Layer, &layer.path).with_context(context)?;
+        check_pinned_catalog(
+            &*tree.catalog(&layer.catalog_id()?)?,
+            CatalogKind::Layer,
+            &layer.path,
+        )
+        .with_context(context)?;
     }
     let plan = if args.prefetch_all {
         Some(PrefetchPlan::All)
@@ -122,15 +160,29 @@ fn mount_thin(file: &Path, args: MountArgs) -> Result<ExitCode> {
     if !args.layers {
         return serve_one(tree, flat, "/", &mountpoint, &args, &fsname, plan);
     }
-    mount_layers(tree, &desc, &mountpoint, &args, &fsname, plan.map(|p| (flat, p)))
+    mount_layers(
+        tree,
+        &desc,
+        &mountpoint,
+        &args,
+        &fsname,
+        plan.map(|p| (flat, p)),
+    )
 }
 
 fn mount_config(args: &MountArgs, fsname: &str) -> MountConfig {
-    MountConfig { fsname: fsname.to_owned(), allow_other: args.allow_other, ..MountConfig::default() }
+    MountConfig {
+        fsname: fsname.to_owned(),
+        allow_other: args.allow_other,
+        ..MountConfig::default()
+    }
 }
 
 fn signals() -> Result<signal_hook::iterator::Signals> {
-    Ok(signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?)
+    Ok(signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?)
 }
 
 fn start_prefetch<S: TreeStore>(tree: &Arc<S>, plan: Option<(ObjectId, PrefetchPlan)>) {
@@ -152,25 +204,38 @@ fn serve_one<S: TreeStore>(
     fsname: &str,
     plan: Option<PrefetchPlan>,
 ) -> Result<ExitCode> {
-    let filesystem = StratumFs::new(tree.clone(), &root, path).with_context(|| format!("opening {path}"))?;
+    let filesystem =
+        StratumFs::new(tree.clone(), &root, path).with_context(|| format!("opening {path}"))?;
     let plan = match plan {
         Some(p) => Some((root, p)),
         None if args.prefetch_all => Some((root, PrefetchPlan::All)),
         None => None,
     };
     let mut signals = signals()?;
-    eprintln!("mounting {path} of {} at {}", args.source, mountpoint.display());
-    fs::serve(filesystem, mountpoint, &mount_config(args, fsname), move |mut unmounter| {
-        start_prefetch(&tree, plan);
-        // Unmount on SIGINT/SIGTERM; serving then returns and we exit 0.
-        std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
-                if let Err(e) = unmounter.unmount() {
-                    eprintln!("error: unmounting: {e}");
+    eprintln!(
+        "mounting {path} of {} at {}",
+        args.source,
+        mountpoint.display()
+    );
+    let mp = mountpoint.to_owned();
+    fs::serve(
+        filesystem,
+        mountpoint,
+        &mount_config(args, fsname),
+        move |mut unmounter| {
+            start_prefetch(&tree, plan);
+            // Unmount on SIGINT/SIGTERM; serving then returns and we exit 0. A
+            // busy mount (a file still open) is detached lazily instead: the
+            // kernel ends the session when the last file closes.
+            std::thread::spawn(move || {
+                if signals.forever().next().is_some() && unmounter.unmount().is_err() {
+                    if let Err(e) = fs::unmount(&mp) {
+                        eprintln!("error: unmounting {}: {e}", mp.display());
+                    }
                 }
-            }
-        });
-    })
+            });
+        },
+    )
     .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -185,7 +250,10 @@ fn mount_layers<S: TreeStore>(
     fsname: &str,
     plan: Option<(ObjectId, PrefetchPlan)>,
 ) -> Result<ExitCode> {
-    let work = tempfile::Builder::new().prefix("stratum-layers-").tempdir().context("creating the layer mount directory")?;
+    let work = tempfile::Builder::new()
+        .prefix("stratum-layers-")
+        .tempdir()
+        .context("creating the layer mount directory")?;
     let (tx, rx) = mpsc::channel::<(usize, Result<fs::SessionUnmounter, String>)>();
     let mut dirs = Vec::new();
     let mut threads = Vec::new();
@@ -201,7 +269,10 @@ fn mount_layers<S: TreeStore>(
             if let Err(e) = fs::serve(filesystem, &d, &cfg, move |u| {
                 let _ = tx2.send((i, Ok(u)));
             }) {
-                let _ = tx.send((i, Err(format!("mounting layer {i} at {}: {e}", d.display()))));
+                let _ = tx.send((
+                    i,
+                    Err(format!("mounting layer {i} at {}: {e}", d.display())),
+                ));
             }
         }));
         dirs.push(dir);
@@ -234,18 +305,73 @@ fn mount_layers<S: TreeStore>(
         .context("running mount -t overlay")?;
     if !mounted.success() {
         unmount_all(&mut unmounters);
-        bail!("mount -t overlay -o {options} {} failed", mountpoint.display());
+        bail!(
+            "mount -t overlay -o {options} {} failed",
+            mountpoint.display()
+        );
     }
-    eprintln!("mounted {} ({} layers) at {}", desc.image, dirs.len(), mountpoint.display());
+    eprintln!(
+        "mounted {} ({} layers) at {}",
+        desc.image,
+        dirs.len(),
+        mountpoint.display()
+    );
     start_prefetch(&tree, plan);
+    // Until a signal, or until someone unmounts the overlay (`stratum
+    // umount`): then the layer mounts have no more use.
     let mut signals = signals()?;
-    signals.forever().next();
+    loop {
+        if signals.pending().next().is_some() || !is_mounted(mountpoint) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    // Lazily, top first: the overlay may still be in use, and it holds the
+    // layer mounts busy until it goes.
     let _ = fs::unmount(mountpoint);
-    unmount_all(&mut unmounters);
+    for d in &dirs {
+        if let Err(e) = fs::unmount(d) {
+            eprintln!("error: unmounting {}: {e}", d.display());
+        }
+    }
+    unmounters.clear();
     for t in threads {
         let _ = t.join();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `path` is a mount point of this mount namespace.
+fn is_mounted(path: &Path) -> bool {
+    let Ok(want) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return true;
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| unescape_mountinfo(m) == want.as_os_str().as_encoded_bytes())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 fn unmount_all(unmounters: &mut Vec<fs::SessionUnmounter>) {
@@ -278,8 +404,11 @@ pub fn parse_size(s: &str) -> Result<u64> {
         }
         _ => (t, 1),
     };
-    let n: u64 = num.parse().with_context(|| format!("size {s:?} is not a number with an optional K/M/G/T"))?;
-    n.checked_mul(mult).with_context(|| format!("size {s:?} is too large"))
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("size {s:?} is not a number with an optional K/M/G/T"))?;
+    n.checked_mul(mult)
+        .with_context(|| format!("size {s:?} is too large"))
 }
 
 #[cfg(test)]
@@ -292,5 +421,14 @@ mod tests {
         assert!(super::parse_size("4X").is_err());
         assert!(super::parse_size("G").is_err());
         assert!(super::parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn mountinfo_paths() {
+        assert_eq!(
+            super::unescape_mountinfo(r"/tmp/a\040b\134c"),
+            b"/tmp/a b\\c".to_vec()
+        );
+        assert_eq!(super::unescape_mountinfo(r"/x\04"), b"/x\\04".to_vec());
     }
 }

@@ -14,7 +14,8 @@ use support::oci::{Layer, Layout, TarEntry};
 use support::{digest_hex, stratum, stratum_fails, stratum_raw, tempdir, TestRepo};
 
 const SUBCOMMANDS: &[&str] = &[
-    "keygen", "init", "publish", "images", "info", "ls", "cat", "check", "pull", "serve", "thin", "mount", "umount",
+    "keygen", "init", "publish", "images", "info", "ls", "cat", "check", "pull", "serve", "thin",
+    "mount", "umount",
 ];
 
 const HELLO: &[u8] = b"hello from a hand-built image\n";

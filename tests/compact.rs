@@ -12,7 +12,9 @@ use support::{stratum, tempdir, TestRepo};
 fn compact_rewrites_objects_smaller_and_the_repository_still_verifies() {
     let tmp = tempdir();
     let layout = Layout::create(&tmp.path().join("img"));
-    let text: Vec<u8> = (0..60_000u32).flat_map(|i| format!("line {} of a fairly repetitive file\n", i % 997).into_bytes()).collect();
+    let text: Vec<u8> = (0..60_000u32)
+        .flat_map(|i| format!("line {} of a fairly repetitive file\n", i % 997).into_bytes())
+        .collect();
     layout.add_image(
         "t",
         &[Layer::gzip(&[
@@ -29,18 +31,37 @@ fn compact_rewrites_objects_smaller_and_the_repository_still_verifies() {
     let revision = repo.revision();
     let manifest = repo.manifest_bytes();
 
-    let out = stratum(["compact", repo.repo.to_str().unwrap(), "--level", "19", "--json"]).json();
+    let out = stratum([
+        "compact",
+        repo.repo.to_str().unwrap(),
+        "--level",
+        "19",
+        "--json",
+    ])
+    .json();
     assert!(out["examined"].as_u64().unwrap() >= 2, "{out}");
     assert!(out["rewritten"].as_u64().unwrap() >= 1, "{out}");
-    assert!(out["bytes_after"].as_u64().unwrap() < out["bytes_before"].as_u64().unwrap(), "{out}");
+    assert!(
+        out["bytes_after"].as_u64().unwrap() < out["bytes_before"].as_u64().unwrap(),
+        "{out}"
+    );
 
     repo.check();
     assert_eq!(repo.revision(), revision, "compaction publishes nothing");
     assert_eq!(repo.manifest_bytes(), manifest);
     let after = repo.scratch("after");
     repo.pull_image("test/c:t", &after);
-    support::compare::assert_trees_equal(&before, &after, &CompareOpts::default(), "pull before vs after compact");
+    support::compare::assert_trees_equal(
+        &before,
+        &after,
+        &CompareOpts::default(),
+        "pull before vs after compact",
+    );
 
+    assert!(
+        !repo.repo.join(".stratum/dirty").exists(),
+        "compaction leaves the repository clean"
+    );
     // Done objects are not looked at again.
     let again = stratum(["compact", repo.repo.to_str().unwrap(), "--json"]).json();
     assert_eq!(again["rewritten"].as_u64(), Some(0), "{again}");

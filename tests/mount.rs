@@ -6,8 +6,8 @@
 //! repository. Today that is the repository directory ([`local_dir`]). An
 //! HTTP variant is one more function of the same type (start a
 //! `support::services::StratumServe` on the repository and return
-//! `MountSource::url(&serve.url, &pubkey(repo), serve)`) plus one more
-//! `#[test]` line per body.
+//! `MountSource::url(&url, &pubkey(repo), serve)`, which keeps the server
+//! alive until the mounts are gone) plus one more `#[test]` line per body.
 //!
 //! The `rich` and `spliced` fixtures (see `support/fixtures.rs`) are built,
 //! unpacked with umoci and published once per test process and shared by the
@@ -16,6 +16,7 @@
 //! Needs root, umoci and FUSE (`/dev/fuse`); each test skips with a message
 //! when one is missing. The overlay test also skips (with the kernel's exact
 //! complaint) if overlayfs refuses a FUSE lower layer.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -797,6 +798,60 @@ fn unmount_on_signals(via: Via) {
     }
 }
 
+/// SIGTERM while a file is open: the mount may stay until the file is
+/// closed, but the process must stay in control: reads of the open file
+/// still work, and once it is closed the process exits 0 (by itself after a
+/// lazy unmount, or at the latest on a second SIGTERM) and nothing is left
+/// mounted.
+fn unmount_on_sigterm_while_busy(via: Via) {
+    if !ready() {
+        return;
+    }
+    let fx = fixture();
+    let tmp = tempdir();
+    let want = std::fs::read(fx.oracle(RICH).join("etc/hostname")).unwrap();
+    let mut m = Mount::start(&via(&fx.repo), &tmp.path().join("mnt"), Some(RICH));
+    let f = File::open(m.at("etc/hostname")).unwrap();
+    m.kill(Signal::TERM);
+    let early = m.wait(Duration::from_secs(2));
+    assert!(
+        early.is_none(),
+        "the mount process exited ({early:?}) while a file was open\n--- stderr ---\n{}",
+        m.stderr()
+    );
+    assert_eq!(
+        pread_full(&f, 0, 4096).unwrap(),
+        want,
+        "reading an open file after SIGTERM"
+    );
+    drop(f);
+    let mut status = m.wait(Duration::from_secs(2));
+    if status.is_none() {
+        // Not detached lazily: a second SIGTERM, now that nothing is busy.
+        m.kill(Signal::TERM);
+        status = m.wait(Duration::from_secs(5));
+    }
+    let stderr = m.stderr();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "after SIGTERM with a file open, then the file closed and SIGTERM again, \
+             the mount process still runs and {} is {}mounted\n--- stderr ---\n{stderr}",
+            m.path().display(),
+            if is_mounted(m.path()) {
+                "still "
+            } else {
+                "not "
+            }
+        )
+    });
+    assert!(status.success(), "exit {status}\n--- stderr ---\n{stderr}");
+    assert!(
+        !is_mounted(m.path()),
+        "{} is still mounted",
+        m.path().display()
+    );
+}
+
 /// Mounts that cannot work fail at once, cleanly, and mount nothing.
 fn mount_failures(via: Via) {
     if !require_root() || !require_fuse() {
@@ -876,6 +931,11 @@ fn reads_xattrs_hardlinks_and_statfs() {
 #[test]
 fn sigterm_and_sigint_unmount_cleanly() {
     unmount_on_signals(local_dir);
+}
+
+#[test]
+fn sigterm_while_a_file_is_open() {
+    unmount_on_sigterm_while_busy(local_dir);
 }
 
 #[test]

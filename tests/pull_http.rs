@@ -253,7 +253,8 @@ fn pull_by_thin_descriptor_and_refuse_an_altered_one() {
     support::compare::compare_trees(&local, &dest)
         .unwrap_or_else(|d| panic!("pull --thin differs from pull --image:\n{}", d.join("\n")));
 
-    let mut desc: serde_json::Value = serde_json::from_slice(&std::fs::read(&desc_path).unwrap()).unwrap();
+    let mut desc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&desc_path).unwrap()).unwrap();
     let layer_catalog = desc["layers"][0]["catalog"].clone();
     desc["flat"]["catalog"] = serde_json::Value::String("ab".repeat(32));
     let altered = repo.scratch("altered").with_extension("json");
@@ -268,5 +269,9 @@ fn pull_by_thin_descriptor_and_refuse_an_altered_one() {
     desc["flat"]["catalog"] = layer_catalog;
     std::fs::write(&altered, serde_json::to_vec(&desc).unwrap()).unwrap();
     let out = pull_thin(&altered, &repo.scratch("other")).assert_clean_failure();
-    assert!(out.stderr_str().contains("not the flat tree"), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("not the flat tree"),
+        "{}",
+        out.stderr_str()
+    );
 }

@@ -3,11 +3,12 @@
 
 use crate::{Error, ObjectId, Result};
 
-/// Level used on the publish path. Measured on this project's machines
-/// (docs/BENCHMARKS.md): level 3 is the knee — level 1 is ~1.6× faster but
-/// 8% larger, level 6 is 2.7× slower for 5%. Ids do not depend on the level,
-/// so objects can be re-encoded denser later without touching any catalog.
-pub const DEFAULT_LEVEL: i32 = 3;
+/// Level used on the publish path: the fastest. Compression of new content
+/// is the largest cost of a publish (level 1 ≈ 320 MB/s, level 3 ≈ 195 MB/s
+/// per core here, shared/DEPENDENCIES.md), and ids do not depend on the
+/// level, so `stratum compact` re-encodes objects densely (level 19) later,
+/// off the publish path, without touching any catalog.
+pub const DEFAULT_LEVEL: i32 = 1;
 
 /// The largest uncompressed object a reader accepts. Objects are whole small
 /// files, chunks (≤ 4 MiB) or catalogs; anything bigger is corrupt or hostile.

@@ -36,20 +36,37 @@ pub struct CompactReport {
 }
 
 /// Re-encodes objects of `repo` at zstd `level` with `threads` workers.
-pub fn compact(repo: &Repository, level: i32, all: bool, threads: usize, progress: &(dyn Fn(u64) + Sync)) -> Result<CompactReport> {
+pub fn compact(
+    repo: &Repository,
+    level: i32,
+    all: bool,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<CompactReport> {
     let started = Instant::now();
-    let _lock = repo.lock()?;
-    let run_start = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let lock = repo.lock()?;
+    let run_start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let state = repo.dir().join(STATE_PATH);
     let since = if all {
         0
     } else {
-        fs::read_to_string(&state).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0)
+        fs::read_to_string(&state)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
     };
     let backend = repo.store().backend().clone();
     let paths = backend.list("data/")?;
     let queue = Mutex::new(paths.into_iter());
-    let (examined, rewritten, before, after) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let (examined, rewritten, before, after) = (
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    );
     let first_error: Mutex<Option<PublishError>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
@@ -57,15 +74,24 @@ pub fn compact(repo: &Repository, level: i32, all: bool, threads: usize, progres
                 let mut enc = match object::Encoder::new(level) {
                     Ok(e) => e,
                     Err(e) => {
-                        first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e.into());
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e.into());
                         return;
                     }
                 };
                 loop {
-                    if first_error.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                    if first_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_some()
+                    {
                         return;
                     }
-                    let Some(rel) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else { return };
+                    let Some(rel) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+                        return;
+                    };
                     match one(repo.dir(), &rel, since, &mut enc) {
                         Ok(None) => {}
                         Ok(Some((old, new))) => {
@@ -78,7 +104,10 @@ pub fn compact(repo: &Repository, level: i32, all: bool, threads: usize, progres
                             progress(examined.load(Ordering::Relaxed));
                         }
                         Err(e) => {
-                            first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
                         }
                     }
                 }
@@ -89,11 +118,14 @@ pub fn compact(repo: &Repository, level: i32, all: bool, threads: usize, progres
         return Err(e);
     }
     backend.sync()?;
+    lock.mark_clean()?;
     let tmp = state.with_extension("tmp");
-    fs::write(&tmp, format!("{run_start}\n")).and_then(|_| fs::rename(&tmp, &state)).map_err(|e| PublishError::Io {
-        path: state.display().to_string(),
-        error: e,
-    })?;
+    fs::write(&tmp, format!("{run_start}\n"))
+        .and_then(|_| fs::rename(&tmp, &state))
+        .map_err(|e| PublishError::Io {
+            path: state.display().to_string(),
+            error: e,
+        })?;
     Ok(CompactReport {
         level,
         examined: examined.into_inner(),
@@ -106,15 +138,26 @@ pub fn compact(repo: &Repository, level: i32, all: bool, threads: usize, progres
 
 /// Re-encodes one object file if it is new since `since`; returns its size
 /// before and after (after = before when the old encoding was kept).
-fn one(root: &Path, rel: &str, since: u64, enc: &mut object::Encoder) -> Result<Option<(u64, u64)>> {
-    let io = |path: &Path, error| PublishError::Io { path: path.display().to_string(), error };
+fn one(
+    root: &Path,
+    rel: &str,
+    since: u64,
+    enc: &mut object::Encoder,
+) -> Result<Option<(u64, u64)>> {
+    let io = |path: &Path, error| PublishError::Io {
+        path: path.display().to_string(),
+        error,
+    };
     let Ok((id, _kind)) = ObjectId::parse_path(rel) else {
         return Ok(None);
     };
     let path = root.join(rel);
     let meta = fs::metadata(&path).map_err(|e| io(&path, e))?;
     let mtime = meta.modified().map_err(|e| io(&path, e))?;
-    let secs = mtime.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = mtime
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     if secs < since {
         return Ok(None);
     }
@@ -126,17 +169,26 @@ fn one(root: &Path, rel: &str, since: u64, enc: &mut object::Encoder) -> Result<
     }
     // Never replace a good object with a bad one.
     if object::decode(&id, &new)? != data {
-        return Err(PublishError::Repo { repo: root.display().to_string(), reason: format!("re-encoding {id} changed its bytes") });
+        return Err(PublishError::Repo {
+            repo: root.display().to_string(),
+            reason: format!("re-encoding {id} changed its bytes"),
+        });
     }
     let dir = root.join(stratum_catalog::backend::TMP_DIR);
-    let mut tmp = tempfile::Builder::new().prefix("compact-").tempfile_in(&dir).map_err(|e| io(&dir, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix("compact-")
+        .tempfile_in(&dir)
+        .map_err(|e| io(&dir, e))?;
     std::io::Write::write_all(&mut tmp, &new).map_err(|e| io(tmp.path(), e))?;
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).map_err(|e| io(tmp.path(), e))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+            .map_err(|e| io(tmp.path(), e))?;
     }
     // Keep the original mtime so that later runs know it is done.
-    tmp.as_file().set_modified(mtime).map_err(|e| io(tmp.path(), e))?;
+    tmp.as_file()
+        .set_modified(mtime)
+        .map_err(|e| io(tmp.path(), e))?;
     // The file it replaces was durable: so must this one be before the
     // rename, or a crash could leave an empty object in its place.
     tmp.as_file().sync_all().map_err(|e| io(tmp.path(), e))?;

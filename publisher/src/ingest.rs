@@ -40,8 +40,9 @@ pub const CHUNK_MIN: usize = 1 << 20;
 pub const CHUNK_AVG: usize = 2 << 20;
 pub const CHUNK_MAX: usize = 4 << 20;
 
-/// Messages in flight between parser and writer; with chunks ≤ 4 MiB this
-/// bounds the buffered file data to about 32 MiB.
+/// Batches in flight between parser and writer; a batch holds at most
+/// ~1 MiB of small files or one chunk (≤ 4 MiB) more, so this bounds the
+/// buffered file data to about 40 MiB.
 const CHANNEL_DEPTH: usize = 8;
 
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -74,6 +75,55 @@ enum Msg {
     Item(Box<Item>),
     Chunk(Vec<u8>),
     BigEnd,
+}
+
+/// Messages travel in batches: one channel hand-off per few hundred small
+/// files instead of one per file (per-file hand-offs made the threads spend
+/// more time waking each other than working).
+struct BatchSender {
+    tx: Sender<Vec<Msg>>,
+    buf: Vec<Msg>,
+    bytes: usize,
+}
+
+const BATCH_ITEMS: usize = 256;
+const BATCH_BYTES: usize = 1 << 20;
+
+impl BatchSender {
+    fn send(&mut self, msg: Msg, bytes: usize) -> std::result::Result<(), ()> {
+        self.buf.push(msg);
+        self.bytes += bytes;
+        if self.buf.len() >= BATCH_ITEMS || self.bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::result::Result<(), ()> {
+        if !self.buf.is_empty() {
+            self.tx
+                .send(std::mem::take(&mut self.buf))
+                .map_err(|_| ())?;
+            self.bytes = 0;
+        }
+        Ok(())
+    }
+}
+
+struct BatchReceiver {
+    rx: Receiver<Vec<Msg>>,
+    cur: std::vec::IntoIter<Msg>,
+}
+
+impl BatchReceiver {
+    fn recv(&mut self) -> Option<Msg> {
+        loop {
+            if let Some(m) = self.cur.next() {
+                return Some(m);
+            }
+            self.cur = self.rx.recv().ok()?.into_iter();
+        }
+    }
 }
 
 /// What a layer ingestion needs to know about its surroundings.
@@ -127,10 +177,13 @@ pub fn ingest_layer(
     // root below it, so that stacking the layer trees shows the right
     // root metadata (the same rule as any implicit directory).
     let mut root = match ctx.lower {
-        Some(low) => low.get(ROOT_ID)?.unwrap_or_else(|| Entry::new(FileType::Directory, 0o755)),
+        Some(low) => low
+            .get(ROOT_ID)?
+            .unwrap_or_else(|| Entry::new(FileType::Directory, 0o755)),
         None => Entry::new(FileType::Directory, 0o755),
     };
-    root.xattrs.retain(|(n, _)| !crate::tree::is_overlay_xattr(n));
+    root.xattrs
+        .retain(|(n, _)| !crate::tree::is_overlay_xattr(n));
     root.hardlink = 0;
     root.flags = FLAG_IMPLICIT;
     let builder = CatalogBuilder::create(ctx.tmp_dir, CatalogKind::Layer, &ns_path, &root)?;
@@ -143,7 +196,16 @@ pub fn ingest_layer(
         layer: ctx.layer.index,
         diff_id: ctx.layer.diff_id.to_string(),
     };
-    let (tx, rx) = bounded::<Msg>(CHANNEL_DEPTH);
+    let (tx, rx) = bounded::<Vec<Msg>>(CHANNEL_DEPTH);
+    let tx = BatchSender {
+        tx,
+        buf: Vec::new(),
+        bytes: 0,
+    };
+    let rx = BatchReceiver {
+        rx,
+        cur: Vec::new().into_iter(),
+    };
     let (parsed, written) = std::thread::scope(|s| {
         let perrs = errs.clone();
         let parser = s.spawn(move || parse(&perrs, stream, tx, on_bytes));
@@ -169,7 +231,7 @@ pub fn layer_path(diff_hex: &str) -> String {
 fn parse(
     ctx: &Errors,
     mut stream: LayerStream,
-    tx: Sender<Msg>,
+    mut tx: BatchSender,
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
     let closed = || ctx.layer_err("ingestion stopped");
@@ -262,12 +324,19 @@ fn parse(
             }
             let big = matches!(kind, Kind::BigFile);
             let size = entry.size();
-            tx.send(Msg::Item(Box::new(Item {
-                comps,
-                raw: raw.clone(),
-                meta,
-                kind,
-            })))
+            let item_bytes = match &kind {
+                Kind::File(b) => b.len(),
+                _ => 0,
+            };
+            tx.send(
+                Msg::Item(Box::new(Item {
+                    comps,
+                    raw: raw.clone(),
+                    meta,
+                    kind,
+                })),
+                item_bytes,
+            )
             .map_err(|_| closed())?;
             if big {
                 let mut total = 0u64;
@@ -282,17 +351,19 @@ fn parse(
                         chunk.map_err(|e| ctx.entry_err(&raw, format!("reading content: {e}")))?;
                     total += chunk.data.len() as u64;
                     on_bytes(chunk.data.len() as u64);
-                    tx.send(Msg::Chunk(chunk.data)).map_err(|_| closed())?;
+                    let n = chunk.data.len();
+                    tx.send(Msg::Chunk(chunk.data), n).map_err(|_| closed())?;
                 }
                 if total != size {
                     return Err(ctx.entry_err(&raw, format!("truncated: {total} of {size} bytes")));
                 }
-                tx.send(Msg::BigEnd).map_err(|_| closed())?;
+                tx.send(Msg::BigEnd, 0).map_err(|_| closed())?;
             } else {
                 on_bytes(size);
             }
         }
     }
+    tx.flush().map_err(|_| closed())?;
     drop(tx);
     stream.finish()?;
     Ok(())
@@ -412,11 +483,11 @@ fn write(
     lower: Option<&CatalogBuilder>,
     ctx: &Errors,
     tree: &mut Tree,
-    rx: Receiver<Msg>,
+    mut rx: BatchReceiver,
     objects: &mut ObjectWriter,
 ) -> Result<IngestStats> {
     let mut stats = IngestStats::default();
-    while let Ok(msg) = rx.recv() {
+    while let Some(msg) = rx.recv() {
         let Msg::Item(item) = msg else {
             return Err(ctx.layer_err("internal: chunk without a file"));
         };
@@ -541,12 +612,12 @@ fn write(
                 let mut chunks = Vec::new();
                 loop {
                     match rx.recv() {
-                        Ok(Msg::Chunk(data)) => {
+                        Some(Msg::Chunk(data)) => {
                             let size = data.len() as u64;
                             let id = objects.put_owned(ObjectKind::Content, data)?;
                             chunks.push(Chunk { id, size });
                         }
-                        Ok(Msg::BigEnd) => break,
+                        Some(Msg::BigEnd) => break,
                         // The parser reports why it stopped.
                         _ => return Ok(stats),
                     }

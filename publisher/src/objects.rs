@@ -26,9 +26,12 @@ pub struct ObjectStats {
 /// Compression workers. Two fit this project's 2-core machines: with the
 /// decompressing and parsing threads they keep both cores busy.
 const WORKERS: usize = 2;
-/// Jobs waiting for a worker; with objects ≤ 4 MiB this bounds the memory
-/// held in the queue to about 16 MiB.
+/// Batches waiting for a worker; a batch holds ~1 MiB of small objects or
+/// one object up to 4 MiB, so this bounds the queued memory to ~20 MiB.
 const QUEUE: usize = 4;
+/// Small objects are handed over in batches: one hand-off per ~1 MiB.
+const BATCH_BYTES: usize = 1 << 20;
+const BATCH_JOBS: usize = 128;
 
 struct Job {
     id: ObjectId,
@@ -44,40 +47,52 @@ struct Shared {
 }
 
 struct Pool {
-    tx: Option<Sender<Job>>,
+    tx: Option<Sender<Vec<Job>>>,
     state: Arc<(Mutex<Shared>, Condvar)>,
     workers: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
     fn new(store: &Store) -> stratum_catalog::Result<Self> {
-        let (tx, rx) = bounded::<Job>(QUEUE);
+        let (tx, rx) = bounded::<Vec<Job>>(QUEUE);
         let state = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
         let mut workers = Vec::new();
         for _ in 0..WORKERS {
             let (rx, state, store) = (rx.clone(), state.clone(), store.clone());
             let mut enc = Encoder::new(DEFAULT_LEVEL)?;
             workers.push(std::thread::spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    let r = store.put_with_id(job.id, job.kind, &job.data, &mut enc);
-                    let (lock, cv) = &*state;
-                    let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    match r {
-                        Ok(put) if put.written => {
-                            s.stats.new_objects += 1;
-                            s.stats.new_stored_bytes += put.stored_bytes;
+                while let Ok(batch) = rx.recv() {
+                    for job in batch {
+                        // The caller checked that the object is absent.
+                        let r = enc.encode(&job.data).and_then(|encoded| {
+                            let written = store
+                                .backend()
+                                .put_if_absent(&job.id.path(job.kind), &encoded)?;
+                            Ok((written, encoded.len() as u64))
+                        });
+                        let (lock, cv) = &*state;
+                        let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        match r {
+                            Ok((true, n)) => {
+                                s.stats.new_objects += 1;
+                                s.stats.new_stored_bytes += n;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                s.error.get_or_insert(e);
+                            }
                         }
-                        Ok(_) => {}
-                        Err(e) => {
-                            s.error.get_or_insert(e);
-                        }
+                        s.pending -= 1;
+                        cv.notify_all();
                     }
-                    s.pending -= 1;
-                    cv.notify_all();
                 }
             }));
         }
-        Ok(Pool { tx: Some(tx), state, workers })
+        Ok(Pool {
+            tx: Some(tx),
+            state,
+            workers,
+        })
     }
 }
 
@@ -99,6 +114,8 @@ pub struct ObjectWriter {
     /// interrupted writer, see `repo::RepoLock::recovering`).
     verify_existing: bool,
     pool: Pool,
+    batch: Vec<Job>,
+    batch_bytes: usize,
     enc: Encoder,
 }
 
@@ -109,6 +126,8 @@ impl ObjectWriter {
             store,
             known: HashSet::new(),
             verify_existing: false,
+            batch: Vec::new(),
+            batch_bytes: 0,
             enc: Encoder::new(DEFAULT_LEVEL)?,
         })
     }
@@ -128,7 +147,11 @@ impl ObjectWriter {
     }
 
     /// As [`ObjectWriter::put`], taking the buffer to avoid a copy.
-    pub fn put_owned(&mut self, kind: ObjectKind, data: Vec<u8>) -> stratum_catalog::Result<ObjectId> {
+    pub fn put_owned(
+        &mut self,
+        kind: ObjectKind,
+        data: Vec<u8>,
+    ) -> stratum_catalog::Result<ObjectId> {
         let id = ObjectId::of(&data);
         if self.known.contains(&id) {
             return Ok(id);
@@ -136,8 +159,12 @@ impl ObjectWriter {
         self.check_error()?;
         if self.store.exists(&id, kind)? {
             if self.verify_existing && self.store.get(&id, kind).is_err() {
-                tracing::warn!("object {id} was left incomplete by an interrupted writer; rewriting it");
-                self.store.backend().replace(&id.path(kind), &self.enc.encode(&data)?)?;
+                tracing::warn!(
+                    "object {id} was left incomplete by an interrupted writer; rewriting it"
+                );
+                self.store
+                    .backend()
+                    .replace(&id.path(kind), &self.enc.encode(&data)?)?;
             }
             self.known.insert(id);
             return Ok(id);
@@ -146,12 +173,28 @@ impl ObjectWriter {
             let (lock, _) = &*self.pool.state;
             lock.lock().unwrap_or_else(|p| p.into_inner()).pending += 1;
         }
-        let sent = self.pool.tx.as_ref().map(|tx| tx.send(Job { id, kind, data }));
-        if !matches!(sent, Some(Ok(()))) {
-            return Err(stratum_catalog::Error::InvalidManifest("internal: object writers stopped".into()));
-        }
+        self.batch_bytes += data.len();
+        self.batch.push(Job { id, kind, data });
         self.known.insert(id);
+        if self.batch.len() >= BATCH_JOBS || self.batch_bytes >= BATCH_BYTES {
+            self.send_batch()?;
+        }
         Ok(id)
+    }
+
+    fn send_batch(&mut self) -> stratum_catalog::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        let sent = self.pool.tx.as_ref().map(|tx| tx.send(batch));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(stratum_catalog::Error::InvalidManifest(
+                "internal: object writers stopped".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn check_error(&self) -> stratum_catalog::Result<()> {
@@ -165,6 +208,7 @@ impl ObjectWriter {
     /// Waits until every object handed over so far is written; returns the
     /// first error of any of them.
     pub fn flush(&mut self) -> stratum_catalog::Result<()> {
+        self.send_batch()?;
         let (lock, cv) = &*self.pool.state;
         let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
         while s.pending > 0 {

@@ -11,8 +11,7 @@ use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
 use stratum_catalog::catalog::{
-    Catalog,
-    CatalogBuilder, CatalogKind, Entry, FileType, ImageLayerRecord, ImageRecord,
+    Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageLayerRecord, ImageRecord,
 };
 use stratum_catalog::manifest::Manifest;
 use stratum_catalog::ObjectKind;

@@ -151,7 +151,9 @@ impl Repository {
             f.sync_all().map_err(|e| io(&dirty, e))?;
             // The marker's name must be durable too, before any object.
             let meta = self.dir.join(".stratum");
-            File::open(&meta).and_then(|d| d.sync_all()).map_err(|e| io(&meta, e))?;
+            File::open(&meta)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(&meta, e))?;
         }
         Ok(RepoLock {
             _file: file,

@@ -419,6 +419,24 @@ impl Mount {
         }
     }
 
+    /// Sends `signal` to the mount process without waiting.
+    pub fn kill(&self, signal: rustix::process::Signal) {
+        let child = self.child.as_ref().expect("mount process already gone");
+        rustix::process::kill_process(rustix::process::Pid::from_child(child), signal)
+            .unwrap_or_else(|e| panic!("kill -{signal:?} {}: {e}", child.id()));
+    }
+
+    /// Waits up to `timeout` for the mount process to exit; `None` (and the
+    /// process left running) when it does not.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("mount process already gone");
+        let st = wait_timeout(child, timeout);
+        if st.is_some() {
+            self.child = None;
+        }
+        st
+    }
+
     /// `stratum umount MOUNTPOINT`, asserting that it succeeds, that the mount
     /// process then exits 0 within [`EXIT_TIMEOUT`], and that nothing is left
     /// mounted.

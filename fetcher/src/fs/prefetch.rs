@@ -27,12 +27,20 @@ pub struct PrefetchReport {
 
 /// Fetches the objects of the planned files with `workers` threads.
 /// Failures are logged and counted; a demand read retries them anyway.
-pub fn prefetch<S: TreeStore>(store: &Arc<S>, root: &ObjectId, plan: &PrefetchPlan, workers: usize) -> PrefetchReport {
+pub fn prefetch<S: TreeStore>(
+    store: &Arc<S>,
+    root: &ObjectId,
+    plan: &PrefetchPlan,
+    workers: usize,
+) -> PrefetchReport {
     let ids = match collect(&**store, root, plan) {
         Ok(ids) => ids,
         Err(e) => {
             tracing::warn!("prefetch: {e}");
-            return PrefetchReport { objects: 0, failed: 1 };
+            return PrefetchReport {
+                objects: 0,
+                failed: 1,
+            };
         }
     };
     let queue = Mutex::new(ids.into_iter());
@@ -40,7 +48,9 @@ pub fn prefetch<S: TreeStore>(store: &Arc<S>, root: &ObjectId, plan: &PrefetchPl
     std::thread::scope(|s| {
         for _ in 0..workers.max(1) {
             s.spawn(|| loop {
-                let Some(id) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else { break };
+                let Some(id) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+                    break;
+                };
                 match store.read_at(&id, 0, &mut [0u8; 1]) {
                     Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
@@ -51,7 +61,10 @@ pub fn prefetch<S: TreeStore>(store: &Arc<S>, root: &ObjectId, plan: &PrefetchPl
             });
         }
     });
-    PrefetchReport { objects: done.into_inner(), failed: failed.into_inner() }
+    PrefetchReport {
+        objects: done.into_inner(),
+        failed: failed.into_inner(),
+    }
 }
 
 fn objects_of(data: &Data, out: &mut Vec<ObjectId>, seen: &mut HashSet<ObjectId>) {
@@ -67,7 +80,11 @@ fn objects_of(data: &Data, out: &mut Vec<ObjectId>, seen: &mut HashSet<ObjectId>
     }
 }
 
-fn collect(store: &dyn TreeStore, root: &ObjectId, plan: &PrefetchPlan) -> Result<Vec<ObjectId>, stratum_catalog::Error> {
+fn collect(
+    store: &dyn TreeStore,
+    root: &ObjectId,
+    plan: &PrefetchPlan,
+) -> Result<Vec<ObjectId>, stratum_catalog::Error> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     match plan {

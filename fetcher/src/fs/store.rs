@@ -132,10 +132,16 @@ impl TreeStore for LocalTree {
 /// sequential reader ahead, few enough not to starve demand reads.
 const MAX_PREFETCH: usize = 4;
 
+/// How long a failed object fetch is remembered. The kernel retries a
+/// failed readahead at once with a plain read; without this memory that
+/// retry would spend a whole second retry budget before the EIO arrives.
+const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The HTTP remote through the node's verified cache.
 pub struct RemoteTree {
     remote: Arc<crate::Remote>,
     prefetching: Arc<std::sync::atomic::AtomicUsize>,
+    failed: Mutex<HashMap<ObjectId, (std::time::Instant, String)>>,
 }
 
 impl RemoteTree {
@@ -143,6 +149,7 @@ impl RemoteTree {
         RemoteTree {
             remote,
             prefetching: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            failed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -159,7 +166,28 @@ impl TreeStore for RemoteTree {
     }
 
     fn read_at(&self, id: &ObjectId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let obj = self.remote.object(id)?;
+        if let Some((when, why)) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            if when.elapsed() < FAILURE_MEMORY {
+                return Err(io::Error::other(format!(
+                    "object {id} failed {:.0?} ago: {why}",
+                    when.elapsed()
+                )));
+            }
+        }
+        let obj = match self.remote.object(id) {
+            Ok(o) => o,
+            Err(e) => {
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                failed.retain(|_, (when, _)| when.elapsed() < FAILURE_MEMORY);
+                failed.insert(*id, (std::time::Instant::now(), e.to_string()));
+                return Err(e.into());
+            }
+        };
         if offset >= obj.len {
             return Ok(0);
         }
