@@ -83,7 +83,11 @@ impl Pool {
                             }
                         }
                         s.pending -= 1;
-                        cv.notify_all();
+                        // Only `flush` waits, and only for zero: waking it
+                        // for every object would cost a syscall each.
+                        if s.pending == 0 {
+                            cv.notify_all();
+                        }
                     }
                 }
             }));
