@@ -113,3 +113,55 @@ fn overlay_xattrs_from_the_tar_are_dropped() {
         .iter()
         .any(|n| n.contains("overlay")));
 }
+
+/// An image that lists the same layer twice: the second use must find the
+/// layer tree ingested moments before (its catalog may still be on its way
+/// to the store when the flat merge needs it).
+#[test]
+fn the_same_layer_twice_in_one_image() {
+    if !support::require_oracle_tools(false) {
+        return;
+    }
+    let tmp = tempdir();
+    let layout = Layout::create(&tmp.path().join("img"));
+    let a = || {
+        Layer::gzip(&[
+            TarEntry::dir(b"./"),
+            TarEntry::file(b"a", b"layer a\n"),
+            TarEntry::file(b"big", &support::fsutil::Rng::new(5).bytes(300_000)),
+        ])
+    };
+    let b = Layer::gzip(&[
+        TarEntry::file(b"a", b"layer b\n"),
+        TarEntry::file(b"b", b"b\n"),
+    ]);
+    layout.add_image("t", &[a(), b, a()]);
+    let oracle = tmp.path().join("oracle");
+    support::tool(
+        "umoci",
+        [
+            "unpack",
+            "--image",
+            &format!("{}:t", layout.dir.display()),
+            oracle.to_str().unwrap(),
+        ],
+    )
+    .assert_success();
+    let repo = TestRepo::new("regressions.test");
+    let report = repo.publish_one(
+        &format!("oci:{}:t", layout.dir.display()),
+        Some("test/twice:t"),
+    );
+    assert_eq!(report["layers_ingested"].as_u64(), Some(2), "{report}");
+    assert_eq!(report["layers_skipped"].as_u64(), Some(1), "{report}");
+    repo.check();
+    let dest = repo.scratch("flat");
+    repo.pull_image("test/twice:t", &dest);
+    assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"layer a\n");
+    support::compare::assert_trees_equal(
+        &oracle.join("rootfs"),
+        &dest,
+        &CompareOpts::default(),
+        "flat vs umoci",
+    );
+}
