@@ -17,6 +17,9 @@ pub trait Backend: Send + Sync {
     /// whether it wrote. The file appears whole or not at all (temp + rename);
     /// durability comes with the next [`Backend::sync`].
     fn put_if_absent(&self, path: &str, bytes: &[u8]) -> Result<bool>;
+    /// As [`Backend::put_if_absent`], streaming the bytes from `src` (for
+    /// objects too large to hold in memory, such as big catalogs).
+    fn put_reader_if_absent(&self, path: &str, src: &mut dyn std::io::Read) -> Result<bool>;
     /// The bytes at `path`, or `None` when absent.
     fn get(&self, path: &str) -> Result<Option<Vec<u8>>>;
     fn exists(&self, path: &str) -> Result<bool>;
@@ -132,6 +135,26 @@ impl Backend for LocalDir {
         Ok(true)
     }
 
+    fn put_reader_if_absent(&self, path: &str, src: &mut dyn std::io::Read) -> Result<bool> {
+        let full = self.full(path)?;
+        if full.exists() {
+            return Ok(false);
+        }
+        self.ensure_parent(&full)?;
+        if self.tmp_made.get().is_none() {
+            fs::create_dir_all(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
+            let _ = self.tmp_made.set(());
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix("put-")
+            .tempfile_in(&self.tmp)
+            .map_err(|e| Error::io(&self.tmp, e))?;
+        std::io::copy(src, &mut tmp).map_err(|e| Error::io(tmp.path(), e))?;
+        set_mode(tmp.path(), 0o644)?;
+        tmp.persist(&full).map_err(|e| Error::io(&full, e.error))?;
+        Ok(true)
+    }
+
     fn get(&self, path: &str) -> Result<Option<Vec<u8>>> {
         let full = self.full(path)?;
         match fs::read(&full) {
@@ -229,6 +252,14 @@ mod tests {
         assert!(!b.put_if_absent("data/ab/x", b"two").unwrap());
         assert_eq!(b.get("data/ab/x").unwrap().unwrap(), b"one");
         assert!(b.put_if_absent("data/cd/y", b"y").unwrap());
+        assert!(b
+            .put_reader_if_absent("data/ef/z", &mut &b"zz"[..])
+            .unwrap());
+        assert!(!b
+            .put_reader_if_absent("data/ef/z", &mut &b"other"[..])
+            .unwrap());
+        assert_eq!(b.get("data/ef/z").unwrap().unwrap(), b"zz");
+        b.delete("data/ef/z").unwrap();
         assert_eq!(b.list("data/").unwrap(), vec!["data/ab/x", "data/cd/y"]);
         b.delete("data/ab/x").unwrap();
         b.delete("data/ab/x").unwrap();

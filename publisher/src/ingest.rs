@@ -165,13 +165,13 @@ impl Errors {
     }
 }
 
-/// Ingests one layer; returns the bytes of its catalog (not yet stored).
+/// Ingests one layer; returns its frozen catalog file (not yet stored).
 pub fn ingest_layer(
     ctx: &LayerContext<'_>,
     stream: LayerStream,
     objects: &mut ObjectWriter,
     on_bytes: &(dyn Fn(u64) + Sync),
-) -> Result<(Vec<u8>, IngestStats)> {
+) -> Result<(tempfile::NamedTempFile, IngestStats)> {
     let ns_path = layer_path(&ctx.layer.diff_id.hex());
     // Until the tar says otherwise, the layer root looks like the merged
     // root below it, so that stacking the layer trees shows the right
@@ -221,7 +221,7 @@ pub fn ingest_layer(
     tree.b.set_property("entries", &stats.entries.to_string())?;
     tree.b.set_property("files", &stats.files.to_string())?;
     tree.b.set_property("bytes", &stats.bytes.to_string())?;
-    Ok((tree.b.finish()?, stats))
+    Ok((tree.b.finish_file()?, stats))
 }
 
 pub fn layer_path(diff_hex: &str) -> String {

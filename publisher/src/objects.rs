@@ -201,6 +201,31 @@ impl ObjectWriter {
         Ok(())
     }
 
+    /// Stores a file's contents as an object, streaming, on this thread.
+    pub fn put_file(
+        &mut self,
+        kind: ObjectKind,
+        file: &mut std::fs::File,
+    ) -> stratum_catalog::Result<ObjectId> {
+        let mut put = self.store.put_file(kind, file, DEFAULT_LEVEL)?;
+        if !put.written && self.verify_existing && self.store.get(&put.id, kind).is_err() {
+            tracing::warn!(
+                "object {} was left incomplete by an interrupted writer; rewriting it",
+                put.id
+            );
+            self.store.backend().delete(&put.id.path(kind))?;
+            put = self.store.put_file(kind, file, DEFAULT_LEVEL)?;
+        }
+        if put.written {
+            let (lock, _) = &*self.pool.state;
+            let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+            s.stats.new_objects += 1;
+            s.stats.new_stored_bytes += put.stored_bytes;
+        }
+        self.known.insert(put.id);
+        Ok(put.id)
+    }
+
     fn check_error(&self) -> stratum_catalog::Result<()> {
         let (lock, _) = &*self.pool.state;
         match lock.lock().unwrap_or_else(|p| p.into_inner()).error.take() {

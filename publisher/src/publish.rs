@@ -191,22 +191,22 @@ fn publish_image(
                     lower: flat.as_ref(),
                 };
                 let on_bytes = |n| progress.bytes(n);
-                let (bytes, stats) = ingest_layer(&ctx, stream, objects, &on_bytes)?;
+                let (mut file, stats) = ingest_layer(&ctx, stream, objects, &on_bytes)?;
                 progress.layer_done();
                 report.layers_ingested += 1;
                 report.files += stats.files;
                 report.bytes += stats.bytes;
-                // Opened from its bytes: the object itself may still be on
-                // its way to the store.
-                let catalog = Catalog::from_bytes(stratum_catalog::ObjectId::of(&bytes), &bytes)?;
-                let id = objects.put_owned(ObjectKind::Catalog, bytes)?;
+                // Stored and reopened from its file, streaming: a layer of
+                // many small files has a large catalog.
+                let id = objects.put_file(ObjectKind::Catalog, file.as_file_mut())?;
+                let catalog = Catalog::open_path(id, file.path())?;
                 ns.add_layer(&diff_hex, id);
-                (id, Some(catalog))
+                (id, Some((catalog, file)))
             }
         };
         if let Some(flat) = flat.as_mut() {
             match ingested {
-                Some(cat) => apply_layer(flat, &cat)?,
+                Some((cat, _file)) => apply_layer(flat, &cat)?,
                 None => {
                     // It may have been ingested moments ago (a repeated
                     // layer): let its object reach the store first.
@@ -227,7 +227,7 @@ fn publish_image(
     let flat_id = match (existing_flat, flat) {
         (Some(id), _) => id,
         (None, Some(b)) => {
-            let id = objects.put(ObjectKind::Catalog, &b.finish()?)?;
+            let id = objects.put_file(ObjectKind::Catalog, b.finish_file()?.as_file_mut())?;
             ns.add_flat(&manifest_hex, id);
             id
         }

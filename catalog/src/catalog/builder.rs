@@ -271,6 +271,14 @@ impl CatalogBuilder {
     /// Freezes the catalog: link counts are computed, the file compacted, and
     /// its bytes returned (to be stored as a catalog object).
     pub fn finish(self) -> Result<Vec<u8>> {
+        let file = self.finish_file()?;
+        std::fs::read(file.path()).map_err(|e| Error::io(file.path(), e))
+    }
+
+    /// As [`CatalogBuilder::finish`], leaving the frozen catalog in its temp
+    /// file (deleted on drop): large catalogs are then stored and reopened
+    /// without ever being held in memory.
+    pub fn finish_file(self) -> Result<tempfile::NamedTempFile> {
         let res = self.conn.execute_batch(
             "UPDATE entries SET nlink = 1 WHERE nlink != 1;
              UPDATE entries SET nlink = g.n
@@ -287,7 +295,7 @@ impl CatalogBuilder {
             catalog: label,
             source,
         })?;
-        std::fs::read(file.path()).map_err(|e| Error::io(file.path(), e))
+        Ok(file)
     }
 }
 
