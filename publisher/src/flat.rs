@@ -30,13 +30,13 @@ pub fn apply_layer(flat: &mut CatalogBuilder, layer: &Catalog) -> stratum_catalo
     // Explicit stack: trees can be deeper than the thread stack allows.
     let mut stack = vec![(ROOT_ID, ROOT_ID)];
     while let Some((layer_dir, flat_dir)) = stack.pop() {
-        for child in layer.children(layer_dir)? {
+        layer.for_each_child(layer_dir, |child| {
             let existing = flat.lookup(flat_dir, &child.name)?;
             if child.is_whiteout() {
                 if let Some(old) = existing {
                     flat.remove(old.id)?;
                 }
-                continue;
+                return Ok(());
             }
             let layer_id = child.id;
             if child.is_dir() {
@@ -63,7 +63,7 @@ pub fn apply_layer(flat: &mut CatalogBuilder, layer: &Catalog) -> stratum_catalo
             } else {
                 if kept.contains(&layer_id) && existing.as_ref().is_some_and(|e| !e.is_dir()) {
                     // A copied-up hardlink target: the lower file stays.
-                    continue;
+                    return Ok(());
                 }
                 if let Some(old) = existing {
                     flat.remove(old.id)?;
@@ -76,7 +76,8 @@ pub fn apply_layer(flat: &mut CatalogBuilder, layer: &Catalog) -> stratum_catalo
                 }
                 flat.insert(flat_dir, &e)?;
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(())
 }

@@ -284,18 +284,25 @@ impl CatalogBuilder {
              UPDATE entries SET nlink = g.n
                  FROM (SELECT hardlink, COUNT(*) AS n FROM entries WHERE hardlink != 0 GROUP BY hardlink) AS g
                  WHERE entries.hardlink = g.hardlink;
-             COMMIT;
-             VACUUM;",
+             COMMIT;",
         );
         res.map_err(|e| self.sql(e))?;
-        let CatalogBuilder {
-            conn, file, label, ..
-        } = self;
+        // VACUUM INTO writes the compacted copy straight to a new file; a
+        // plain VACUUM would stage the whole database in temp storage.
+        let dir = self.file.path().parent().unwrap_or(Path::new("."));
+        let out = tempfile::Builder::new()
+            .prefix("catalog-")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(dir, e))?;
+        let target = out.path().to_string_lossy().into_owned();
+        let res = self.conn.execute("VACUUM INTO ?1", [&target]);
+        res.map_err(|e| self.sql(e))?;
+        let CatalogBuilder { conn, label, .. } = self;
         conn.close().map_err(|(_, source)| Error::Sqlite {
             catalog: label,
             source,
         })?;
-        Ok(file)
+        Ok(out)
     }
 }
 

@@ -146,6 +146,38 @@ mod tests {
     }
 
     #[test]
+    fn children_come_in_batches_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = CatalogBuilder::create(
+            dir.path(),
+            CatalogKind::Layer,
+            "/l",
+            &Entry::new(FileType::Directory, 0o755),
+        )
+        .unwrap();
+        let mut names: Vec<Vec<u8>> = (0..2500u32)
+            .map(|i| format!("f{:05}", (i * 7919) % 2500).into_bytes())
+            .collect();
+        for n in &names {
+            let mut e = Entry::new(FileType::Regular, 0o644);
+            e.name = n.clone();
+            b.insert(ROOT_ID, &e).unwrap();
+        }
+        let bytes = b.finish().unwrap();
+        let c = Catalog::from_bytes(ObjectId::of(&bytes), &bytes).unwrap();
+        let mut seen = Vec::new();
+        c.for_each_child(ROOT_ID, |e| {
+            // The callback may query the same catalog.
+            assert!(c.get(e.id).unwrap().is_some());
+            seen.push(e.name);
+            Ok(())
+        })
+        .unwrap();
+        names.sort();
+        assert_eq!(seen, names);
+    }
+
+    #[test]
     fn refuses_garbage_and_other_versions() {
         assert!(Catalog::from_bytes(ObjectId::of(b"x"), b"not sqlite at all").is_err());
         let dir = tempfile::tempdir().unwrap();

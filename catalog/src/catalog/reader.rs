@@ -179,6 +179,39 @@ impl Catalog {
         rows::children(&self.conn(), parent).map_err(|e| self.sql(e))
     }
 
+    /// The children of `parent` in name order, in batches, so that a
+    /// directory of a million entries is never held in memory at once and
+    /// `f` may query this catalog.
+    pub fn for_each_child(
+        &self,
+        parent: i64,
+        mut f: impl FnMut(Entry) -> Result<()>,
+    ) -> Result<()> {
+        const BATCH: i64 = 1024;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let batch: Vec<Entry> = {
+                let conn = self.conn();
+                let rows = match &after {
+                    None => rows::children_page(&conn, parent, None, BATCH),
+                    Some(a) => rows::children_page(&conn, parent, Some(a), BATCH),
+                };
+                rows.map_err(|e| self.sql(e))?
+            };
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            after = Some(last.name.clone());
+            let full = batch.len() as i64 == BATCH;
+            for e in batch {
+                f(e)?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
     /// Every entry, in id order (for `check` and copying).
     pub fn for_each_entry(&self, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
         // In batches, so that `f` may query this catalog (the connection's

@@ -128,6 +128,36 @@ pub(crate) fn children(conn: &Connection, parent: i64) -> rusqlite::Result<Vec<E
     rows.into_iter().map(|e| with_xattrs(conn, e)).collect()
 }
 
+/// Up to `limit` children of `parent` named after `after`, in name order.
+pub(crate) fn children_page(
+    conn: &Connection,
+    parent: i64,
+    after: Option<&[u8]>,
+    limit: i64,
+) -> rusqlite::Result<Vec<Entry>> {
+    let rows = match after {
+        None => {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM entries WHERE parent = ?1 ORDER BY name LIMIT ?2"
+            ))?;
+            let rows = st
+                .query_map(params![parent, limit], entry_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows
+        }
+        Some(a) => {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM entries WHERE parent = ?1 AND name > ?2 ORDER BY name LIMIT ?3"
+            ))?;
+            let rows = st
+                .query_map(params![parent, a, limit], entry_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows
+        }
+    };
+    rows.into_iter().map(|e| with_xattrs(conn, e)).collect()
+}
+
 pub(crate) fn property(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT value FROM properties WHERE key = ?1", [key], |r| {
         r.get(0)
