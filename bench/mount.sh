@@ -249,7 +249,7 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 # rec LABEL SECONDS [NOTE]: record a timing with the 1-min load average
 rec() {
-    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$(load1)" "${3:-}" >>"$log/times.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$(load1)" "${3:-}" "$(pgrep -fc 'bench/publish\.sh' || true)" >>"$log/times.tsv"
     say "$(printf '%-34s %8.3f s  load %s  %s' "$1" "$2" "$(load1)" "${3:-}")"
 }
 t_of() { awk -F '\t' -v l="$1" '$1 == l { print $2 }' "$log/times.tsv" | tail -n1; }
@@ -487,7 +487,6 @@ for i in $(seq 1 "$RUNS"); do
     cold_alt "cold-alt#$i"
     [[ -z $nurl ]] || cold_stratum "nginx-stratum#$i" "$nurl"
 done
-pull_stratum "pull-stratum"
 
 # The same through a shaped link
 shaped=""
@@ -516,7 +515,6 @@ if [[ -n $shaped ]]; then
         cold_stratum "shaped-stratum#$i"
         cold_alt "shaped-alt#$i"
     done
-    pull_stratum "shaped-pull-stratum"
     tc qdisc del dev lo root
     tc_added=""
 fi
@@ -594,6 +592,10 @@ wait_mounted "$run/mnt" "$mount_pid" "$log/mount.log"
 stratum_entries=$(find "$run/mnt" | wc -l)
 sumount
 
+# 4. (informative, last because it is slow) eager pull of the whole image + CMD
+say "4. stratum pull of the whole image"
+pull_stratum "pull-stratum"
+
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 uptime_after=$(uptime)
 others_after=$(pgrep -fc 'bench/publish\.sh' || true)
@@ -618,7 +620,7 @@ report=$base/results.md
     echo "Machine: $(nproc) CPUs ($cpu_model), $mem_total RAM, Linux $(uname -r), work dir on $fs."
     echo "stratum $stratum_rev$( ((stratum_dirty)) && echo " + $stratum_dirty modified files") (release build, binary sha256 $stratum_sha…);"
     echo "$(skopeo --version), $(docker-registry --version | awk '{ print "docker-registry " $3 }'), $(umoci --version), squashfuse $(dpkg-query -W -f '${Version}' squashfuse 2>/dev/null), $(mksquashfs -version 2>/dev/null | head -n1 | cut -d' ' -f1-3), strace $(strace -V | head -n1 | awk '{ print $NF }')."
-    echo "Load average (1/5/15 min) before: $load_before, after: $load_after; bench/publish.sh processes running before/after: $others_before/$others_after."
+    echo "Load average (1/5/15 min) before: $load_before, after: $load_after; bench/publish.sh processes running before/after: $others_before/$others_after; timed steps that ended while bench/publish.sh ran: $(awk -F '\t' '$5 > 0' "$log/times.tsv" | wc -l) of $(wc -l <"$log/times.tsv")."
     echo
     echo "Image: \`$name\` = $( [[ $src_id != none ]] && echo "bench/publish.sh's python image ($SCALE)" || echo "a python3.11 stdlib layer") + a layer with what CMD needs and /$big_rel; $img_layers layers, $(mb "$img_blob_bytes") MB of gzip blobs, $(mb "$tree_bytes") MB in $tree_entries entries unpacked ($stratum_entries entries in the stratum mount); repository $(mb "$repo_bytes") MB."
     echo "CMD: \`$CMD\` (in \`chroot ROOT /bin/busybox sh -c\`, \`env -i PATH=/usr/bin:/bin\`)."
@@ -657,7 +659,6 @@ report=$base/results.md
     if [[ -n $shaped ]]; then
         row shaped-stratum "cold start, stratum mount + CMD, $RATE"
         row shaped-alt "cold start, skopeo copy + umoci unpack + CMD, $RATE"
-        echo "| (informative) stratum pull of the whole image + CMD, $RATE | $(t_of shaped-pull-stratum) | | $(note_of shaped-pull-stratum) | $(load_of shaped-pull-stratum) |"
     fi
     echo "| first \`find -ls\`, stratum, fresh cache, loopback | $(t_of first-find-stratum) | | | $(load_of first-find-stratum) |"
     echo "| first read of the big file, stratum, fresh cache, loopback | $(t_of first-read-stratum) | | $(thr "$big_bytes" "$(t_of first-read-stratum)") MB/s | $(load_of first-read-stratum) |"

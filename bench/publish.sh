@@ -9,6 +9,7 @@
 #   gzip -dc         of every unique layer blob to /dev/null
 #   umoci unpack     of each image
 #   ostree commit    of each unpacked rootfs into one archive-mode repo
+#   stratum compact  (when the binary has it) and the repository size after it
 #   mksquashfs       of each unpacked rootfs (size comparison; SQUASHFS=0 skips it)
 # and the sizes of the unique compressed layer blobs, the stratum repository, the ostree
 # repository and the squashfs images. Prints a markdown report (also written to
@@ -33,6 +34,7 @@
 #
 # Needs root (or umoci --rootless, used automatically), and the Debian packages
 # umoci ostree squashfs-tools time jq (installed with apt-get when missing and root).
+# shellcheck disable=SC2016 # single-quoted $R, $i, $f are meant literally (shown commands, bash -c)
 set -euo pipefail
 export LC_ALL=C
 
@@ -89,6 +91,7 @@ cp -f "$src_bin" "$S.tmp" && mv -f "$S.tmp" "$S"
 stratum_rev=$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 stratum_dirty=$(cd "$root" && git status --porcelain --untracked-files=no 2>/dev/null | wc -l)
 stratum_sha=$(sha256sum "$S" | cut -c1-12)
+stratum_built=$(date -u -r "$src_bin" '+%Y-%m-%d %H:%M UTC')
 
 # ---------------------------------------------------------------------------------------
 # Image set. A layer is a list of "SOURCE_DIR:MB" items: files (and symlinks) of the
@@ -490,7 +493,7 @@ report=$base/results.md
     echo "### stratum publish benchmark, SCALE=$SCALE ($(date -u '+%Y-%m-%d %H:%M UTC'))"
     echo
     echo "Machine: $(nproc) CPUs ($cpu_model), $mem_total RAM, Linux $(uname -r), work dir on $fs."
-    echo "stratum $stratum_rev$( ((stratum_dirty)) && echo " + $stratum_dirty modified files") (release build, binary sha256 $stratum_sha…);"
+    echo "stratum: git HEAD $stratum_rev$( ((stratum_dirty)) && echo " + $stratum_dirty modified files") when the run started; binary built $stratum_built, sha256 $stratum_sha…;"
     echo "$(umoci --version), ostree $(ostree --version | sed -n "s/^ *Version: *'\(.*\)'/\1/p"), $(tar --version | head -n1), $(gzip --version | head -n1), $(mksquashfs -version 2>/dev/null | head -n1 | cut -d' ' -f1-3)."
     echo "Load average (1/5/15 min) before: $load_before, after: $load_after (column \"load\": 1-min load average when the step started)."
     echo "Inputs: page cache warm (every blob read once before timing); \`sync\` before each timed step; the cold publish, \`tar -xzf\` and \`gzip -dc\` runs alternate (RUNS=$RUNS rounds), the fastest of each is used."
