@@ -99,6 +99,14 @@ async fn serve(root: PathBuf, listen: &str, max_age: u64) -> Result<()> {
 
     let app = router(root, max_age)?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // Objects are fetched one small request after another on a kept-alive
+    // connection: without TCP_NODELAY each response waits on delayed ACKs.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
