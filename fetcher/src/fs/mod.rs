@@ -23,7 +23,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType as FuseType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request,
 };
 use stratum_catalog::catalog::{Catalog, Data, Entry, FileType, ROOT_ID};
 use stratum_catalog::ObjectId;
@@ -87,7 +88,7 @@ struct Slots {
 }
 
 /// A directory listing taken at opendir, served by readdir.
-type Listing = Vec<(u64, FuseType, Vec<u8>)>;
+type Listing = Vec<(FileAttr, Vec<u8>)>;
 
 pub struct StratumFs<S: TreeStore> {
     store: Arc<S>,
@@ -297,10 +298,8 @@ impl<S: TreeStore> StratumFs<S> {
         if !e.is_dir() {
             return Err(FsError::NotDir);
         }
-        let mut list: Listing = vec![
-            (ino, FuseType::Directory, b".".to_vec()),
-            (ino, FuseType::Directory, b"..".to_vec()),
-        ];
+        let own = self.attr(ino, &e);
+        let mut list: Listing = vec![(own, b".".to_vec()), (own, b"..".to_vec())];
         for c in slot.catalog.children(e.id)? {
             let (cs, ce) = match c.nested {
                 Some(child) => {
@@ -313,7 +312,7 @@ impl<S: TreeStore> StratumFs<S> {
             };
             let cslot = self.slot(cs)?;
             let attr = self.attr(self.ino(&cslot, cs, &ce), &ce);
-            list.push((attr.ino.0, attr.kind, ce.name));
+            list.push((attr, ce.name));
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs
@@ -364,8 +363,14 @@ fn fail<T>(what: &str, ino: u64, r: FsResult<T>) -> Result<T, Errno> {
 impl<S: TreeStore> Filesystem for StratumFs<S> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Optional speed-ups; a kernel without them still works.
-        let _ = config
-            .add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS);
+        for flag in [
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+        ] {
+            let _ = config.add_capabilities(flag);
+        }
         let _ = config.set_max_readahead(1 << 20);
         Ok(())
     }
@@ -461,12 +466,42 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
             tracing::warn!("readdir inode {}: unknown directory handle", ino.0);
             return reply.error(Errno::EBADF);
         };
-        for (i, (child, kind, name)) in list.iter().enumerate().skip(offset as usize) {
+        for (i, (attr, name)) in list.iter().enumerate().skip(offset as usize) {
+            if reply.add(attr.ino, (i + 1) as u64, attr.kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    /// Entries with their attributes in one reply: a directory walk (`find
+    /// -ls`, `ls -l`) then needs no lookup per entry.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let list = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned();
+        let Some(list) = list else {
+            tracing::warn!("readdirplus inode {}: unknown directory handle", ino.0);
+            return reply.error(Errno::EBADF);
+        };
+        for (i, (attr, name)) in list.iter().enumerate().skip(offset as usize) {
             if reply.add(
-                INodeNo(*child),
+                attr.ino,
                 (i + 1) as u64,
-                *kind,
                 OsStr::from_bytes(name),
+                &TTL,
+                attr,
+                Generation(0),
             ) {
                 break;
             }
