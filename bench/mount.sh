@@ -10,7 +10,7 @@
 #      stratum cold start with the same repository served by nginx instead of `stratum serve`.
 #   2. bytes and requests stratum fetched for that cold start (serve access log; decoded
 #      bytes in the cache) versus the summed size of the regular files CMD opened or
-#      executed (strace -f -e trace=openat,execve on a warm mount).
+#      executed (strace -f -e trace=chroot,openat,execve on a warm mount).
 #   3. warm metadata walk (`find MNT -ls`) and warm sequential read of a large file
 #      (`cat BIG`), stratum versus squashfuse (and squashfuse_ll) of a squashfs of the same
 #      unpacked tree. "Warm" = a fresh mount (empty kernel page cache for it) whose
