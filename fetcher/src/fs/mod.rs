@@ -322,6 +322,15 @@ impl<S: TreeStore> StratumFs<S> {
         Ok(fh)
     }
 
+    /// The listing taken by `opendir` for this handle.
+    fn listing(&self, fh: FileHandle) -> Option<Arc<Listing>> {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned()
+    }
+
     fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
         if size == 0 {
             reply.size(value.len() as u32);
@@ -456,13 +465,7 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = self
-            .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh.0)
-            .cloned();
-        let Some(list) = list else {
+        let Some(list) = self.listing(fh) else {
             tracing::warn!("readdir inode {}: unknown directory handle", ino.0);
             return reply.error(Errno::EBADF);
         };
@@ -484,13 +487,7 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let list = self
-            .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh.0)
-            .cloned();
-        let Some(list) = list else {
+        let Some(list) = self.listing(fh) else {
             tracing::warn!("readdirplus inode {}: unknown directory handle", ino.0);
             return reply.error(Errno::EBADF);
         };

@@ -22,28 +22,25 @@ pub trait TreeStore: Send + Sync + 'static {
 
 /// A repository directory on this machine (or a shared filesystem): objects
 /// are decoded and verified on first read and kept in a bounded in-memory
-/// LRU, so sequential reads of a chunk decode it once.
+/// cache (first in, first out), so sequential reads of a chunk decode it once.
 pub struct LocalTree {
     store: Store,
     catalogs: Mutex<HashMap<ObjectId, Arc<Catalog>>>,
-    objects: Mutex<Lru>,
+    objects: Mutex<Fifo>,
 }
 
-struct Lru {
+struct Fifo {
     map: HashMap<ObjectId, Arc<Vec<u8>>>,
     order: VecDeque<ObjectId>,
     bytes: usize,
     cap: usize,
 }
 
-impl Lru {
+impl Fifo {
     fn get(&mut self, id: &ObjectId) -> Option<Arc<Vec<u8>>> {
-        let v = self.map.get(id)?.clone();
-        if let Some(pos) = self.order.iter().position(|x| x == id) {
-            self.order.remove(pos);
-        }
-        self.order.push_back(*id);
-        Some(v)
+        // Recency is approximate (insertion order): touching an entry would
+        // cost a scan of the queue on every read of the hot path.
+        self.map.get(id).cloned()
     }
 
     fn put(&mut self, id: ObjectId, v: Arc<Vec<u8>>) {
@@ -68,7 +65,7 @@ impl LocalTree {
         LocalTree {
             store,
             catalogs: Mutex::new(HashMap::new()),
-            objects: Mutex::new(Lru {
+            objects: Mutex::new(Fifo {
                 map: HashMap::new(),
                 order: VecDeque::new(),
                 bytes: 0,
