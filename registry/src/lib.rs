@@ -1,0 +1,27 @@
+//! stratum's OCI registry client.
+//!
+//! One blocking [`Registry`] per process, shared by the publisher (registry
+//! sources, tag lists, thin-image pushes) and the fetcher (thin images by
+//! reference). It owns how registries are reached ([`RegistryConfig`]: plain
+//! HTTP only for hosts named insecure, extra CAs, credentials from flags, the
+//! environment, `$REGISTRY_AUTH_FILE`, `~/.docker/config.json` and credential
+//! helpers) and how failures are survived ([`RetryPolicy`]: 429 and 5xx back
+//! off and retry, honouring `Retry-After`; broken blob transfers resume).
+//! It checks digests of what it reads whole (manifests, configs, artifacts);
+//! layer blobs are streamed and verified by their consumer.
+
+mod artifact;
+mod blob;
+mod client;
+mod config;
+mod error;
+mod platform;
+mod reference;
+
+pub use artifact::{Artifact, ARTIFACT_MANIFEST_MEDIA_TYPE};
+pub use blob::BlobReader;
+pub use client::{sha256_digest, RawManifest, Registry, MANIFEST_MEDIA_TYPES};
+pub use config::{Credentials, RegistryConfig, RetryPolicy};
+pub use error::{RegistryError, Result};
+pub use platform::Platform;
+pub use reference::Reference;
