@@ -9,6 +9,7 @@ use stratum_catalog::catalog::{CatalogKind, Data, Entry, FileType, ImageRecord};
 use stratum_catalog::manifest::{self, Manifest};
 use stratum_catalog::namespace::{Namespace, Node, StoreLoader};
 use stratum_catalog::{ObjectKind, Store};
+use stratum_publisher::source::SourceContext;
 use stratum_publisher::{PublishRequest, Repository};
 
 use crate::progress;
@@ -59,8 +60,12 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             key,
             as_name,
             json,
+            platforms,
+            registry,
             thin,
-        } => publish(&repo, &key, sources, as_name, json, thin),
+        } => publish(
+            &repo, &key, sources, as_name, json, platforms, registry, thin,
+        ),
         Command::Thin(args) => crate::thin::run(args),
         Command::Images { repo, json, pubkey } => images(&repo, pubkey, json),
         Command::Info { repo, json, pubkey } => info(&repo, pubkey, json),
@@ -128,6 +133,8 @@ fn publish(
     sources: Vec<String>,
     as_name: Option<String>,
     json: bool,
+    platforms: crate::registry_args::PlatformArgs,
+    registry: crate::registry_args::RegistryArgs,
     thin: crate::thin::PublishThinArgs,
 ) -> Result<ExitCode> {
     if as_name.is_some() && sources.len() != 1 {
@@ -138,6 +145,15 @@ fn publish(
     }
     let sk = manifest::load_signing_key(key)?;
     let r = Repository::open(repo)?;
+    let hosts = crate::registry_args::hosts_of(&sources);
+    let ctx = SourceContext {
+        registry: if hosts.is_empty() {
+            None
+        } else {
+            Some(registry.client(&hosts)?)
+        },
+        platforms: platforms.selection()?,
+    };
     let requests: Vec<_> = sources
         .into_iter()
         .map(|source| PublishRequest {
@@ -146,7 +162,7 @@ fn publish(
         })
         .collect();
     let bar = progress::PublishBar(progress::bytes_bar("publishing"));
-    let outcome = stratum_publisher::publish(&r, &sk, &requests, &bar)
+    let outcome = stratum_publisher::publish(&r, &sk, &requests, &ctx, &bar)
         .with_context(|| format!("publishing into {}", repo.display()))?;
     bar.0.finish_and_clear();
     if json {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod commands;
 mod mount;
 mod progress;
+mod registry_args;
 mod serve;
 mod thin;
 
@@ -49,7 +50,9 @@ enum Command {
     },
     /// Ingest images and publish them as one new signed revision.
     ///
-    /// SOURCE is oci:DIR[:TAG] (an OCI image layout) or docker-archive:FILE (docker save).
+    /// SOURCE is oci:DIR[:TAG] (an OCI image layout), docker-archive:FILE (docker save) or
+    /// docker://HOST[:PORT]/REPO[:TAG|@sha256:…] (a registry; layers already in the
+    /// repository are never downloaded, the others download in parallel).
     /// Layers already in the repository are not ingested again; an image whose manifest
     /// is already published under the same name is left as it is.
     Publish {
@@ -65,6 +68,10 @@ enum Command {
         /// Print a JSON array with one report object per image instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        platforms: registry_args::PlatformArgs,
+        #[command(flatten)]
+        registry: registry_args::RegistryArgs,
         #[command(flatten)]
         thin: thin::PublishThinArgs,
     },

@@ -8,6 +8,7 @@
 
 pub mod compact;
 pub mod error;
+pub mod event_log;
 pub mod flat;
 pub mod ingest;
 pub mod names;
@@ -17,7 +18,10 @@ pub mod publish;
 pub mod repo;
 pub mod source;
 mod tree;
+pub mod wishlist;
 
 pub use error::{PublishError, Result};
-pub use publish::{publish, ImageReport, NoProgress, Progress, PublishOutcome, PublishRequest};
+pub use publish::{
+    publish, ImageReport, NoProgress, Progress, PublishOutcome, PublishRequest, Transaction,
+};
 pub use repo::Repository;

@@ -20,6 +20,25 @@ impl ImageName {
             Some((r, t)) if !t.contains('/') => (r, t),
             _ => return Err(bad("expected NAME:TAG")),
         };
+        // A per-platform name carries `+os-arch[-variant]` after the tag.
+        let (tag_only, slug) = match tag.split_once('+') {
+            Some((t, s)) => (t, Some(s)),
+            None => (tag, None),
+        };
+        if let Some(slug) = slug {
+            if slug.is_empty()
+                || slug.len() > 64
+                || !slug
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            {
+                return Err(bad(
+                    "the platform after '+' must be 1-64 characters of [a-z0-9._-], e.g. linux-arm64",
+                ));
+            }
+        }
+        let tag_full = tag;
+        let tag = tag_only;
         if tag.is_empty()
             || tag.len() > 128
             || !tag
@@ -50,7 +69,7 @@ impl ImageName {
         }
         Ok(ImageName {
             repository: repo.to_owned(),
-            tag: tag.to_owned(),
+            tag: tag_full.to_owned(),
         })
     }
 

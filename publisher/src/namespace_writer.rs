@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use stratum_catalog::catalog::{
-    Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageRecord, ROOT_ID,
+    Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageRecord, RetiredImage, ROOT_ID,
 };
 use stratum_catalog::{ObjectId, ObjectKind, Store};
 
@@ -129,6 +129,8 @@ pub struct NamespaceWriter {
     layers: Area,
     flat: Area,
     images: BTreeMap<String, ImageRecord>,
+    /// By (name, manifest digest).
+    retired: BTreeMap<(String, String), RetiredImage>,
 }
 
 impl NamespaceWriter {
@@ -139,6 +141,7 @@ impl NamespaceWriter {
             layers: Area::new("layers"),
             flat: Area::new("flat"),
             images: BTreeMap::new(),
+            retired: BTreeMap::new(),
         }
     }
 
@@ -152,8 +155,13 @@ impl NamespaceWriter {
             let id = images
                 .nested
                 .ok_or_else(|| invalid("/images is not a catalog"))?;
-            for r in store.load_catalog(&id)?.images()? {
+            let cat = store.load_catalog(&id)?;
+            for r in cat.images()? {
                 w.images.insert(r.name.clone(), r);
+            }
+            for r in cat.retired_images()? {
+                w.retired
+                    .insert((r.name.clone(), r.manifest_digest.clone()), r);
             }
         }
         Ok(w)
@@ -183,8 +191,41 @@ impl NamespaceWriter {
         self.images.values()
     }
 
+    /// Points `record.name` at `record`. The image the name pointed to
+    /// before, if another, is retired as `replaced`; a retired entry for
+    /// this very image is dropped (it is wanted again).
     pub fn set_image(&mut self, record: ImageRecord) {
-        self.images.insert(record.name.clone(), record);
+        self.retired
+            .remove(&(record.name.clone(), record.manifest_digest.clone()));
+        if let Some(old) = self.images.insert(record.name.clone(), record) {
+            let new_digest = &self.images[&old.name].manifest_digest;
+            if &old.manifest_digest != new_digest {
+                self.retire_record(&old, "replaced");
+            }
+        }
+    }
+
+    /// Unlinks `name` from `/images`, recording when it stopped being
+    /// wanted; `false` if no image had that name.
+    pub fn remove_image(&mut self, name: &str) -> bool {
+        match self.images.remove(name) {
+            Some(old) => {
+                self.retire_record(&old, "removed");
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn retired(&self) -> impl Iterator<Item = &RetiredImage> {
+        self.retired.values()
+    }
+
+    fn retire_record(&mut self, old: &ImageRecord, reason: &str) {
+        let at = i64::try_from(self.ts).unwrap_or(i64::MAX);
+        let r = RetiredImage::from_record(old, at, reason);
+        self.retired
+            .insert((r.name.clone(), r.manifest_digest.clone()), r);
     }
 
     /// Writes the changed catalogs bottom-up; returns the new root catalog id.
@@ -268,6 +309,9 @@ impl NamespaceWriter {
             link.mtime = r.published_at;
             b.insert(parent, &link)?;
             b.add_image(r)?;
+        }
+        for r in self.retired.values() {
+            b.add_retired(r)?;
         }
         Ok(objects.put(ObjectKind::Catalog, &b.finish()?)?)
     }

@@ -22,8 +22,8 @@ use crate::ingest::{ingest_layer, layer_path, LayerContext};
 use crate::names::ImageName;
 use crate::namespace_writer::NamespaceWriter;
 use crate::objects::ObjectWriter;
-use crate::repo::{now, Repository};
-use crate::source::{self, SourceRef};
+use crate::repo::{now, RepoLock, Repository};
+use crate::source::{self, ImageSource, SourceContext, SourceRef};
 
 /// One image to publish: a source spec and, optionally, the name to
 /// publish it under.
@@ -41,10 +41,14 @@ pub struct ImageReport {
     /// `published`, or `unchanged` when the name already pointed at this
     /// manifest digest.
     pub status: String,
+    /// `os/arch[/variant]` of the image.
+    pub platform: String,
     pub layers_ingested: u64,
     pub layers_skipped: u64,
     pub files: u64,
     pub bytes: u64,
+    /// Compressed bytes of the layers read from the source.
+    pub downloaded_bytes: u64,
     pub new_objects: u64,
     pub new_stored_bytes: u64,
     pub seconds: f64,
@@ -78,74 +82,166 @@ pub fn publish(
     repo: &Repository,
     key: &SigningKey,
     requests: &[PublishRequest],
+    ctx: &SourceContext,
     progress: &dyn Progress,
 ) -> Result<PublishOutcome> {
-    let lock = repo.lock()?;
-    let store = repo.store();
-    let (current, current_id) =
-        store
-            .manifest(&key.verifying_key())
-            .map_err(|e| PublishError::Repo {
-                repo: repo.dir().display().to_string(),
-                reason: format!("{e} (is --key the key this repository was created with?)"),
-            })?;
-    let ts = now().max(current.timestamp);
-    let mut ns = NamespaceWriter::load(store, &current.root, repo.tmp_dir(), ts)?;
-    let mut objects = ObjectWriter::new(store.clone())?;
-    objects.verify_existing(lock.recovering);
+    let mut tx = Transaction::begin(repo, key)?;
     let mut reports = Vec::new();
-    let mut changed = false;
     for req in requests {
-        let report = publish_image(repo, &mut ns, &mut objects, req, ts, progress)?;
-        changed |= report.status != "unchanged";
-        reports.push(report);
+        let spec = SourceRef::parse(&req.source)?;
+        for src in source::open_all(&spec, &req.source, ctx)? {
+            let base = match &req.name {
+                Some(n) => n.clone(),
+                None => src.image().default_name.clone(),
+            };
+            reports.extend(tx.publish_source(src.as_ref(), &base, progress)?);
+        }
     }
-    if !changed {
-        store.backend().sync()?;
-        lock.mark_clean()?;
-        return Ok(PublishOutcome {
-            revision: current.revision,
-            new_revision: false,
-            images: reports,
-        });
-    }
-    let root = ns.write(store, &mut objects)?;
-    let manifest = Manifest::new(
-        &current.name,
-        current.revision + 1,
-        ts,
-        root,
-        Some(current_id),
-    )?;
-    objects.flush()?;
-    repo.commit(&manifest, key)?;
-    lock.mark_clean()?;
+    let (revision, new_revision) = tx.commit(key)?;
     Ok(PublishOutcome {
-        revision: manifest.revision,
-        new_revision: true,
+        revision,
+        new_revision,
         images: reports,
     })
+}
+
+/// One revision in the making: the repository is locked from [`begin`] to
+/// [`commit`] (or drop, which publishes nothing). Images are published into
+/// it one by one; a failed image leaves only unreferenced objects behind
+/// (garbage), so a caller may go on with the next one.
+///
+/// [`begin`]: Transaction::begin
+/// [`commit`]: Transaction::commit
+pub struct Transaction<'r> {
+    repo: &'r Repository,
+    lock: RepoLock,
+    current: Manifest,
+    current_id: stratum_catalog::ObjectId,
+    ns: NamespaceWriter,
+    objects: ObjectWriter,
+    ts: u64,
+    changed: bool,
+}
+
+impl<'r> Transaction<'r> {
+    /// Locks `repo` (waiting for another writer) and loads its namespace.
+    pub fn begin(repo: &'r Repository, key: &SigningKey) -> Result<Self> {
+        let lock = repo.lock()?;
+        let store = repo.store();
+        let (current, current_id) =
+            store
+                .manifest(&key.verifying_key())
+                .map_err(|e| PublishError::Repo {
+                    repo: repo.dir().display().to_string(),
+                    reason: format!("{e} (is --key the key this repository was created with?)"),
+                })?;
+        let ts = now().max(current.timestamp);
+        let ns = NamespaceWriter::load(store, &current.root, repo.tmp_dir(), ts)?;
+        let mut objects = ObjectWriter::new(store.clone())?;
+        objects.verify_existing(lock.recovering);
+        Ok(Transaction {
+            repo,
+            lock,
+            current,
+            current_id,
+            ns,
+            objects,
+            ts,
+            changed: false,
+        })
+    }
+
+    /// The revision this transaction started from.
+    pub fn base_revision(&self) -> u64 {
+        self.current.revision
+    }
+
+    /// The image published under `name` (as of now in this transaction).
+    pub fn image(&self, name: &str) -> Option<&ImageRecord> {
+        self.ns.image(name)
+    }
+
+    pub fn images(&self) -> impl Iterator<Item = &ImageRecord> {
+        self.ns.images()
+    }
+
+    /// Unlinks `name` from `/images`; its trees stay until garbage
+    /// collection. `false` when there was no such image.
+    pub fn remove_image(&mut self, name: &str) -> bool {
+        let removed = self.ns.remove_image(name);
+        self.changed |= removed;
+        removed
+    }
+
+    /// Publishes one resolved image under `base` (and, for one platform of
+    /// a multi-platform index, its per-platform name): one report per name.
+    pub fn publish_source(
+        &mut self,
+        src: &dyn ImageSource,
+        base: &str,
+        progress: &dyn Progress,
+    ) -> Result<Vec<ImageReport>> {
+        let names = src.image().names(base);
+        let mut reports = Vec::new();
+        for name in names {
+            let report = publish_image(
+                self.repo,
+                &mut self.ns,
+                &mut self.objects,
+                src,
+                &name,
+                self.ts,
+                progress,
+            )?;
+            self.changed |= report.status != "unchanged";
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// Signs and publishes the new revision if anything changed; returns
+    /// the current revision and whether it is new.
+    pub fn commit(mut self, key: &SigningKey) -> Result<(u64, bool)> {
+        let store = self.repo.store();
+        if !self.changed {
+            store.backend().sync()?;
+            self.lock.mark_clean()?;
+            return Ok((self.current.revision, false));
+        }
+        let root = self.ns.write(store, &mut self.objects)?;
+        let manifest = Manifest::new(
+            &self.current.name,
+            self.current.revision + 1,
+            self.ts,
+            root,
+            Some(self.current_id),
+        )?;
+        self.objects.flush()?;
+        self.repo.commit(&manifest, key)?;
+        self.lock.mark_clean()?;
+        Ok((manifest.revision, true))
+    }
 }
 
 fn publish_image(
     repo: &Repository,
     ns: &mut NamespaceWriter,
     objects: &mut ObjectWriter,
-    req: &PublishRequest,
+    src: &dyn ImageSource,
+    name: &str,
     ts: u64,
     progress: &dyn Progress,
 ) -> Result<ImageReport> {
     let started = Instant::now();
     let store = repo.store().clone();
-    let spec = SourceRef::parse(&req.source)?;
-    let src = source::open(&spec, &req.source)?;
     let image = src.image();
-    let name = ImageName::parse(req.name.as_deref().unwrap_or(&image.default_name))?.to_string();
+    let name = ImageName::parse(name)?.to_string();
     let manifest_hex = image.manifest_digest.hex();
     let mut report = ImageReport {
         name: name.clone(),
         manifest_digest: image.manifest_digest.to_string(),
         status: "published".into(),
+        platform: image.platform.clone(),
         ..Default::default()
     };
     if ns
@@ -174,6 +270,16 @@ fn publish_image(
             Some(b)
         }
     };
+    // Layers already in the repository are never read from the source;
+    // tell it which ones it will be asked for so it can fetch ahead.
+    let mut needed = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for layer in &image.layers {
+        if ns.layer(&store, &layer.diff_id.hex())?.is_none() && seen.insert(layer.diff_id) {
+            needed.push(layer.clone());
+        }
+    }
+    src.prepare(&needed, &repo.tmp_dir());
     for layer in &image.layers {
         let diff_hex = layer.diff_id.hex();
         let (catalog_id, ingested) = match ns.layer(&store, &diff_hex)? {
@@ -196,6 +302,7 @@ fn publish_image(
                 report.layers_ingested += 1;
                 report.files += stats.files;
                 report.bytes += stats.bytes;
+                report.downloaded_bytes += layer.size;
                 // Stored and reopened from its file, streaming: a layer of
                 // many small files has a large catalog.
                 let id = objects.put_file(ObjectKind::Catalog, file.as_file_mut())?;
@@ -238,7 +345,7 @@ fn publish_image(
         manifest_digest: report.manifest_digest.clone(),
         config_digest: image.config_digest.to_string(),
         platform: image.platform.clone(),
-        source: req.source.clone(),
+        source: image.source.clone(),
         published_at: i64::try_from(ts).unwrap_or(0),
         flat_path: format!("/flat/{}/{manifest_hex}", &manifest_hex[..2]),
         flat_catalog: flat_id.to_hex(),

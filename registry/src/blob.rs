@@ -17,7 +17,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, RANGE, RETRY_AFTER};
 use reqwest::StatusCode;
 use tracing::{debug, warn};
 
-use crate::client::{error_chain, sha256_digest, Failure, Registry};
+use crate::client::{error_chain, sha256_digest, tls_hint, Failure, Registry};
 use crate::error::{RegistryError, Result};
 use crate::reference::Reference;
 
@@ -113,9 +113,17 @@ impl BlobReader {
                 req = req.header(RANGE, format!("bytes={offset}-"));
             }
             debug!(%url, offset, "blob GET");
-            let resp = req
-                .send()
-                .map_err(|e| Failure::Transient(format!("GET {url}: {}", error_chain(&e)), None))?;
+            let resp = req.send().map_err(|e| {
+                let chain = error_chain(&e);
+                match tls_hint(&chain) {
+                    Some(hint) => Failure::Fatal(RegistryError::Protocol {
+                        reference: r.to_string(),
+                        what: what.clone(),
+                        reason: format!("GET {url}: {chain} ({hint})"),
+                    }),
+                    None => Failure::Transient(format!("GET {url}: {chain}"), None),
+                }
+            })?;
             let status = resp.status();
             let fatal = |e: RegistryError| Failure::Fatal(e);
             match status {

@@ -450,14 +450,28 @@ fn classify(r: &Reference, what: &str, e: OciDistributionError) -> Failure {
             }
         }
         OciDistributionError::RequestError(e) => {
+            let chain = error_chain(&e);
             if e.is_builder() {
-                fatal(format!("{e}"))
+                fatal(chain)
+            } else if let Some(hint) = tls_hint(&chain) {
+                fatal(format!("{chain} ({hint})"))
             } else {
-                Failure::Transient(error_chain(&e), None)
+                Failure::Transient(chain, None)
             }
         }
         OciDistributionError::IoError(e) => Failure::Transient(format!("{e}"), None),
         other => fatal(format!("{other}")),
+    }
+}
+
+/// TLS failures do not go away by retrying: say what to do instead.
+pub(crate) fn tls_hint(chain: &str) -> Option<&'static str> {
+    if chain.contains("InvalidContentType") || chain.contains("wrong version number") {
+        Some("the registry does not speak TLS there; for a plain-HTTP registry give --insecure-registry HOST[:PORT]")
+    } else if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+        Some("the registry's TLS certificate is not trusted; give its CA with --registry-ca FILE")
+    } else {
+        None
     }
 }
 

@@ -268,6 +268,11 @@ impl CatalogBuilder {
         super::images::list(&self.conn).map_err(|e| self.sql(e))
     }
 
+    pub fn add_retired(&mut self, retired: &super::images::RetiredImage) -> Result<()> {
+        let res = super::images::insert_retired(&self.conn, retired);
+        res.map_err(|e| self.sql(e))
+    }
+
     /// Freezes the catalog: link counts are computed, the file compacted, and
     /// its bytes returned (to be stored as a catalog object).
     pub fn finish(self) -> Result<Vec<u8>> {

@@ -128,3 +128,100 @@ pub(crate) fn list(conn: &Connection) -> rusqlite::Result<Vec<ImageRecord>> {
     }
     Ok(images)
 }
+
+/// An image that stopped being wanted: unlinked from `/images` at once, its
+/// trees kept until garbage collection's grace period has passed since
+/// `retired_at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RetiredImage {
+    pub name: String,
+    pub manifest_digest: String,
+    pub platform: String,
+    pub published_at: i64,
+    /// Unix seconds.
+    pub retired_at: i64,
+    /// `removed` (dropped from the wishlist or `stratum rm`) or `replaced`
+    /// (its tag moved to another digest).
+    pub reason: String,
+    pub flat_path: String,
+    pub flat_catalog: String,
+    /// The layers it used: `(diff_id, layer_path, catalog)`, base first.
+    pub layers: Vec<(String, String, String)>,
+}
+
+impl RetiredImage {
+    pub fn from_record(r: &ImageRecord, retired_at: i64, reason: &str) -> Self {
+        RetiredImage {
+            name: r.name.clone(),
+            manifest_digest: r.manifest_digest.clone(),
+            platform: r.platform.clone(),
+            published_at: r.published_at,
+            retired_at,
+            reason: reason.to_owned(),
+            flat_path: r.flat_path.clone(),
+            flat_catalog: r.flat_catalog.clone(),
+            layers: r
+                .layers
+                .iter()
+                .map(|l| (l.diff_id.clone(), l.layer_path.clone(), l.catalog.clone()))
+                .collect(),
+        }
+    }
+}
+
+pub(crate) fn insert_retired(conn: &Connection, r: &RetiredImage) -> rusqlite::Result<()> {
+    let layers = serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into());
+    conn.execute(
+        "INSERT OR REPLACE INTO retired_images (name, manifest_digest, platform, published_at, \
+         retired_at, reason, flat_path, flat_catalog, layers) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            r.name,
+            r.manifest_digest,
+            r.platform,
+            r.published_at,
+            r.retired_at,
+            r.reason,
+            r.flat_path,
+            r.flat_catalog,
+            layers
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn list_retired(conn: &Connection) -> rusqlite::Result<Vec<RetiredImage>> {
+    let exists: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'retired_images'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let mut st = conn.prepare(
+        "SELECT name, manifest_digest, platform, published_at, retired_at, reason, flat_path, \
+         flat_catalog, layers FROM retired_images ORDER BY name, manifest_digest",
+    )?;
+    let rows = st.query_map([], |r| {
+        let layers: String = r.get(8)?;
+        Ok(RetiredImage {
+            name: r.get(0)?,
+            manifest_digest: r.get(1)?,
+            platform: r.get(2)?,
+            published_at: r.get(3)?,
+            retired_at: r.get(4)?,
+            reason: r.get(5)?,
+            flat_path: r.get(6)?,
+            flat_catalog: r.get(7)?,
+            layers: serde_json::from_str(&layers).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    8,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+        })
+    })?;
+    rows.collect()
+}

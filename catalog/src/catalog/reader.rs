@@ -248,6 +248,11 @@ impl Catalog {
         super::images::list(&self.conn()).map_err(|e| self.sql(e))
     }
 
+    /// Images unlinked from `/images` whose trees await garbage collection.
+    pub fn retired_images(&self) -> Result<Vec<super::images::RetiredImage>> {
+        super::images::list_retired(&self.conn()).map_err(|e| self.sql(e))
+    }
+
     /// For each hardlink group, the lowest entry id in it: the entry whose
     /// inode number the whole group shares when mounted.
     pub fn hardlink_representatives(&self) -> Result<std::collections::HashMap<i64, i64>> {

@@ -58,6 +58,18 @@ CREATE TABLE image_layers (
     PRIMARY KEY (image, position)
 ) WITHOUT ROWID;
 CREATE INDEX image_layers_by_diff_id ON image_layers (diff_id);
+CREATE TABLE retired_images (
+    name            TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    platform        TEXT NOT NULL,
+    published_at    INTEGER NOT NULL,
+    retired_at      INTEGER NOT NULL,
+    reason          TEXT NOT NULL,
+    flat_path       TEXT NOT NULL,
+    flat_catalog    TEXT NOT NULL,
+    layers          TEXT NOT NULL,
+    PRIMARY KEY (name, manifest_digest)
+) WITHOUT ROWID;
 ";
 
 /// `entries.flags` bit: a directory the layer's tar did not contain but its

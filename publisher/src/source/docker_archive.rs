@@ -156,6 +156,7 @@ impl DockerArchiveSource {
             config: config_bytes,
             platform,
             layers,
+            placement: None,
         };
         Ok(DockerArchiveSource {
             file: file.to_owned(),

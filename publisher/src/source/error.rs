@@ -16,6 +16,10 @@ use super::digest::Digest;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
+    /// The registry failed or refused (names the reference and the object).
+    #[error(transparent)]
+    Registry(#[from] stratum_registry::RegistryError),
+
     /// The source spec string could not be parsed.
     #[error("invalid image source {spec:?}: {reason}")]
     InvalidSpec {

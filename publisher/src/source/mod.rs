@@ -5,7 +5,8 @@
 //! * `oci:DIR[:TAG]`: an OCI image layout directory ([`oci_layout`]);
 //! * `docker-archive:FILE`: a `docker save` / `skopeo copy … docker-archive:`
 //!   tarball ([`docker_archive`]);
-//! * `docker://…` (a registry) is recognised but not supported yet.
+//! * `docker://HOST[:PORT]/REPO[:TAG|@sha256:…]`: an image in an OCI
+//!   registry ([`registry`]), which may resolve to one image per platform.
 //!
 //! [`open`] resolves the spec to one image ([`ResolvedImage`]): its exact
 //! manifest and config bytes (both verified against their digests), its
@@ -21,16 +22,21 @@ pub mod digest;
 pub mod docker_archive;
 pub mod error;
 pub mod oci_layout;
+pub mod registry;
 mod spec;
 pub mod stream;
 mod verify;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+
+use stratum_registry::{Reference, Registry};
 
 pub use digest::{Digest, Sha256};
 pub use error::SourceError;
+pub use registry::PlatformSelection;
 pub use stream::{LayerStats, LayerStream};
 
 /// Largest manifest, index, config or `manifest.json` read into memory.
@@ -97,6 +103,29 @@ pub struct ResolvedImage {
     pub platform: String,
     /// The layers, base first.
     pub layers: Vec<LayerDescriptor>,
+    /// Set when this is one of several platforms published from one index.
+    pub placement: Option<PlatformPlacement>,
+}
+
+/// Where one platform of a multi-platform index goes under `/images`: every
+/// platform is published as `NAME:TAG+<slug>`, and the primary one (the
+/// publishing host's platform if chosen, else the first) as `NAME:TAG` too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlatformPlacement {
+    /// `os-arch[-variant]`, e.g. `linux-arm64`.
+    pub slug: String,
+    pub primary: bool,
+}
+
+impl ResolvedImage {
+    /// The names to publish this image under, given its base `NAME:TAG`.
+    pub fn names(&self, base: &str) -> Vec<String> {
+        match &self.placement {
+            None => vec![base.to_owned()],
+            Some(p) if p.primary => vec![base.to_owned(), format!("{base}+{}", p.slug)],
+            Some(p) => vec![format!("{base}+{}", p.slug)],
+        }
+    }
 }
 
 /// A parsed source spec.
@@ -114,14 +143,19 @@ pub enum SourceRef {
         /// The archive file.
         file: PathBuf,
     },
+    /// `docker://HOST[:PORT]/REPO[:TAG|@sha256:…]`.
+    Registry {
+        /// The image reference.
+        reference: Reference,
+    },
 }
 
 /// What a spec may look like, for error messages.
-const SPEC_FORMS: &str = "expected oci:DIR[:TAG] or docker-archive:FILE";
+const SPEC_FORMS: &str =
+    "expected oci:DIR[:TAG], docker-archive:FILE or docker://HOST[:PORT]/REPO[:TAG|@sha256:…]";
 
 /// Transports that other tools accept but this version does not read.
-const LATER_TRANSPORTS: [&str; 6] = [
-    "docker://",
+const LATER_TRANSPORTS: [&str; 5] = [
     "oci-archive:",
     "docker-daemon:",
     "containers-storage:",
@@ -166,6 +200,10 @@ impl SourceRef {
                 file: PathBuf::from(file),
             });
         }
+        if spec.starts_with("docker://") {
+            let reference = Reference::parse(spec).map_err(|e| invalid(&e.to_string()))?;
+            return Ok(SourceRef::Registry { reference });
+        }
         if let Some(transport) = LATER_TRANSPORTS.iter().find(|t| spec.starts_with(**t)) {
             return Err(SourceError::NotSupported {
                 spec: spec.to_owned(),
@@ -194,6 +232,7 @@ impl fmt::Display for SourceRef {
             }
             SourceRef::OciLayout { dir, tag: None } => write!(f, "oci:{}", dir.display()),
             SourceRef::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
+            SourceRef::Registry { reference } => write!(f, "{reference}"),
         }
     }
 }
@@ -209,6 +248,47 @@ pub trait ImageSource: Send + Sync {
     /// against `layer.diff_id`. `layer` must be one of
     /// `self.image().layers`.
     fn open_layer(&self, layer: &LayerDescriptor) -> Result<LayerStream, SourceError>;
+
+    /// Told which layers will be opened, in order, before the first is: a
+    /// remote source starts fetching ahead into `spool_dir`. Local sources
+    /// need nothing.
+    fn prepare(&self, _needed: &[LayerDescriptor], _spool_dir: &Path) {}
+}
+
+/// What opening a source may need beyond its spec.
+#[derive(Clone, Default)]
+pub struct SourceContext {
+    /// The registry client, for `docker://` sources.
+    pub registry: Option<Arc<Registry>>,
+    /// Which platforms of an index to publish (registry sources).
+    pub platforms: PlatformSelection,
+}
+
+/// Opens `spec` as one or more images (one per selected platform of a
+/// registry index; local sources always give one).
+pub fn open_all(
+    spec: &SourceRef,
+    original: &str,
+    ctx: &SourceContext,
+) -> Result<Vec<Box<dyn ImageSource>>, SourceError> {
+    match spec {
+        SourceRef::Registry { reference } => {
+            let registry = ctx
+                .registry
+                .as_ref()
+                .ok_or_else(|| SourceError::InvalidSpec {
+                    spec: original.to_owned(),
+                    reason: "internal: no registry client configured".into(),
+                })?;
+            Ok(
+                registry::open_all(registry, reference, original, &ctx.platforms)?
+                    .into_iter()
+                    .map(|s| Box::new(s) as Box<dyn ImageSource>)
+                    .collect(),
+            )
+        }
+        other => Ok(vec![open(other, original)?]),
+    }
 }
 
 /// Opens `spec`; `original` is the spec string as the user gave it (used in
@@ -222,6 +302,15 @@ pub fn open(spec: &SourceRef, original: &str) -> Result<Box<dyn ImageSource>, So
         )?),
         SourceRef::DockerArchive { file } => {
             Box::new(docker_archive::DockerArchiveSource::open(file, original)?)
+        }
+        SourceRef::Registry { .. } => {
+            let registry = Arc::new(Registry::new(stratum_registry::RegistryConfig::default())?);
+            let ctx = SourceContext {
+                registry: Some(registry),
+                platforms: PlatformSelection::Host,
+            };
+            let mut all = open_all(spec, original, &ctx)?;
+            all.swap_remove(0)
         }
     })
 }
@@ -295,9 +384,12 @@ mod tests {
                 file: PathBuf::from("/a/b.tar")
             }
         );
-        let e = SourceRef::parse("docker://busybox:latest").unwrap_err();
+        let e = SourceRef::parse("oci-archive:/x.tar").unwrap_err();
         assert!(matches!(e, SourceError::NotSupported { .. }));
         assert!(e.to_string().contains("not supported yet"), "{e}");
+        let r = SourceRef::parse("docker://127.0.0.1:5000/app:1").unwrap();
+        assert_eq!(r.to_string(), "docker://127.0.0.1:5000/app:1");
+        assert!(SourceRef::parse("docker://UPPER/x").is_err());
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl OciLayoutSource {
             config: config_bytes,
             platform,
             layers,
+            placement: None,
         };
         Ok(OciLayoutSource {
             dir: dir.to_owned(),
