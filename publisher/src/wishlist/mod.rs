@@ -1,0 +1,734 @@
+//! The wishlist: the YAML file that `stratum sync` reads. It names the
+//! repository, the signing key, the registry images to keep published (with
+//! their platforms), per-registry settings and where thin images go.
+//! `docs/WISHLIST.md` is the normative description; this module parses and
+//! validates it, and owns the pieces the sync needs without the network:
+//! [`ImageRef`] (`docker://HOST[:PORT]/REPO[:TAG|@sha256:HEX]`), tag globs
+//! ([`glob_matches`]), the default publish name and [`ThinPattern`].
+//!
+//! Every check happens in [`Wishlist::parse`], so a wishlist that loads can
+//! be synced without a late surprise from its own text. Errors name the field
+//! and the entry (`images[3].source: …`) and, where known, the line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::names::ImageName;
+
+/// The only wishlist `version` this code reads.
+pub const WISHLIST_VERSION: u64 = 1;
+
+/// Where the wishlist text came from, when it was not read from a file.
+const UNNAMED: &str = "wishlist";
+
+/// The default event log's suffix, after the wishlist file's stem.
+pub const EVENT_LOG_SUFFIX: &str = ".events.jsonl";
+
+// ---------------------------------------------------------------- errors
+
+/// Everything that can be wrong with a wishlist, a reference, a platform or
+/// a thin-image pattern.
+#[derive(Debug, thiserror::Error)]
+pub enum WishlistError {
+    #[error("cannot read the wishlist {path}: {error}")]
+    Read {
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
+    /// Not YAML, or not the wishlist's shape (unknown or missing field, wrong
+    /// type): the message of the YAML reader, which carries the line.
+    #[error("{origin}{}{}: {message}", at_line(*.line), at_line(*.column))]
+    Yaml {
+        origin: String,
+        line: Option<u64>,
+        column: Option<u64>,
+        message: String,
+    },
+    /// A field whose value is wrong. `field` is its path, e.g.
+    /// `images[3].source` or `registries."host:5000".ca_file`.
+    #[error("{origin}{}: {field}: {reason}", at_line(*.line))]
+    Field {
+        origin: String,
+        line: Option<u64>,
+        field: String,
+        reason: String,
+    },
+    /// Two entries that would publish (or push) the same name.
+    #[error("{origin}{}: {field} conflicts with {other}: {reason}", at_line(*.line))]
+    Conflict {
+        origin: String,
+        line: Option<u64>,
+        field: String,
+        other: String,
+        reason: String,
+    },
+    #[error("invalid image reference {reference:?}: {reason}")]
+    Reference { reference: String, reason: String },
+    #[error("invalid platform {platform:?}: {reason}")]
+    Platform { platform: String, reason: String },
+    #[error("invalid thin-image pattern {pattern:?}: {reason}")]
+    Pattern { pattern: String, reason: String },
+}
+
+fn at_line(n: Option<u64>) -> String {
+    n.map(|n| format!(":{n}")).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- the wishlist
+
+/// A loaded and validated wishlist. Paths are absolute when the wishlist was
+/// loaded from a file given by an absolute path (they are joined onto the
+/// wishlist's directory otherwise).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wishlist {
+    /// The file it was read from, or `wishlist` when parsed from text.
+    pub origin: String,
+    pub repository: PathBuf,
+    pub signing_key: PathBuf,
+    /// The default platforms of the inputs (already applied to each input's
+    /// [`Input::platforms`]; kept for reports).
+    pub platforms: Platforms,
+    /// Per-registry settings, by `host[:port]`.
+    pub registries: BTreeMap<String, RegistrySettings>,
+    pub thin_images: Option<ThinImages>,
+    pub event_log: PathBuf,
+    pub images: Vec<Input>,
+}
+
+/// Settings for one registry host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Plain HTTP instead of HTTPS.
+    #[serde(default)]
+    pub insecure: bool,
+    /// A PEM file of CA certificates trusted for this registry (in addition
+    /// to the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The environment variables that hold the user name and password (or
+    /// token). Either both or neither.
+    #[serde(default)]
+    pub username_env: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// Where and under which name sync pushes thin images.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThinImages {
+    pub pattern: ThinPattern,
+}
+
+/// One entry of `images`, with the defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    /// Its index in `images`, for messages (`images[3]`).
+    pub index: usize,
+    pub source: ImageRef,
+    pub platforms: Platforms,
+    /// The repository name it is published under (below `/images`): the
+    /// `name` field without its tag, or `<host[:port]>/<repo>`.
+    pub name: String,
+    /// The tag from `name: REPO:TAG`, which replaces the source's tag.
+    pub tag: Option<String>,
+}
+
+impl Input {
+    /// `images[N]`, as used in messages.
+    pub fn label(&self) -> String {
+        format!("images[{}]", self.index)
+    }
+
+    /// Whether the source tag is a glob, to expand through the registry's
+    /// tag list.
+    pub fn is_glob(&self) -> bool {
+        self.source.is_glob()
+    }
+
+    /// The tag this input publishes when it is not a glob: the `name`
+    /// field's tag, else the source tag, else `sha256-<hex>` for a source
+    /// pinned by digest. `None` for a glob.
+    pub fn publish_tag(&self) -> Option<String> {
+        if let Some(t) = &self.tag {
+            return Some(t.clone());
+        }
+        match &self.source.target {
+            Target::Tag(t) => Some(t.clone()),
+            Target::Glob(_) => None,
+            Target::Digest(d) => Some(digest_tag(d)),
+        }
+    }
+
+    /// The name a non-glob input publishes, `NAME:TAG`. `None` for a glob
+    /// (use [`Input::publish_name_for`] with each tag it expands to).
+    pub fn publish_name(&self) -> Option<ImageName> {
+        let tag = self.publish_tag()?;
+        ImageName::parse(&format!("{}:{tag}", self.name)).ok()
+    }
+
+    /// The name published for source tag `tag` (a tag a glob expanded to,
+    /// or the input's own tag): `NAME:tag`, or `NAME:<the name's tag>` if
+    /// the `name` field gave one. Fails if `tag` is not a valid tag or the
+    /// input does not select it.
+    pub fn publish_name_for(&self, tag: &str) -> Result<ImageName, WishlistError> {
+        if let Err(reason) = check_tag(tag) {
+            return Err(WishlistError::Reference {
+                reference: self.source.with_tag(tag).to_string(),
+                reason,
+            });
+        }
+        if !self.selects_tag(tag) {
+            return Err(WishlistError::Reference {
+                reference: self.source.with_tag(tag).to_string(),
+                reason: format!("{} does not select tag {tag:?}", self.label()),
+            });
+        }
+        let tag = self.tag.as_deref().unwrap_or(tag);
+        ImageName::parse(&format!("{}:{tag}", self.name)).map_err(|e| WishlistError::Reference {
+            reference: self.source.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Whether this input selects source tag `tag`: the glob matches it or
+    /// it is the input's tag. A digest-pinned input selects no tag.
+    pub fn selects_tag(&self, tag: &str) -> bool {
+        match &self.source.target {
+            Target::Tag(t) => t == tag,
+            Target::Glob(g) => glob_matches(g, tag),
+            Target::Digest(_) => false,
+        }
+    }
+
+    /// The tags this input may publish, as a pattern for conflict checks.
+    fn publish_tag_pattern(&self) -> String {
+        match (&self.tag, &self.source.target) {
+            (Some(t), _) => t.clone(),
+            (None, Target::Tag(t) | Target::Glob(t)) => t.clone(),
+            (None, Target::Digest(d)) => digest_tag(d),
+        }
+    }
+}
+
+/// `sha256-<hex>`: the tag a digest-pinned input publishes by default.
+pub fn digest_tag(digest: &str) -> String {
+    digest.replacen(':', "-", 1)
+}
+
+impl Wishlist {
+    /// Reads, parses and validates the wishlist at `path`. Relative paths in
+    /// it are resolved against the file's directory; the default event log
+    /// is `<stem>.events.jsonl` beside it.
+    pub fn load(path: impl AsRef<Path>) -> Result<Wishlist, WishlistError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|error| WishlistError::Read {
+            path: path.display().to_string(),
+            error,
+        })?;
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| UNNAMED.to_owned());
+        parse_inner(&text, &base, &path.display().to_string(), &stem)
+    }
+
+    /// Parses and validates wishlist text. Relative paths are resolved
+    /// against `base_dir`; the default event log is
+    /// `base_dir/wishlist.events.jsonl`.
+    pub fn parse(text: &str, base_dir: impl AsRef<Path>) -> Result<Wishlist, WishlistError> {
+        parse_inner(text, base_dir.as_ref(), UNNAMED, UNNAMED)
+    }
+
+    /// The settings for registry `host` (`host[:port]`), if any.
+    pub fn registry(&self, host: &str) -> Option<&RegistrySettings> {
+        self.registries.get(host)
+    }
+}
+
+// ---------------------------------------------------------------- raw YAML shape
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWishlist {
+    version: Spanned<u64>,
+    repository: PathBuf,
+    signing_key: PathBuf,
+    #[serde(default)]
+    platforms: Option<Spanned<RawPlatforms>>,
+    #[serde(default)]
+    registries: BTreeMap<String, RegistrySettings>,
+    #[serde(default)]
+    thin_images: Option<RawThin>,
+    #[serde(default)]
+    event_log: Option<PathBuf>,
+    images: Vec<Spanned<RawImage>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThin {
+    pattern: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImageEntry {
+    source: String,
+    #[serde(default)]
+    platforms: Option<RawPlatforms>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// An `images` entry: a reference string, or a map.
+enum RawImage {
+    Plain(String),
+    Full(RawImageEntry),
+}
+
+impl<'de> Deserialize<'de> for RawImage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawImage;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an image reference (docker://HOST/REPO:TAG) or a map with `source`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawImage, E> {
+                Ok(RawImage::Plain(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawImage, A::Error> {
+                RawImageEntry::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawImage::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `platforms`: a list of `os/arch[/variant]`, or one such string, or `all`.
+struct RawPlatforms(Vec<String>);
+
+impl<'de> Deserialize<'de> for RawPlatforms {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawPlatforms;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of platforms (os/arch[/variant]) or `all`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPlatforms, E> {
+                Ok(RawPlatforms(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawPlatforms, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(RawPlatforms(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------- parse + validate
+
+struct Ctx<'a> {
+    origin: &'a str,
+}
+
+impl Ctx<'_> {
+    fn field(
+        &self,
+        line: Option<u64>,
+        field: impl Into<String>,
+        reason: impl fmt::Display,
+    ) -> WishlistError {
+        WishlistError::Field {
+            origin: self.origin.to_owned(),
+            line,
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The YAML reader's error, as `ORIGIN:LINE:COLUMN: MESSAGE (in "LINE TEXT")`:
+/// type errors do not name the field, the quoted line does.
+fn yaml_error(origin: &str, text: &str, e: &serde_saphyr::Error) -> WishlistError {
+    let loc = e.location();
+    let line = loc.map(|l| l.line()).filter(|&l| l > 0);
+    let column = loc.map(|l| l.column()).filter(|&c| c > 0);
+    let mut message = e.to_string();
+    // A hint for the programmer, not for whoever edits the wishlist.
+    if let Some(i) = message.find(", set DuplicateKeyPolicy") {
+        let rest = message[i..]
+            .find(" at line ")
+            .map(|j| message[i + j..].to_owned());
+        message.truncate(i);
+        message.push_str(&rest.unwrap_or_default());
+    }
+    if let (Some(l), Some(c)) = (line, column) {
+        if let Some(m) = message.strip_suffix(&format!(" at line {l}, column {c}")) {
+            message = m.to_owned();
+        }
+        let src = usize::try_from(l - 1)
+            .ok()
+            .and_then(|i| text.lines().nth(i))
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        if let Some(src) = src {
+            let src: String = src.chars().take(80).collect();
+            message = format!("{message} (in {src:?})");
+        }
+    }
+    WishlistError::Yaml {
+        origin: origin.to_owned(),
+        line,
+        column,
+        message,
+    }
+}
+
+fn line_of<T>(s: &Spanned<T>) -> Option<u64> {
+    let l = s.referenced.line();
+    (l > 0).then_some(l)
+}
+
+fn parse_inner(
+    text: &str,
+    base: &Path,
+    origin: &str,
+    stem: &str,
+) -> Result<Wishlist, WishlistError> {
+    let options = serde_saphyr::options! { with_snippet: false };
+    let raw: RawWishlist = serde_saphyr::from_str_with_options(text, options)
+        .map_err(|e| yaml_error(origin, text, &e))?;
+    let cx = Ctx { origin };
+
+    if raw.version.value != WISHLIST_VERSION {
+        return Err(cx.field(
+            line_of(&raw.version),
+            "version",
+            format!(
+                "unsupported wishlist version {}; this stratum reads version {WISHLIST_VERSION}",
+                raw.version.value
+            ),
+        ));
+    }
+    let resolve = |field: &str, p: &Path| -> Result<PathBuf, WishlistError> {
+        if p.as_os_str().is_empty() {
+            return Err(cx.field(None, field, "must not be empty"));
+        }
+        Ok(base.join(p))
+    };
+    let repository = resolve("repository", &raw.repository)?;
+    let signing_key = resolve("signing_key", &raw.signing_key)?;
+    let event_log = match &raw.event_log {
+        Some(p) => resolve("event_log", p)?,
+        None => base.join(format!("{stem}{EVENT_LOG_SUFFIX}")),
+    };
+
+    let platforms = match &raw.platforms {
+        Some(p) => parse_platforms(&p.value).map_err(|r| cx.field(line_of(p), "platforms", r))?,
+        None => Platforms::List(vec![Platform::host()]),
+    };
+
+    let mut registries = BTreeMap::new();
+    for (host, settings) in raw.registries {
+        let field = format!("registries.{host:?}");
+        check_host(&host).map_err(|r| cx.field(None, &field, r))?;
+        let mut s = settings;
+        if let Some(ca) = &s.ca_file {
+            if s.insecure {
+                return Err(cx.field(
+                    None,
+                    &field,
+                    "`insecure` (plain HTTP) and `ca_file` (TLS) exclude each other",
+                ));
+            }
+            s.ca_file = Some(resolve(&format!("{field}.ca_file"), ca)?);
+        }
+        for (key, var) in [
+            ("username_env", &s.username_env),
+            ("password_env", &s.password_env),
+        ] {
+            if let Some(v) = var {
+                check_env_name(v).map_err(|r| cx.field(None, format!("{field}.{key}"), r))?;
+            }
+        }
+        if s.username_env.is_some() != s.password_env.is_some() {
+            return Err(cx.field(
+                None,
+                &field,
+                "give both `username_env` and `password_env`, or neither",
+            ));
+        }
+        registries.insert(host, s);
+    }
+
+    let mut images = Vec::with_capacity(raw.images.len());
+    for (index, entry) in raw.images.iter().enumerate() {
+        images.push(parse_input(&cx, index, entry, &platforms)?);
+    }
+    check_conflicts(&cx, &raw.images, &images)?;
+
+    let thin_images = match &raw.thin_images {
+        Some(t) => {
+            let line = line_of(&t.pattern);
+            let pattern = ThinPattern::parse(&t.pattern.value)
+                .map_err(|e| cx.field(line, "thin_images.pattern", e))?;
+            check_thin_targets(&cx, line, &pattern, &images)?;
+            Some(ThinImages { pattern })
+        }
+        None => None,
+    };
+
+    Ok(Wishlist {
+        origin: origin.to_owned(),
+        repository,
+        signing_key,
+        platforms,
+        registries,
+        thin_images,
+        event_log,
+        images,
+    })
+}
+
+fn parse_input(
+    cx: &Ctx,
+    index: usize,
+    entry: &Spanned<RawImage>,
+    defaults: &Platforms,
+) -> Result<Input, WishlistError> {
+    let line = line_of(entry);
+    let (source_text, platforms, name, prefix) = match &entry.value {
+        RawImage::Plain(s) => (s, None, None, format!("images[{index}]")),
+        RawImage::Full(e) => (
+            &e.source,
+            e.platforms.as_ref(),
+            e.name.as_deref(),
+            format!("images[{index}].source"),
+        ),
+    };
+    let has_name = name.is_some();
+    let source = ImageRef::parse(source_text).map_err(|e| cx.field(line, &prefix, e))?;
+    let platforms = match platforms {
+        Some(p) => parse_platforms(p)
+            .map_err(|r| cx.field(line, format!("images[{index}].platforms"), r))?,
+        None => defaults.clone(),
+    };
+    let (name, tag) = match name {
+        None => (source.default_name(), None),
+        Some(n) => {
+            let field = format!("images[{index}].name");
+            let (repo, tag) = split_name(n);
+            if let Some(t) = tag {
+                if source.is_glob() {
+                    return Err(cx.field(
+                        line,
+                        field,
+                        format!(
+                            "{n:?} fixes the tag, but the source selects many tags ({}); \
+                             give the name without a tag",
+                            source
+                        ),
+                    ));
+                }
+                check_tag(t).map_err(|r| cx.field(line, &field, r))?;
+            }
+            (repo.to_owned(), tag.map(str::to_owned))
+        }
+    };
+    let input = Input {
+        index,
+        source,
+        platforms,
+        name,
+        tag,
+    };
+    // The published name must be a valid `/images` name. For a glob, check
+    // the repository part with a stand-in tag.
+    let tag = input.publish_tag().unwrap_or_else(|| "t".to_owned());
+    let field = if has_name {
+        format!("images[{index}].name")
+    } else {
+        prefix
+    };
+    ImageName::parse(&format!("{}:{tag}", input.name)).map_err(|e| cx.field(line, field, e))?;
+    Ok(input)
+}
+
+/// Splits `REPO[:TAG]` the way `/images` names are split: a `:` after the
+/// last `/` starts the tag (a `:` before it is a registry port).
+fn split_name(n: &str) -> (&str, Option<&str>) {
+    match n.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r, Some(t)),
+        _ => (n, None),
+    }
+}
+
+/// Two inputs whose names could publish the same `NAME:TAG`.
+fn check_conflicts(
+    cx: &Ctx,
+    raw: &[Spanned<RawImage>],
+    inputs: &[Input],
+) -> Result<(), WishlistError> {
+    for (j, b) in inputs.iter().enumerate() {
+        for a in &inputs[..j] {
+            if a.name != b.name {
+                continue;
+            }
+            let (pa, pb) = (a.publish_tag_pattern(), b.publish_tag_pattern());
+            if globs_overlap(&pa, &pb) {
+                let reason = if a.is_glob() || b.is_glob() {
+                    format!(
+                        "both may publish under {}: tags {pa:?} and {pb:?} overlap",
+                        b.name
+                    )
+                } else {
+                    format!("both publish {}:{pb}", b.name)
+                };
+                return Err(WishlistError::Conflict {
+                    origin: cx.origin.to_owned(),
+                    line: raw.get(j).and_then(line_of),
+                    field: b.label(),
+                    other: a.label(),
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pattern must render every input to a valid, distinct thin-image
+/// reference. Each input is rendered with its own registry, repository,
+/// name, tag (a stand-in for a glob) and platforms; digests are stand-ins.
+fn check_thin_targets(
+    cx: &Ctx,
+    line: Option<u64>,
+    pattern: &ThinPattern,
+    inputs: &[Input],
+) -> Result<(), WishlistError> {
+    const STAND_IN_DIGEST: &str =
+        "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for input in inputs {
+        let tag = input.publish_tag().unwrap_or_else(|| "1.0".to_owned());
+        let platforms: Vec<String> = match &input.platforms {
+            Platforms::All => vec!["linux/amd64".to_owned()],
+            Platforms::List(l) => l.iter().map(Platform::to_string).collect(),
+        };
+        for platform in &platforms {
+            let vars = ThinVars {
+                registry: &input.source.host,
+                repository: &input.source.repository,
+                name: &input.name,
+                tag: &tag,
+                digest: STAND_IN_DIGEST,
+                platform,
+            };
+            let rendered = pattern.render(&vars);
+            pattern.check_rendered(&rendered).map_err(|r| {
+                cx.field(
+                    line,
+                    "thin_images.pattern",
+                    format!("for {}: {r}", input.label()),
+                )
+            })?;
+            // Distinct inputs must not push to the same place (globs and
+            // digest placeholders make names distinct per image at run time).
+            if input.is_glob() || pattern.uses_digest() {
+                continue;
+            }
+            if let Some(&other) = seen.get(&rendered) {
+                if other != input.index {
+                    return Err(WishlistError::Conflict {
+                        origin: cx.origin.to_owned(),
+                        line,
+                        field: input.label(),
+                        other: format!("images[{other}]"),
+                        reason: format!("thin_images.pattern pushes both to {rendered}"),
+                    });
+                }
+            }
+            seen.insert(rendered, input.index);
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- platforms
+
+/// Which platforms of an image to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Platforms {
+    /// Every platform in the image index (`all`).
+    All,
+    /// These platforms (never empty, no duplicates).
+    List(Vec<Platform>),
+}
+
+impl fmt::Display for Platforms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Platforms::All => f.write_str("all"),
+            Platforms::List(l) => {
+                for (i, p) in l.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn parse_platforms(raw: &RawPlatforms) -> Result<Platforms, String> {
+    if raw.0.is_empty() {
+        return Err("the list is empty (leave the field out for the default)".to_owned());
+    }
+    if raw.0.iter().any(|p| p == "all") {
+        if raw.0.len() > 1 {
+            return Err("`all` stands alone: it already means every platform".to_owned());
+        }
+        return Ok(Platforms::All);
+    }
+    let mut out: Vec<Platform> = Vec::with_capacity(raw.0.len());
+    for s in &raw.0 {
+        let p = s.parse::<Platform>().map_err(|e| e.to_string())?;
+        if out.contains(&p) {
+            return Err(format!("{p} is listed twice"));
+        }
+        out.push(p);
+    }
+    Ok(Platforms::List(out))
+}
+
+/// An OCI platform, `os/architecture[/variant]`, e.g. `linux/arm/v7`.
+pub use stratum_registry::Platform;
+
+mod pattern;
+mod reference;
+#[cfg(test)]
+mod tests;
+
+pub use pattern::{ThinPattern, ThinVars, THIN_PLACEHOLDERS};
+use reference::{check_env_name, check_host, check_tag, globs_overlap};
+pub use reference::{glob_matches, ImageRef, Target, SCHEME};
