@@ -67,6 +67,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             &repo, &key, sources, as_name, json, platforms, registry, thin,
         ),
         Command::Thin(args) => crate::thin::run(args),
+        Command::Sync(args) => crate::sync::run(args),
         Command::Images { repo, json, pubkey } => images(&repo, pubkey, json),
         Command::Info { repo, json, pubkey } => info(&repo, pubkey, json),
         Command::Ls {

@@ -12,6 +12,7 @@ mod mount;
 mod progress;
 mod registry_args;
 mod serve;
+mod sync;
 mod thin;
 
 #[derive(Parser)]
@@ -209,6 +210,15 @@ enum Command {
     /// repository's public-key fingerprint, and names the URLs nodes fetch the repository from.
     /// Written to stdout unless -o is given.
     Thin(thin::ThinArgs),
+    /// Keep a repository in sync with a wishlist of registry images (docs/WISHLIST.md).
+    ///
+    /// Tag globs are expanded through the registries' tag lists; every image whose tag
+    /// moved is published, every unchanged one costs one manifest request and no blob;
+    /// images dropped from the wishlist are unlinked from /images (their trees stay until
+    /// garbage collection). One signed revision per sync, however many images changed.
+    /// One failing image does not stop the others; the exit status is 1 if any failed.
+    /// Every action is appended to the wishlist's JSON-lines event log.
+    Sync(sync::SyncArgs),
     /// Materialize an image's flat rootfs, or any subtree, into DEST.
     ///
     /// From a local repository, or over HTTP(S) from its URL through the node's verified cache

@@ -9,6 +9,8 @@ pub enum PublishError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Repository(#[from] stratum_catalog::Error),
+    #[error(transparent)]
+    Registry(#[from] stratum_registry::RegistryError),
     #[error("{image}: layer {layer} ({diff_id}): entry {path:?}: {reason}")]
     Entry {
         image: String,

@@ -17,6 +17,7 @@ pub mod objects;
 pub mod publish;
 pub mod repo;
 pub mod source;
+pub mod sync;
 mod tree;
 pub mod wishlist;
 

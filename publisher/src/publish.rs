@@ -121,6 +121,22 @@ pub struct Transaction<'r> {
     objects: ObjectWriter,
     ts: u64,
     changed: bool,
+    done: bool,
+}
+
+impl Drop for Transaction<'_> {
+    /// A transaction given up (an error, a dry run) publishes nothing; what
+    /// it wrote is garbage. Once that garbage is durable the repository is
+    /// clean again, so the next writer need not re-verify objects.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let durable = self.objects.flush().is_ok() && self.repo.store().backend().sync().is_ok();
+        if durable {
+            let _ = self.lock.mark_clean();
+        }
+    }
 }
 
 impl<'r> Transaction<'r> {
@@ -148,6 +164,7 @@ impl<'r> Transaction<'r> {
             objects,
             ts,
             changed: false,
+            done: false,
         })
     }
 
@@ -202,13 +219,19 @@ impl<'r> Transaction<'r> {
     /// Signs and publishes the new revision if anything changed; returns
     /// the current revision and whether it is new.
     pub fn commit(mut self, key: &SigningKey) -> Result<(u64, bool)> {
+        self.done = true;
         let store = self.repo.store();
         if !self.changed {
+            self.objects.flush()?;
             store.backend().sync()?;
             self.lock.mark_clean()?;
             return Ok((self.current.revision, false));
         }
-        let root = self.ns.write(store, &mut self.objects)?;
+        let ns = std::mem::replace(
+            &mut self.ns,
+            NamespaceWriter::empty(self.repo.tmp_dir(), self.ts),
+        );
+        let root = ns.write(store, &mut self.objects)?;
         let manifest = Manifest::new(
             &self.current.name,
             self.current.revision + 1,

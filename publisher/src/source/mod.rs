@@ -120,11 +120,16 @@ pub struct PlatformPlacement {
 impl ResolvedImage {
     /// The names to publish this image under, given its base `NAME:TAG`.
     pub fn names(&self, base: &str) -> Vec<String> {
-        match &self.placement {
-            None => vec![base.to_owned()],
-            Some(p) if p.primary => vec![base.to_owned(), format!("{base}+{}", p.slug)],
-            Some(p) => vec![format!("{base}+{}", p.slug)],
-        }
+        image_names(base, self.placement.as_ref())
+    }
+}
+
+/// `NAME:TAG` and/or `NAME:TAG+<slug>` for an image with `placement`.
+pub fn image_names(base: &str, placement: Option<&PlatformPlacement>) -> Vec<String> {
+    match placement {
+        None => vec![base.to_owned()],
+        Some(p) if p.primary => vec![base.to_owned(), format!("{base}+{}", p.slug)],
+        Some(p) => vec![format!("{base}+{}", p.slug)],
     }
 }
 

@@ -49,35 +49,46 @@ pub enum PlatformSelection {
     All,
 }
 
-/// Resolves `reference` to its images, one per selected platform.
-pub fn open_all(
+/// One image a reference resolves to, known by its manifest digest before
+/// anything else is fetched (so an unchanged image costs one request).
+#[derive(Clone, Debug)]
+pub struct ResolvedManifest {
+    /// The reference pinned to this manifest's digest.
+    pub reference: Reference,
+    pub digest: Digest,
+    /// Set when one of several platforms of an index.
+    pub placement: Option<PlatformPlacement>,
+    /// The platform the index declares for it (`None` for a plain manifest:
+    /// its config tells, once opened).
+    pub platform: Option<Platform>,
+    /// The default `NAME:TAG` to publish under.
+    pub default_name: String,
+    size: u64,
+    /// The manifest bytes, when the reference named the manifest itself.
+    bytes: Option<Vec<u8>>,
+}
+
+/// Resolves `reference` to one manifest per selected platform, fetching
+/// only the manifest or index it names (and nested indexes).
+pub fn resolve(
     registry: &Arc<Registry>,
     reference: &Reference,
     original: &str,
     platforms: &PlatformSelection,
-) -> Result<Vec<RegistrySource>, SourceError> {
+) -> Result<Vec<ResolvedManifest>, SourceError> {
     let raw = registry.manifest(reference)?;
     let kind = spec::kind_of(&raw.media_type).or_else(|| guess_kind(&raw.bytes));
-    let base_name = default_name(reference);
+    let default_name = default_name(reference);
     match kind {
-        Some(Kind::Manifest) => {
-            let pinned = reference.with_digest(&raw.digest);
-            let src = RegistrySource::from_manifest(registry, &pinned, original, raw.bytes, None)?;
-            if let PlatformSelection::List(wanted) = platforms {
-                let have: Platform = src.image.platform.parse().map_err(SourceError::from)?;
-                if !wanted.iter().any(|w| w.matches(&have)) {
-                    return Err(SourceError::PlatformNotFound {
-                        image: original.to_owned(),
-                        index: format!("manifest {}", raw.digest),
-                        wanted: join(wanted),
-                        available: vec![src.image.platform.clone()],
-                    });
-                }
-            }
-            let mut src = src;
-            src.image.default_name = base_name;
-            Ok(vec![src])
-        }
+        Some(Kind::Manifest) => Ok(vec![ResolvedManifest {
+            reference: reference.with_digest(&raw.digest),
+            digest: Digest::of(&raw.bytes),
+            placement: None,
+            platform: None,
+            default_name,
+            size: raw.bytes.len() as u64,
+            bytes: Some(raw.bytes),
+        }]),
         Some(Kind::Index) => {
             let mut entries = Vec::new();
             let mut seen = HashSet::new();
@@ -94,28 +105,22 @@ pub fn open_all(
             let chosen = choose(original, &raw.digest, &entries, platforms)?;
             let primary = primary_of(&chosen);
             let many = chosen.len() > 1;
-            let mut out = Vec::new();
-            for (i, e) in chosen.iter().enumerate() {
-                let pinned = reference.with_digest(&e.digest.to_string());
-                let m = registry.manifest(&pinned)?;
-                if m.bytes.len() as u64 != e.size {
-                    return Err(SourceError::SizeMismatch {
-                        image: original.to_owned(),
-                        what: format!("manifest {}", e.digest),
-                        expected: e.size,
-                        actual: m.bytes.len() as u64,
-                    });
-                }
-                let placement = many.then(|| PlatformPlacement {
-                    slug: e.platform.slug(),
-                    primary: i == primary,
-                });
-                let mut src =
-                    RegistrySource::from_manifest(registry, &pinned, original, m.bytes, placement)?;
-                src.image.default_name = base_name.clone();
-                out.push(src);
-            }
-            Ok(out)
+            Ok(chosen
+                .iter()
+                .enumerate()
+                .map(|(i, e)| ResolvedManifest {
+                    reference: reference.with_digest(&e.digest.to_string()),
+                    digest: e.digest,
+                    placement: many.then(|| PlatformPlacement {
+                        slug: e.platform.slug(),
+                        primary: i == primary,
+                    }),
+                    platform: Some(e.platform.clone()),
+                    default_name: default_name.clone(),
+                    size: e.size,
+                    bytes: None,
+                })
+                .collect())
         }
         None => Err(SourceError::UnsupportedMediaType {
             image: original.to_owned(),
@@ -123,6 +128,64 @@ pub fn open_all(
             media_type: raw.media_type,
         }),
     }
+}
+
+/// Opens a resolved manifest: fetches it (if needed) and its config, and
+/// checks a plain manifest's platform against an explicit selection.
+pub fn open(
+    registry: &Arc<Registry>,
+    resolved: &ResolvedManifest,
+    original: &str,
+    platforms: &PlatformSelection,
+) -> Result<RegistrySource, SourceError> {
+    let bytes = match &resolved.bytes {
+        Some(b) => b.clone(),
+        None => {
+            let m = registry.manifest(&resolved.reference)?;
+            if m.bytes.len() as u64 != resolved.size {
+                return Err(SourceError::SizeMismatch {
+                    image: original.to_owned(),
+                    what: format!("manifest {}", resolved.digest),
+                    expected: resolved.size,
+                    actual: m.bytes.len() as u64,
+                });
+            }
+            m.bytes
+        }
+    };
+    let mut src = RegistrySource::from_manifest(
+        registry,
+        &resolved.reference,
+        original,
+        bytes,
+        resolved.placement.clone(),
+    )?;
+    src.image.default_name = resolved.default_name.clone();
+    if let (None, PlatformSelection::List(wanted)) = (&resolved.platform, platforms) {
+        let have: Platform = src.image.platform.parse().map_err(SourceError::from)?;
+        if !wanted.iter().any(|w| w.matches(&have)) {
+            return Err(SourceError::PlatformNotFound {
+                image: original.to_owned(),
+                index: format!("manifest {}", resolved.digest),
+                wanted: join(wanted),
+                available: vec![src.image.platform.clone()],
+            });
+        }
+    }
+    Ok(src)
+}
+
+/// Resolves `reference` and opens every selected image.
+pub fn open_all(
+    registry: &Arc<Registry>,
+    reference: &Reference,
+    original: &str,
+    platforms: &PlatformSelection,
+) -> Result<Vec<RegistrySource>, SourceError> {
+    resolve(registry, reference, original, platforms)?
+        .iter()
+        .map(|r| open(registry, r, original, platforms))
+        .collect()
 }
 
 /// `HOST[:PORT]/REPO:TAG` (a digest-only reference gets the tag
