@@ -26,7 +26,7 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
     Request,
 };
-use stratum_catalog::catalog::{Catalog, Data, Entry, FileType, ROOT_ID};
+use stratum_catalog::catalog::{Catalog, CatalogKind, Data, Entry, FileType, ROOT_ID};
 use stratum_catalog::ObjectId;
 
 pub use fuser::SessionUnmounter;
@@ -98,6 +98,9 @@ pub struct StratumFs<S: TreeStore> {
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
     uid_gid_override: Option<(u32, u32)>,
+    /// `+os-arch` of this node: `/images/NAME/TAG` shows `TAG+<this>` when
+    /// the image was published for several platforms.
+    platform_suffix: Vec<u8>,
 }
 
 impl<S: TreeStore> StratumFs<S> {
@@ -111,6 +114,7 @@ impl<S: TreeStore> StratumFs<S> {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             uid_gid_override: None,
+            platform_suffix: format!("+{}", stratum_registry::Platform::host().slug()).into_bytes(),
         };
         let mut node = (fs.slot_of(root)?, ROOT_ID);
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
@@ -193,12 +197,34 @@ impl<S: TreeStore> StratumFs<S> {
             return Ok(None);
         };
         match e.nested {
-            None => Ok(Some((s, e))),
+            None => Ok(Some((s, self.platform_alias(&slot, id, e)?))),
             Some(child) => {
                 let cs = self.slot_of(&child)?;
                 let root = self.slot(cs)?.catalog.root()?;
                 Ok(Some((cs, root)))
             }
+        }
+    }
+
+    /// In the `/images` catalog, `TAG` of an image published for several
+    /// platforms stands for `TAG+<this node's platform>` when that exists
+    /// (same name, that entry's inode and target): readers get their
+    /// platform's tree at the name they know. Elsewhere, `e` itself.
+    fn platform_alias(&self, slot: &Slot, parent: i64, e: Entry) -> FsResult<Entry> {
+        if slot.catalog.kind() != CatalogKind::Images
+            || e.file_type() != Some(FileType::Symlink)
+            || e.name.contains(&b'+')
+        {
+            return Ok(e);
+        }
+        let mut alias = e.name.clone();
+        alias.extend_from_slice(&self.platform_suffix);
+        match slot.catalog.lookup(parent, &alias)? {
+            Some(mut a) if a.file_type() == Some(FileType::Symlink) => {
+                a.name = e.name;
+                Ok(a)
+            }
+            _ => Ok(e),
         }
     }
 
@@ -308,7 +334,7 @@ impl<S: TreeStore> StratumFs<S> {
                     root.name = c.name;
                     (cs, root)
                 }
-                None => (s, c),
+                None => (s, self.platform_alias(&slot, e.id, c)?),
             };
             let cslot = self.slot(cs)?;
             let attr = self.attr(self.ino(&cslot, cs, &ce), &ce);
