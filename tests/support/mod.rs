@@ -11,6 +11,9 @@
 //!   (and hostile) images with correct digests.
 //! - [`umoci`]: an image builder over the real `umoci` and `skopeo` tools.
 //! - [`fixtures`]: the generated trees and fixture images used by `tests/oracle.rs`.
+//! - [`registry`]: real OCI registries (Debian's `docker-registry`, plain or
+//!   TLS + basic auth), skopeo pushes, multi-arch image indexes and a
+//!   fault-injecting proxy, for the `docker://` source.
 //! - [`reference`]: a minimal per-layer tree extractor for the harness's own
 //!   self-test of the overlayfs comparison.
 //!
@@ -25,6 +28,7 @@ pub mod fsutil;
 pub mod mount;
 pub mod oci;
 pub mod reference;
+pub mod registry;
 pub mod services;
 pub mod umoci;
 
