@@ -89,6 +89,22 @@ pub fn publish(
     let mut reports = Vec::new();
     for req in requests {
         let spec = SourceRef::parse(&req.source)?;
+        if let (SourceRef::Registry { reference }, Some(registry)) = (&spec, &ctx.registry) {
+            // Resolved first: an image already published under another name
+            // is linked without downloading anything.
+            for rm in source::registry::resolve(registry, reference, &req.source, &ctx.platforms)? {
+                let base = req.name.clone().unwrap_or_else(|| rm.default_name.clone());
+                let names = source::image_names(&base, rm.placement.as_ref());
+                let digest = rm.digest.to_string();
+                if let Some(r) = tx.publish_existing(&names, &digest, &req.source)? {
+                    reports.extend(r);
+                    continue;
+                }
+                let src = source::registry::open(registry, &rm, &req.source, &ctx.platforms)?;
+                reports.extend(tx.publish_source(&src, &base, progress)?);
+            }
+            continue;
+        }
         for src in source::open_all(&spec, &req.source, ctx)? {
             let base = match &req.name {
                 Some(n) => n.clone(),
@@ -214,6 +230,53 @@ impl<'r> Transaction<'r> {
             reports.push(report);
         }
         Ok(reports)
+    }
+
+    /// Points `names` at an image already published (under another name)
+    /// with manifest `digest`, without reading its source: nothing is
+    /// downloaded. `None` when no published image has that manifest.
+    pub fn publish_existing(
+        &mut self,
+        names: &[String],
+        digest: &str,
+        source: &str,
+    ) -> Result<Option<Vec<ImageReport>>> {
+        let Some(existing) = self
+            .ns
+            .images()
+            .find(|r| r.manifest_digest == digest)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let mut reports = Vec::new();
+        for name in names {
+            let name = ImageName::parse(name)?.to_string();
+            let mut report = ImageReport {
+                name: name.clone(),
+                manifest_digest: digest.to_owned(),
+                status: "published".into(),
+                platform: existing.platform.clone(),
+                layers_skipped: existing.layers.len() as u64,
+                ..Default::default()
+            };
+            if self
+                .ns
+                .image(&name)
+                .is_some_and(|r| r.manifest_digest == digest)
+            {
+                report.status = "unchanged".into();
+            } else {
+                let mut record = existing.clone();
+                record.name = name;
+                record.source = source.to_owned();
+                record.published_at = i64::try_from(self.ts).unwrap_or(0);
+                self.ns.set_image(record);
+                self.changed = true;
+            }
+            reports.push(report);
+        }
+        Ok(Some(reports))
     }
 
     /// Signs and publishes the new revision if anything changed; returns

@@ -354,8 +354,14 @@ fn publish_resolved(
     base: &str,
     progress: &dyn Progress,
 ) -> Result<(String, u64, u64, u64)> {
-    let src = registry_source::open(registry, rm, original, sel)?;
-    let reports = tx.publish_source(&src, base, progress)?;
+    let names = image_names(base, rm.placement.as_ref());
+    let reports = match tx.publish_existing(&names, &rm.digest.to_string(), original)? {
+        Some(r) => r,
+        None => {
+            let src = registry_source::open(registry, rm, original, sel)?;
+            tx.publish_source(&src, base, progress)?
+        }
+    };
     let first = reports.first();
     Ok((
         first.map(|r| r.platform.clone()).unwrap_or_default(),
