@@ -31,6 +31,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             quota,
             image,
             allow_other,
+            registry,
         } => crate::mount::mount(crate::mount::MountArgs {
             source,
             mountpoint,
@@ -44,6 +45,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             quota,
             image,
             allow_other,
+            registry,
         }),
         Command::Umount { mountpoint } => crate::mount::umount(&mountpoint),
         Command::Compact {
@@ -53,7 +55,12 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             threads,
             json,
         } => compact(&repo, level, all, threads, json),
-        Command::Init { repo, key, name } => init(&repo, &key, name),
+        Command::Init {
+            repo,
+            key,
+            name,
+            urls,
+        } => init(&repo, &key, name, &urls),
         Command::Publish {
             sources,
             repo,
@@ -87,7 +94,10 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             json,
             pubkey,
             cache,
-        } => pull(&repo, pubkey, image, path, thin, &dest, json, cache),
+            registry,
+        } => pull(
+            &repo, pubkey, image, path, thin, &dest, json, cache, &registry,
+        ),
         Command::Serve {
             repo,
             listen,
@@ -108,7 +118,7 @@ fn keygen(keyfile: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init(repo: &Path, key: &Path, name: Option<String>) -> Result<ExitCode> {
+fn init(repo: &Path, key: &Path, name: Option<String>, urls: &[String]) -> Result<ExitCode> {
     let sk = manifest::load_signing_key(key)?;
     let name = match name {
         Some(n) => n,
@@ -125,9 +135,19 @@ fn init(repo: &Path, key: &Path, name: Option<String>) -> Result<ExitCode> {
         repo.display(),
         m.revision
     );
+    if !urls.is_empty() {
+        crate::thin::write_default_urls(repo, urls).with_context(|| {
+            format!(
+                "the repository is initialized, but recording its URLs in {} failed",
+                repo.join(crate::thin::URLS_FILE).display()
+            )
+        })?;
+        println!("default URLs: {}", urls.join(" "));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn publish(
     repo: &Path,
     key: &Path,
@@ -144,6 +164,7 @@ fn publish(
             sources.len()
         );
     }
+    let thin = thin.resolve_urls(repo)?;
     let sk = manifest::load_signing_key(key)?;
     let r = Repository::open(repo)?;
     let hosts = crate::registry_args::hosts_of(&sources);
@@ -449,6 +470,7 @@ fn pull(
     dest: &Path,
     json: bool,
     cache: Option<PathBuf>,
+    registry: &crate::registry_args::RegistryArgs,
 ) -> Result<ExitCode> {
     let url = repo
         .to_str()
@@ -468,13 +490,10 @@ fn pull(
             // A thin image pins its flat tree's catalog: pull that tree,
             // whatever the repository's current revision holds.
             let (root, path) = match &thin {
-                Some(file) => {
-                    let bytes = std::fs::read(file)
-                        .with_context(|| format!("reading {}", file.display()))?;
-                    let desc = stratum_thin_image::ThinImage::from_json(&bytes)
-                        .with_context(|| format!("thin image {}", file.display()))?;
+                Some(spec) => {
+                    let (desc, label) = crate::thin::load_thin(spec, registry)?;
                     desc.check_key(remote.public_key())
-                        .with_context(|| format!("thin image {}", file.display()))?;
+                        .with_context(|| label.clone())?;
                     let flat = desc.flat.catalog_id()?;
                     let cat = remote.catalog(&flat)?;
                     stratum_thin_image::check_pinned_catalog(
@@ -482,7 +501,7 @@ fn pull(
                         CatalogKind::Flat,
                         &desc.flat.path,
                     )
-                    .with_context(|| format!("thin image {}", file.display()))?;
+                    .with_context(|| label.clone())?;
                     (flat, Some("/".to_owned()))
                 }
                 None => (remote.manifest().root, path),
@@ -553,9 +572,7 @@ fn pull_tree<L: stratum_catalog::namespace::CatalogLoader>(
     let ns_path = match (&image, &path) {
         (Some(name), _) => {
             let images = ns.resolve("/images")?.catalog.images()?;
-            let rec = images
-                .iter()
-                .find(|i| &i.name == name)
+            let rec = crate::thin::pick_image(&images, name)
                 .with_context(|| format!("no image {name} in {source} (see `stratum images`)"))?;
             rec.flat_path.clone()
         }

@@ -48,6 +48,10 @@ enum Command {
         /// Repository name recorded in every manifest (default: the directory name).
         #[arg(long)]
         name: Option<String>,
+        /// Base URL nodes will fetch the repository from, recorded in REPO/.stratum/urls as
+        /// the default of `thin`, `thin push` and `publish --thin-dir`; repeat for mirrors.
+        #[arg(long = "url", value_name = "URL", value_parser = thin::parse_url)]
+        urls: Vec<String>,
     },
     /// Ingest images and publish them as one new signed revision.
     ///
@@ -150,8 +154,9 @@ enum Command {
         /// With --thin, the only operand is MOUNTPOINT.
         source: String,
         mountpoint: Option<PathBuf>,
-        /// Mount the image described by this thin-image descriptor (see docs/THIN-IMAGE.md).
-        #[arg(long, value_name = "FILE")]
+        /// Mount the image described by this thin-image descriptor (see docs/THIN-IMAGE.md):
+        /// a file, or docker://HOST/REPO:TAG pushed by `stratum thin push` (this host's platform).
+        #[arg(long, value_name = "FILE|docker://REF")]
         thin: Option<PathBuf>,
         /// With --thin: fetch from these URLs instead of the descriptor's.
         #[arg(long = "url", value_name = "URL", requires = "thin")]
@@ -185,6 +190,9 @@ enum Command {
         /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root).
         #[arg(long)]
         allow_other: bool,
+        /// With --thin docker://…: how to reach the registry.
+        #[command(flatten)]
+        registry: registry_args::RegistryArgs,
     },
     /// Unmount a stratum mount.
     Umount { mountpoint: PathBuf },
@@ -208,7 +216,8 @@ enum Command {
     ///
     /// The descriptor pins the image's flat and per-layer catalog ids, the revision and the
     /// repository's public-key fingerprint, and names the URLs nodes fetch the repository from.
-    /// Written to stdout unless -o is given.
+    /// Written to stdout unless -o is given. `stratum thin push REPO --image NAME:TAG DEST_REF`
+    /// pushes it to an OCI registry instead (docker://…, one artifact per platform).
     Thin(thin::ThinArgs),
     /// Keep a repository in sync with a wishlist of registry images (docs/WISHLIST.md).
     ///
@@ -239,8 +248,9 @@ enum Command {
         /// A namespace path, e.g. a layer tree /layers/ab/<diff_id hex>.
         #[arg(long, conflicts_with = "thin")]
         path: Option<String>,
-        /// The image a thin-image descriptor names, by the flat catalog id it pins.
-        #[arg(long, value_name = "FILE")]
+        /// The image a thin-image descriptor names, by the flat catalog id it pins: a file, or
+        /// docker://HOST/REPO:TAG pushed by `stratum thin push` (this host's platform).
+        #[arg(long, value_name = "FILE|docker://REF")]
         thin: Option<PathBuf>,
         dest: PathBuf,
         #[arg(long)]
@@ -253,6 +263,9 @@ enum Command {
         /// as root, else $XDG_CACHE_HOME/stratum or ~/.cache/stratum).
         #[arg(long, value_name = "DIR")]
         cache: Option<PathBuf>,
+        /// With --thin docker://…: how to reach the registry.
+        #[command(flatten)]
+        registry: registry_args::RegistryArgs,
     },
 }
 

@@ -29,6 +29,7 @@ pub struct MountArgs {
     pub quota: String,
     pub image: Option<String>,
     pub allow_other: bool,
+    pub registry: crate::registry_args::RegistryArgs,
 }
 
 pub fn mount(args: MountArgs) -> Result<ExitCode> {
@@ -110,27 +111,27 @@ fn open_remote(args: &MountArgs, urls: Vec<String>) -> Result<RemoteTree> {
 fn image_path<S: TreeStore>(tree: &S, root: &ObjectId, args: &MountArgs) -> Result<String> {
     Ok(match &args.image {
         None => "/".to_owned(),
-        Some(name) => fs::image_records(tree, root)?
-            .into_iter()
-            .find(|r| &r.name == name)
-            .map(|r| r.flat_path)
-            .with_context(|| format!("no image {name} in {}", args.source))?,
+        Some(name) => {
+            let images = fs::image_records(tree, root)?;
+            crate::thin::pick_image(&images, name)
+                .map(|r| r.flat_path.clone())
+                .with_context(|| format!("no image {name} in {}", args.source))?
+        }
     })
 }
 
-/// Mounts the image a thin descriptor names. Its catalogs are fetched by
-/// the ids the descriptor pins and each is hash-verified, so the image is
-/// exactly the one described, whatever newer revision the servers have.
-fn mount_thin(file: &Path, args: MountArgs) -> Result<ExitCode> {
+/// Mounts the image a thin descriptor names (a file, or `docker://REF` in a
+/// registry, for this host's platform). Its catalogs are fetched by the ids
+/// the descriptor pins and each is hash-verified, so the image is exactly the
+/// one described, whatever newer revision the servers have.
+fn mount_thin(spec: &Path, args: MountArgs) -> Result<ExitCode> {
     let mountpoint = PathBuf::from(&args.source);
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let desc =
-        ThinImage::from_json(&bytes).with_context(|| format!("thin image {}", file.display()))?;
+    let (desc, label) = crate::thin::load_thin(spec, &args.registry)?;
     let Some(pubkey) = &args.pubkey else {
         bail!("mounting a thin image needs --pubkey KEY.pub (the repository's public key)");
     };
     desc.check_key(&manifest::load_verifying_key(pubkey)?)
-        .with_context(|| format!("thin image {}", file.display()))?;
+        .with_context(|| label.clone())?;
     let urls = if args.urls.is_empty() {
         desc.repository.urls.clone()
     } else {
@@ -138,7 +139,7 @@ fn mount_thin(file: &Path, args: MountArgs) -> Result<ExitCode> {
     };
     let tree = Arc::new(open_remote(&args, urls)?);
     let flat = desc.flat.catalog_id()?;
-    let context = || format!("thin image {}", file.display());
+    let context = || label.clone();
     check_pinned_catalog(&*tree.catalog(&flat)?, CatalogKind::Flat, &desc.flat.path)
         .with_context(context)?;
     for layer in &desc.layers {

@@ -374,7 +374,8 @@ fn thin_refuses_bad_arguments_cleanly() {
         &[],
     );
 
-    // --url is required, and must be an http(s) base URL.
+    // --url is required (no default URLs were recorded by `init`), and must
+    // be an http(s) base URL.
     thin_fails(&repo, "test/x:1", &[]);
     for bad in [
         "ftp://host/repo",
@@ -406,8 +407,8 @@ fn thin_refuses_bad_arguments_cleanly() {
         URL1,
     ]);
 
-    // publish: --thin-dir needs --url and --url needs --thin-dir; refused
-    // before anything is published.
+    // publish: --thin-dir needs --url (no defaults recorded) and --url needs
+    // --thin-dir; refused before anything is published.
     let rev = repo.revision();
     let app = app_image(&repo.scratch("layout"));
     let base = [

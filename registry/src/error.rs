@@ -36,6 +36,13 @@ pub enum RegistryError {
         reason: String,
     },
 
+    #[error("{reference}: no entry of the index serves platform {wanted} (it has: {available})")]
+    NoPlatform {
+        reference: String,
+        wanted: String,
+        available: String,
+    },
+
     #[error("{reference}: {what}: {reason}")]
     Protocol {
         reference: String,

@@ -18,7 +18,10 @@ mod error;
 mod platform;
 mod reference;
 
-pub use artifact::{Artifact, ARTIFACT_MANIFEST_MEDIA_TYPE};
+pub use artifact::{
+    Artifact, ArtifactListing, IndexEntry, PulledArtifact, PushedManifest,
+    ARTIFACT_MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE,
+};
 pub use blob::BlobReader;
 pub use client::{sha256_digest, RawManifest, Registry, MANIFEST_MEDIA_TYPES};
 pub use config::{Credentials, RegistryConfig, RetryPolicy};

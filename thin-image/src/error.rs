@@ -26,6 +26,9 @@ pub enum ThinImageError {
     /// The published metadata a descriptor is built from is unusable.
     #[error("cannot build the thin-image descriptor of {image}: {reason}")]
     Build { image: String, reason: String },
+    /// An OCI artifact that is not a well-formed thin-image artifact.
+    #[error("not a valid thin-image artifact: {0}")]
+    Artifact(String),
     /// The descriptor was made for another repository key.
     #[error(
         "the thin-image descriptor names public key {expected}, but the key given has fingerprint {found}"

@@ -13,7 +13,9 @@
 //!   refused, and every id, digest, path, name and URL is validated
 //!   ([`ThinImage::validate`]);
 //! - building a descriptor from what a publish recorded in the `/images`
-//!   catalog ([`ThinImage::build`]).
+//!   catalog ([`ThinImage::build`]);
+//! - wrapping it as an OCI artifact for registries and reading it back
+//!   ([`ThinImage::to_artifact`], [`ThinImage::from_artifact`]).
 //!
 //! Example (the shape; see `docs/THIN-IMAGE.md` for a complete one):
 //!
@@ -37,12 +39,19 @@ use stratum_catalog::catalog::ImageRecord;
 use stratum_catalog::manifest::{key_fingerprint, Manifest};
 use stratum_catalog::ObjectId;
 
+mod artifact;
 mod error;
 pub mod validate;
 
+pub use artifact::{
+    ArtifactConfig, ANNOTATION_CREATED, ANNOTATION_PLATFORM, ANNOTATION_REF_NAME,
+    ANNOTATION_REPOSITORY, ANNOTATION_REVISION, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, MAX_CONFIG_BYTES,
+};
 /// The public-key type [`ThinImage::build`] and [`ThinImage::check_key`] take.
 pub use ed25519_dalek::VerifyingKey;
 pub use error::ThinImageError;
+/// The artifact type [`ThinImage::to_artifact`] makes and [`ThinImage::from_artifact`] reads.
+pub use stratum_registry::Artifact;
 
 use validate::{
     check_clean_path, check_digest, check_hex64, check_image_name, check_platform_part,

@@ -105,6 +105,23 @@ pub fn check_image_name(field: &str, s: &str) -> Result {
         Some((r, t)) if !t.contains('/') => (r, t),
         _ => return Err(err("expected NAME:TAG")),
     };
+    // One platform of a multi-platform image: `NAME:TAG+os-arch[-variant]`.
+    let tag = match tag.split_once('+') {
+        Some((t, slug)) => {
+            if slug.is_empty()
+                || slug.len() > 64
+                || !slug
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            {
+                return Err(err(
+                    "the platform after '+' must be 1-64 characters of [a-z0-9._-], e.g. linux-arm64",
+                ));
+            }
+            t
+        }
+        None => tag,
+    };
     if tag.is_empty()
         || tag.len() > 128
         || !tag
