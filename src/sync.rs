@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use stratum_publisher::event_log::{Action, Event, EventLog, Status};
 use stratum_publisher::sync::{registry_config, sync, SyncItem, SyncOptions, SyncReport};
-use stratum_publisher::wishlist::Wishlist;
+use stratum_publisher::wishlist::{ThinVars, Wishlist};
 
 use crate::progress;
 use crate::registry_args::RegistryArgs;
@@ -42,16 +43,131 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
     let report = sync(&wl, &registry, &opts, &bar)
         .with_context(|| format!("syncing {}", args.wishlist.display()))?;
     bar.0.finish_and_clear();
+    let pushes = if args.dry_run {
+        Vec::new()
+    } else {
+        push_thin_images(&wl, &report, &registry)?
+    };
+    let push_failed = pushes.iter().any(|p| p.error.is_some());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        v["thin_images"] = serde_json::to_value(&pushes)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_report(&report);
+        for p in &pushes {
+            match &p.error {
+                None => println!(
+                    "thin     {} -> {}@{}{}",
+                    p.image,
+                    p.reference,
+                    p.digest.as_deref().unwrap_or("-"),
+                    if p.unchanged { " (unchanged)" } else { "" }
+                ),
+                Some(e) => println!("failed   thin image of {} -> {}: {e}", p.image, p.reference),
+            }
+        }
     }
-    Ok(if report.failed.is_empty() {
+    Ok(if report.failed.is_empty() && !push_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// One thin-image push of a sync.
+#[derive(serde::Serialize)]
+struct ThinPush {
+    image: String,
+    reference: String,
+    digest: Option<String>,
+    platforms: Vec<String>,
+    unchanged: bool,
+    error: Option<String>,
+    seconds: f64,
+}
+
+/// Pushes the thin image of every image the wishlist wants (added, updated
+/// or kept: a push to a tag that already holds the same descriptor is a
+/// no-op), to the name `thin_images.pattern` gives; logs each as `push`.
+fn push_thin_images(
+    wl: &Wishlist,
+    report: &SyncReport,
+    registry: &std::sync::Arc<stratum_registry::Registry>,
+) -> Result<Vec<ThinPush>> {
+    let Some(thin) = &wl.thin_images else {
+        return Ok(Vec::new());
+    };
+    let mut log = EventLog::open(&wl.event_log)
+        .with_context(|| format!("event log {}", wl.event_log.display()))?;
+    let mut out = Vec::new();
+    let items = report
+        .added
+        .iter()
+        .chain(&report.updated)
+        .chain(&report.kept);
+    // Per-platform names ride in their NAME:TAG's index.
+    for item in items.filter(|i| !i.name.contains('+')) {
+        let started = std::time::Instant::now();
+        let (name, tag) = item.name.rsplit_once(':').unwrap_or((&item.name, "latest"));
+        let source = stratum_registry::Reference::parse(&item.source).ok();
+        let digest = item.digest.clone().unwrap_or_default();
+        let platform = item.platform.clone().unwrap_or_default();
+        let rendered = thin.pattern.render(&ThinVars {
+            registry: source.as_ref().map(|s| s.registry()).unwrap_or(""),
+            repository: source.as_ref().map(|s| s.repository()).unwrap_or(""),
+            name,
+            tag,
+            digest: &digest,
+            platform: &platform,
+        });
+        let result = stratum_registry::Reference::parse(&rendered)
+            .map_err(anyhow::Error::from)
+            .and_then(|dest| {
+                crate::thin::push_thin(
+                    &wl.repository,
+                    None,
+                    &item.name,
+                    &dest,
+                    &thin.urls,
+                    registry,
+                )
+            });
+        let seconds = started.elapsed().as_secs_f64();
+        let mut event =
+            Event::new(Action::Push, item.name.clone(), Status::Ok).took(started.elapsed());
+        let push = match result {
+            Ok(p) => {
+                event = event.digest(p.digest.clone());
+                ThinPush {
+                    image: item.name.clone(),
+                    reference: p.reference,
+                    digest: Some(p.digest),
+                    platforms: p.platforms,
+                    unchanged: p.unchanged,
+                    error: None,
+                    seconds,
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                event = event.error(&msg);
+                ThinPush {
+                    image: item.name.clone(),
+                    reference: rendered.clone(),
+                    digest: None,
+                    platforms: Vec::new(),
+                    unchanged: false,
+                    error: Some(msg),
+                    seconds,
+                }
+            }
+        };
+        log.append(&event)
+            .with_context(|| format!("event log {}", wl.event_log.display()))?;
+        out.push(push);
+    }
+    Ok(out)
 }
 
 fn print_report(r: &SyncReport) {

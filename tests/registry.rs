@@ -426,6 +426,10 @@ impl<'a> Sync<'a> {
     }
 
     fn write(&self, reg: &Registry, images: &[&str]) {
+        self.write_with(reg, images, "");
+    }
+
+    fn write_with(&self, reg: &Registry, images: &[&str], extra: &str) {
         let mut text = format!(
             "version: 1\nrepository: {}\nsigning_key: {}\nregistries:\n  \"{}\": {{ insecure: true }}\nimages:\n",
             self.repo.repo.display(),
@@ -438,6 +442,7 @@ impl<'a> Sync<'a> {
         for i in images {
             text.push_str(&format!("  - docker://{}/{i}\n", reg.host()));
         }
+        text.push_str(extra);
         std::fs::write(&self.file, text).unwrap();
     }
 
@@ -614,4 +619,46 @@ fn sync_goes_on_after_a_failing_image_and_exits_non_zero() {
     let r = out.json();
     assert!(names(&r, "retired").is_empty(), "{r:#}");
     assert_eq!(repo.revision(), 2);
+}
+
+#[test]
+fn sync_pushes_thin_images_by_pattern_once() {
+    if !require_registry() {
+        return;
+    }
+    let reg = Registry::start_plain();
+    let repo = TestRepo::new("sync-thin");
+    let l = layout(&repo, "layout");
+    image(&l, "1", 40);
+    push_oci(&l.dir, "1", "team/app:1", &reg);
+    let s = Sync::new(&repo, &reg, &[]);
+    s.write_with(
+        &reg,
+        &["team/app:1"],
+        &format!(
+            "thin_images:\n  pattern: \"{}/thin/{{repository}}:{{tag}}\"\n  urls: [\"http://127.0.0.1:9/\"]\n",
+            reg.host()
+        ),
+    );
+    let r = s.run(&[]);
+    let pushes = r["thin_images"].as_array().unwrap();
+    assert_eq!(pushes.len(), 1, "{r:#}");
+    assert_eq!(
+        pushes[0]["reference"],
+        format!("docker://{}/thin/team/app:1", reg.host())
+    );
+    assert_eq!(pushes[0]["unchanged"], false);
+    let raw: Value =
+        serde_json::from_slice(&support::registry::inspect_raw(&reg, "thin/team/app:1")).unwrap();
+    assert_eq!(
+        raw["artifactType"],
+        "application/vnd.stratum.thin-image.v1+json"
+    );
+    // Again: nothing to publish, nothing to push.
+    let r = s.run(&[]);
+    assert_eq!(r["thin_images"][0]["unchanged"], true, "{r:#}");
+    assert!(s
+        .events()
+        .iter()
+        .any(|e| e["action"] == "push" && e["status"] == "ok"));
 }

@@ -124,6 +124,9 @@ pub struct RegistrySettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ThinImages {
     pub pattern: ThinPattern,
+    /// The repository URLs written into the descriptors (empty: the
+    /// repository's defaults, recorded by `stratum init --url`).
+    pub urls: Vec<String>,
 }
 
 /// One entry of `images`, with the defaults applied.
@@ -279,6 +282,8 @@ struct RawWishlist {
 #[serde(deny_unknown_fields)]
 struct RawThin {
     pattern: Spanned<String>,
+    #[serde(default)]
+    urls: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -491,7 +496,21 @@ fn parse_inner(
             let pattern = ThinPattern::parse(&t.pattern.value)
                 .map_err(|e| cx.field(line, "thin_images.pattern", e))?;
             check_thin_targets(&cx, line, &pattern, &images)?;
-            Some(ThinImages { pattern })
+            for (i, u) in t.urls.iter().enumerate() {
+                if !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.contains(char::is_whitespace)
+                {
+                    return Err(cx.field(
+                        line,
+                        &format!("thin_images.urls[{i}]"),
+                        format!("{u:?} is not an http:// or https:// URL"),
+                    ));
+                }
+            }
+            Some(ThinImages {
+                pattern,
+                urls: t.urls.clone(),
+            })
         }
         None => None,
     };
