@@ -75,6 +75,11 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
         ),
         Command::Thin(args) => crate::thin::run(args),
         Command::Sync(args) => crate::sync::run(args),
+        Command::Rm(args) => crate::lifecycle::run_rm(args),
+        Command::Gc(args) => crate::lifecycle::run_gc(args),
+        Command::History(args) => crate::lifecycle::run_history(args),
+        Command::Tag(args) => crate::lifecycle::run_tag(args),
+        Command::Rollback(args) => crate::lifecycle::run_rollback(args),
         Command::Images { repo, json, pubkey } => images(&repo, pubkey, json),
         Command::Info { repo, json, pubkey } => info(&repo, pubkey, json),
         Command::Ls {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod lifecycle;
 mod mount;
 mod progress;
 mod registry_args;
@@ -228,6 +229,21 @@ enum Command {
     /// One failing image does not stop the others; the exit status is 1 if any failed.
     /// Every action is appended to the wishlist's JSON-lines event log.
     Sync(sync::SyncArgs),
+    /// Unlink images from /images in a new revision; their trees stay for the grace
+    /// period (running nodes may still use them), then `stratum gc` removes them.
+    Rm(lifecycle::RmArgs),
+    /// Garbage-collect: forget retired images older than the grace period (their trees
+    /// and every layer no other image uses), then delete every object that neither the
+    /// newest revisions nor a tagged one reaches and that is older than the safety window.
+    /// Holds the repository lock; nodes reading a kept revision are never disturbed.
+    Gc(lifecycle::GcArgs),
+    /// List the revisions, newest first (each manifest records its parent).
+    History(lifecycle::HistoryArgs),
+    /// Name a revision; garbage collection keeps tagged revisions and what they reach.
+    Tag(lifecycle::TagArgs),
+    /// Publish a new revision whose images are those of an older one (the revision
+    /// number never goes back; the images it unlinks are retired, not deleted).
+    Rollback(lifecycle::RollbackArgs),
     /// Materialize an image's flat rootfs, or any subtree, into DEST.
     ///
     /// From a local repository, or over HTTP(S) from its URL through the node's verified cache

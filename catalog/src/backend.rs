@@ -34,6 +34,9 @@ pub trait Backend: Send + Sync {
     /// old bytes or the new ones, never a mix, and after return a crash keeps
     /// the new ones.
     fn replace(&self, path: &str, bytes: &[u8]) -> Result<()>;
+    /// Size and last-modification time of `path`, `None` when absent.
+    /// Garbage collection deletes only objects older than its safety window.
+    fn stat(&self, path: &str) -> Result<Option<(u64, std::time::SystemTime)>>;
 }
 
 /// A repository in a local directory, servable as-is by any web server.
@@ -173,6 +176,18 @@ impl Backend for LocalDir {
         }
     }
 
+    fn stat(&self, path: &str) -> Result<Option<(u64, std::time::SystemTime)>> {
+        let full = self.full(path)?;
+        match fs::symlink_metadata(&full) {
+            Ok(m) => Ok(Some((
+                m.len(),
+                m.modified().map_err(|e| Error::io(&full, e))?,
+            ))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&full, e)),
+        }
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let prefix = prefix.trim_end_matches('/');
         let base = self.full(prefix)?;
@@ -259,6 +274,13 @@ mod tests {
             .put_reader_if_absent("data/ef/z", &mut &b"other"[..])
             .unwrap());
         assert_eq!(b.get("data/ef/z").unwrap().unwrap(), b"zz");
+        let (size, modified) = b.stat("data/ef/z").unwrap().unwrap();
+        assert_eq!(size, 2);
+        let age = std::time::SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default();
+        assert!(age < std::time::Duration::from_secs(3600), "{age:?}");
+        assert!(b.stat("data/ef/none").unwrap().is_none());
         b.delete("data/ef/z").unwrap();
         assert_eq!(b.list("data/").unwrap(), vec!["data/ab/x", "data/cd/y"]);
         b.delete("data/ab/x").unwrap();

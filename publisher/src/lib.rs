@@ -10,6 +10,8 @@ pub mod compact;
 pub mod error;
 pub mod event_log;
 pub mod flat;
+pub mod gc;
+pub mod history;
 pub mod ingest;
 pub mod names;
 pub mod namespace_writer;

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use stratum_catalog::catalog::{
-    Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageRecord, RetiredImage, ROOT_ID,
+    Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageRecord, RetiredImage,
+    RevisionTag, ROOT_ID,
 };
 use stratum_catalog::{ObjectId, ObjectKind, Store};
 
@@ -21,6 +22,8 @@ struct Area {
     old: BTreeMap<String, ObjectId>,
     loaded: HashMap<String, Catalog>,
     added: BTreeMap<String, BTreeMap<String, ObjectId>>,
+    /// Trees dropped by garbage collection, by partition.
+    removed: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl Area {
@@ -30,6 +33,7 @@ impl Area {
             old: BTreeMap::new(),
             loaded: HashMap::new(),
             added: BTreeMap::new(),
+            removed: BTreeMap::new(),
         }
     }
 
@@ -67,7 +71,20 @@ impl Area {
         Ok(cat.lookup(ROOT_ID, hex.as_bytes())?.and_then(|e| e.nested))
     }
 
+    fn remove(&mut self, hex: &str) {
+        if let Some(m) = self.added.get_mut(&hex[..2]) {
+            m.remove(hex);
+        }
+        self.removed
+            .entry(hex[..2].to_owned())
+            .or_default()
+            .insert(hex.to_owned());
+    }
+
     fn add(&mut self, hex: &str, id: ObjectId) {
+        if let Some(m) = self.removed.get_mut(&hex[..2]) {
+            m.remove(hex);
+        }
         self.added
             .entry(hex[..2].to_owned())
             .or_default()
@@ -83,7 +100,13 @@ impl Area {
         ts: u64,
     ) -> Result<BTreeMap<String, ObjectId>> {
         let mut out = self.old.clone();
-        for (part, added) in &self.added {
+        let empty_added = BTreeMap::new();
+        let empty_removed = std::collections::BTreeSet::new();
+        let touched: std::collections::BTreeSet<&String> =
+            self.added.keys().chain(self.removed.keys()).collect();
+        for part in touched {
+            let added = self.added.get(part).unwrap_or(&empty_added);
+            let removed = self.removed.get(part).unwrap_or(&empty_removed);
             let path = format!("/{}/{part}", self.name);
             let mut b = CatalogBuilder::create(tmp, CatalogKind::Partition, &path, &dir_entry(ts))?;
             if let Some(pid) = self.old.get(part) {
@@ -91,7 +114,8 @@ impl Area {
                     self.loaded.insert(part.clone(), store.load_catalog(pid)?);
                 }
                 for e in self.loaded[part].children(ROOT_ID)? {
-                    if !added.contains_key(String::from_utf8_lossy(&e.name).as_ref()) {
+                    let name = String::from_utf8_lossy(&e.name);
+                    if !added.contains_key(name.as_ref()) && !removed.contains(name.as_ref()) {
                         b.insert(ROOT_ID, &e)?;
                     }
                 }
@@ -131,6 +155,7 @@ pub struct NamespaceWriter {
     images: BTreeMap<String, ImageRecord>,
     /// By (name, manifest digest).
     retired: BTreeMap<(String, String), RetiredImage>,
+    tags: BTreeMap<String, RevisionTag>,
 }
 
 impl NamespaceWriter {
@@ -142,6 +167,7 @@ impl NamespaceWriter {
             flat: Area::new("flat"),
             images: BTreeMap::new(),
             retired: BTreeMap::new(),
+            tags: BTreeMap::new(),
         }
     }
 
@@ -162,6 +188,9 @@ impl NamespaceWriter {
             for r in cat.retired_images()? {
                 w.retired
                     .insert((r.name.clone(), r.manifest_digest.clone()), r);
+            }
+            for t in cat.revision_tags()? {
+                w.tags.insert(t.name.clone(), t);
             }
         }
         Ok(w)
@@ -219,6 +248,34 @@ impl NamespaceWriter {
 
     pub fn retired(&self) -> impl Iterator<Item = &RetiredImage> {
         self.retired.values()
+    }
+
+    /// Forgets a retired image (its grace period is over).
+    pub fn drop_retired(&mut self, name: &str, manifest_digest: &str) -> Option<RetiredImage> {
+        self.retired
+            .remove(&(name.to_owned(), manifest_digest.to_owned()))
+    }
+
+    /// Removes the flat tree of manifest `hex` from `/flat`.
+    pub fn remove_flat(&mut self, manifest_hex: &str) {
+        self.flat.remove(manifest_hex)
+    }
+
+    /// Removes the layer tree of diff_id `hex` from `/layers`.
+    pub fn remove_layer(&mut self, diff_hex: &str) {
+        self.layers.remove(diff_hex)
+    }
+
+    pub fn tags(&self) -> impl Iterator<Item = &RevisionTag> {
+        self.tags.values()
+    }
+
+    pub fn set_tag(&mut self, tag: RevisionTag) {
+        self.tags.insert(tag.name.clone(), tag);
+    }
+
+    pub fn remove_tag(&mut self, name: &str) -> bool {
+        self.tags.remove(name).is_some()
     }
 
     fn retire_record(&mut self, old: &ImageRecord, reason: &str) {
@@ -312,6 +369,9 @@ impl NamespaceWriter {
         }
         for r in self.retired.values() {
             b.add_retired(r)?;
+        }
+        for t in self.tags.values() {
+            b.add_tag(t)?;
         }
         Ok(objects.put(ObjectKind::Catalog, &b.finish()?)?)
     }

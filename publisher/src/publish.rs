@@ -130,7 +130,8 @@ pub fn publish(
 /// [`commit`]: Transaction::commit
 pub struct Transaction<'r> {
     repo: &'r Repository,
-    lock: RepoLock,
+    /// Always `Some` until [`Transaction::commit_holding`] hands it out.
+    lock: Option<RepoLock>,
     current: Manifest,
     current_id: stratum_catalog::ObjectId,
     ns: NamespaceWriter,
@@ -149,8 +150,8 @@ impl Drop for Transaction<'_> {
             return;
         }
         let durable = self.objects.flush().is_ok() && self.repo.store().backend().sync().is_ok();
-        if durable {
-            let _ = self.lock.mark_clean();
+        if let (true, Some(lock)) = (durable, &self.lock) {
+            let _ = lock.mark_clean();
         }
     }
 }
@@ -173,7 +174,7 @@ impl<'r> Transaction<'r> {
         objects.verify_existing(lock.recovering);
         Ok(Transaction {
             repo,
-            lock,
+            lock: Some(lock),
             current,
             current_id,
             ns,
@@ -281,14 +282,25 @@ impl<'r> Transaction<'r> {
 
     /// Signs and publishes the new revision if anything changed; returns
     /// the current revision and whether it is new.
-    pub fn commit(mut self, key: &SigningKey) -> Result<(u64, bool)> {
+    pub fn commit(self, key: &SigningKey) -> Result<(u64, bool)> {
+        let (revision, new, _lock) = self.commit_holding(key)?;
+        Ok((revision, new))
+    }
+
+    /// [`Transaction::commit`], keeping the repository locked until the
+    /// returned lock is dropped (garbage collection sweeps under it).
+    pub fn commit_holding(mut self, key: &SigningKey) -> Result<(u64, bool, RepoLock)> {
         self.done = true;
+        let lock = self.lock.take().ok_or_else(|| PublishError::Repo {
+            repo: self.repo.dir().display().to_string(),
+            reason: "internal: transaction without its lock".into(),
+        })?;
         let store = self.repo.store();
         if !self.changed {
             self.objects.flush()?;
             store.backend().sync()?;
-            self.lock.mark_clean()?;
-            return Ok((self.current.revision, false));
+            lock.mark_clean()?;
+            return Ok((self.current.revision, false, lock));
         }
         let ns = std::mem::replace(
             &mut self.ns,
@@ -304,8 +316,29 @@ impl<'r> Transaction<'r> {
         )?;
         self.objects.flush()?;
         self.repo.commit(&manifest, key)?;
-        self.lock.mark_clean()?;
-        Ok((manifest.revision, true))
+        lock.mark_clean()?;
+        Ok((manifest.revision, true, lock))
+    }
+
+    /// The namespace being prepared, for lifecycle operations (garbage
+    /// collection, tags, rollback); `changed` marks the revision as new.
+    pub(crate) fn namespace_mut(&mut self) -> &mut NamespaceWriter {
+        self.changed = true;
+        &mut self.ns
+    }
+
+    pub(crate) fn namespace(&self) -> &NamespaceWriter {
+        &self.ns
+    }
+
+    /// The manifest this transaction started from, and its object id.
+    pub fn base(&self) -> (&Manifest, stratum_catalog::ObjectId) {
+        (&self.current, self.current_id)
+    }
+
+    /// The timestamp the new revision will carry.
+    pub fn timestamp(&self) -> u64 {
+        self.ts
     }
 }
 

@@ -268,6 +268,11 @@ impl CatalogBuilder {
         super::images::list(&self.conn).map_err(|e| self.sql(e))
     }
 
+    pub fn add_tag(&mut self, tag: &super::images::RevisionTag) -> Result<()> {
+        let res = super::images::insert_tag(&self.conn, tag);
+        res.map_err(|e| self.sql(e))
+    }
+
     pub fn add_retired(&mut self, retired: &super::images::RetiredImage) -> Result<()> {
         let res = super::images::insert_retired(&self.conn, retired);
         res.map_err(|e| self.sql(e))

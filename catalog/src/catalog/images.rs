@@ -225,3 +225,50 @@ pub(crate) fn list_retired(conn: &Connection) -> rusqlite::Result<Vec<RetiredIma
     })?;
     rows.collect()
 }
+
+/// A named revision (`stratum tag`): garbage collection keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RevisionTag {
+    pub name: String,
+    pub revision: u64,
+    /// Id (hex) of the revision's manifest object (`M`).
+    pub manifest_id: String,
+    pub tagged_at: i64,
+}
+
+pub(crate) fn insert_tag(conn: &Connection, t: &RevisionTag) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO revision_tags (name, revision, manifest_id, tagged_at) \
+         VALUES (?1, ?2, ?3, ?4)",
+        params![
+            t.name,
+            i64::try_from(t.revision).unwrap_or(i64::MAX),
+            t.manifest_id,
+            t.tagged_at
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn list_tags(conn: &Connection) -> rusqlite::Result<Vec<RevisionTag>> {
+    let exists: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'revision_tags'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let mut st = conn.prepare(
+        "SELECT name, revision, manifest_id, tagged_at FROM revision_tags ORDER BY name",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(RevisionTag {
+            name: r.get(0)?,
+            revision: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            manifest_id: r.get(2)?,
+            tagged_at: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}

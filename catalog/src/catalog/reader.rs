@@ -248,6 +248,11 @@ impl Catalog {
         super::images::list(&self.conn()).map_err(|e| self.sql(e))
     }
 
+    /// Named revisions (only the `/images` catalog has any).
+    pub fn revision_tags(&self) -> Result<Vec<super::images::RevisionTag>> {
+        super::images::list_tags(&self.conn()).map_err(|e| self.sql(e))
+    }
+
     /// Images unlinked from `/images` whose trees await garbage collection.
     pub fn retired_images(&self) -> Result<Vec<super::images::RetiredImage>> {
         super::images::list_retired(&self.conn()).map_err(|e| self.sql(e))

@@ -70,6 +70,12 @@ CREATE TABLE retired_images (
     layers          TEXT NOT NULL,
     PRIMARY KEY (name, manifest_digest)
 ) WITHOUT ROWID;
+CREATE TABLE revision_tags (
+    name        TEXT PRIMARY KEY NOT NULL,
+    revision    INTEGER NOT NULL,
+    manifest_id TEXT NOT NULL,
+    tagged_at   INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// `entries.flags` bit: a directory the layer's tar did not contain but its

@@ -502,7 +502,7 @@ fn parse_inner(
                 {
                     return Err(cx.field(
                         line,
-                        &format!("thin_images.urls[{i}]"),
+                        format!("thin_images.urls[{i}]"),
                         format!("{u:?} is not an http:// or https:// URL"),
                     ));
                 }
