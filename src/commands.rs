@@ -75,6 +75,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
         ),
         Command::Thin(args) => crate::thin::run(args),
         Command::Sync(args) => crate::sync::run(args),
+        Command::Replicate(args) => crate::replicate::run(args),
         Command::Rm(args) => crate::lifecycle::run_rm(args),
         Command::Gc(args) => crate::lifecycle::run_gc(args),
         Command::History(args) => crate::lifecycle::run_history(args),

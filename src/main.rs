@@ -12,6 +12,7 @@ mod lifecycle;
 mod mount;
 mod progress;
 mod registry_args;
+mod replicate;
 mod serve;
 mod sync;
 mod thin;
@@ -244,6 +245,14 @@ enum Command {
     /// Publish a new revision whose images are those of an older one (the revision
     /// number never goes back; the images it unlinks are retired, not deleted).
     Rollback(lifecycle::RollbackArgs),
+    /// Mirror a served repository into a local directory (a replica), incrementally.
+    ///
+    /// Only objects the replica lacks are fetched, several at a time; each is verified
+    /// (BLAKE3) before it is stored, the manifest's signature with --pubkey, and an older
+    /// revision than the replica's is refused. The manifest is written last, so the replica
+    /// is always a complete revision, and an interrupted run is resumed by the next one.
+    /// Serve DEST with `stratum serve` or nginx; nodes list it with --mirror.
+    Replicate(replicate::ReplicateArgs),
     /// Materialize an image's flat rootfs, or any subtree, into DEST.
     ///
     /// From a local repository, or over HTTP(S) from its URL through the node's verified cache

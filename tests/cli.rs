@@ -15,7 +15,7 @@ use support::{digest_hex, stratum, stratum_fails, stratum_raw, tempdir, TestRepo
 
 const SUBCOMMANDS: &[&str] = &[
     "keygen", "init", "publish", "images", "info", "ls", "cat", "check", "pull", "serve", "thin",
-    "mount", "umount",
+    "mount", "umount", "replicate",
 ];
 
 const HELLO: &[u8] = b"hello from a hand-built image\n";

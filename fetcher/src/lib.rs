@@ -10,6 +10,8 @@
 //! - [`Remote`]: a repository over HTTP(S) ([`transport`]: mirrors, retries,
 //!   timeouts) through the node's verified, quota-bounded [`cache`]; it is an
 //!   [`ObjectSource`], and [`RemoteLoader`] loads a namespace's catalogs.
+//! - [`replicate`]: mirrors a served repository into a storage backend,
+//!   incrementally, every object verified, the manifest written last.
 //!
 //! [`Store`]: stratum_catalog::Store
 
@@ -20,6 +22,7 @@ mod source;
 
 pub mod cache;
 pub mod remote;
+pub mod replicate;
 pub mod transport;
 
 pub use error::PullError;

@@ -45,10 +45,10 @@ pub const DEFAULT_QUOTA: u64 = 4 << 30;
 
 /// The largest encoded object accepted from a server: an object of
 /// [`MAX_OBJECT_SIZE`] bytes that does not compress, plus zstd's overhead.
-const MAX_ENCODED_SIZE: u64 = MAX_OBJECT_SIZE + MAX_OBJECT_SIZE / 128 + (1 << 20);
+pub(crate) const MAX_ENCODED_SIZE: u64 = MAX_OBJECT_SIZE + MAX_OBJECT_SIZE / 128 + (1 << 20);
 
 /// The largest manifest file (FORMAT.md §8.1).
-const MAX_MANIFEST_SIZE: u64 = 4096;
+pub(crate) const MAX_MANIFEST_SIZE: u64 = 4096;
 
 /// How to reach a repository and where to cache it.
 #[derive(Clone, Debug)]
@@ -254,7 +254,7 @@ impl std::fmt::Debug for Remote {
     }
 }
 
-fn kind_name(kind: ObjectKind) -> &'static str {
+pub(crate) fn kind_name(kind: ObjectKind) -> &'static str {
     match kind {
         ObjectKind::Content => "object",
         ObjectKind::Catalog => "catalog",

@@ -14,6 +14,9 @@
 //! - [`registry`]: real OCI registries (Debian's `docker-registry`, plain or
 //!   TLS + basic auth), skopeo pushes, multi-arch image indexes and a
 //!   fault-injecting proxy, for the `docker://` source.
+//! - [`small`]: small hand-built images with known bytes (no external tools).
+//! - [`squid`]: Debian's `squid` as a caching proxy on 127.0.0.1, with its
+//!   access log.
 //! - [`reference`]: a minimal per-layer tree extractor for the harness's own
 //!   self-test of the overlayfs comparison.
 //!
@@ -30,6 +33,8 @@ pub mod oci;
 pub mod reference;
 pub mod registry;
 pub mod services;
+pub mod small;
+pub mod squid;
 pub mod umoci;
 
 use std::ffi::OsStr;

@@ -2,7 +2,8 @@
 //! owned by a guard that kills it when dropped (also when the test panics):
 //!
 //! - [`StratumServe`]: `stratum serve REPO --listen 127.0.0.1:0`, its URL read
-//!   from the `listening on http://…` line it prints.
+//!   from the `listening on http://…` line it prints, and its access log
+//!   ([`StratumServe::access_log`]).
 //! - [`Nginx`]: the Debian `nginx` serving a repository directory unchanged,
 //!   from a generated configuration whose every path is inside a temp dir.
 //!
@@ -130,6 +131,44 @@ impl StratumServe {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
+    /// The requests logged so far (`stratum::serve::access` lines), in order.
+    pub fn access_log(&self) -> Vec<Served> {
+        let log = strip_ansi(&self.stderr());
+        let mut out = Vec::new();
+        for line in log.lines().filter(|l| l.contains("stratum::serve::access")) {
+            let field = |k: &str| {
+                line.split_whitespace()
+                    .find_map(|f| f.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                    .map(str::to_string)
+            };
+            let (Some(path), Some(status), Some(bytes)) =
+                (field("path"), field("status"), field("bytes"))
+            else {
+                panic!("unexpected access log line of stratum serve: {line:?}");
+            };
+            out.push(Served {
+                path,
+                status: status.parse().unwrap(),
+                bytes: bytes.parse().unwrap(),
+            });
+        }
+        out
+    }
+
+    /// [`StratumServe::access_log`] once it stops growing (a line is written
+    /// when a response body is dropped, just after the client has it).
+    pub fn settled_access_log(&self) -> Vec<Served> {
+        let mut last = self.access_log().len();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.access_log();
+            if now.len() == last {
+                return now;
+            }
+            last = now.len();
+        }
+    }
+
     /// Sends `signal` and waits up to `timeout` for the server to exit.
     pub fn stop(&mut self, signal: rustix::process::Signal, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("server already stopped");
@@ -147,6 +186,32 @@ impl StratumServe {
             }
         }
     }
+}
+
+/// One request in the access log of `stratum serve`.
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub path: String,
+    pub status: u16,
+    pub bytes: u64,
+}
+
+/// Removes ANSI colour sequences.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for c in it.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for StratumServe {

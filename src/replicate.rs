@@ -1,0 +1,145 @@
+//! `stratum replicate URL DEST --pubkey KEY.pub`: a served repository
+//! mirrored into a local directory (a replica, "stratum 1"), incrementally.
+//! The work is `stratum_fetcher::replicate`; this module checks DEST, holds
+//! its lock, shows progress and prints the report.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use stratum_catalog::backend::LocalDir;
+use stratum_catalog::manifest::{self, MANIFEST_PATH};
+use stratum_fetcher::replicate::{self, ReplicateConfig};
+
+use crate::progress;
+
+#[derive(clap::Args)]
+pub struct ReplicateArgs {
+    /// The http(s):// URL of the repository to mirror.
+    #[arg(value_parser = crate::thin::parse_url)]
+    url: String,
+    /// The replica: a local directory (created if missing), servable as-is
+    /// by `stratum serve` or nginx.
+    dest: PathBuf,
+    /// The repository's public key (PEM): the manifest must verify with it.
+    #[arg(long)]
+    pubkey: PathBuf,
+    /// More URLs of the same repository, tried in turn when one fails.
+    #[arg(long = "mirror", value_name = "URL", value_parser = crate::thin::parse_url)]
+    mirrors: Vec<String>,
+    /// Downloads in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    jobs: u32,
+    /// Walk every catalog and check every object, even below catalogs that
+    /// are unchanged since the replica's revision (repairs missing objects).
+    #[arg(long)]
+    full: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
+    let key = manifest::load_verifying_key(&args.pubkey)?;
+    prepare_dest(&args.dest)?;
+    let _lock = replicate::lock_local_dir(&args.dest)
+        .with_context(|| format!("locking {}", args.dest.display()))?;
+    let backend = Arc::new(LocalDir::open(&args.dest)?);
+    let mut urls = vec![args.url.clone()];
+    urls.extend(args.mirrors.iter().cloned());
+    let mut cfg = ReplicateConfig::new(urls, key);
+    cfg.jobs = args.jobs as usize;
+    cfg.full = args.full;
+    let bar = progress::bytes_bar("replicating");
+    let report = replicate::replicate(&cfg, backend.as_ref(), &|p| {
+        bar.set_position(p.bytes_fetched);
+        bar.set_message(format!(
+            "replicating: {} objects fetched, {} present",
+            p.objects_fetched, p.objects_present
+        ));
+    })
+    .with_context(|| format!("replicating {} into {}", args.url, args.dest.display()))?;
+    bar.finish_and_clear();
+    if args.json {
+        let t = &report.transport;
+        let out = serde_json::json!({
+            "name": report.name,
+            "revision": report.revision,
+            "previous_revision": report.previous_revision,
+            "updated": report.updated,
+            "recovering": report.recovering,
+            "objects_fetched": report.objects_fetched,
+            "bytes_fetched": report.bytes_fetched,
+            "objects_present": report.objects_present,
+            "objects_repaired": report.objects_repaired,
+            "catalogs_walked": report.catalogs_walked,
+            "catalogs_unchanged": report.catalogs_unchanged,
+            "seconds": report.seconds,
+            "transport": {
+                "requests": t.requests, "bytes_downloaded": t.bytes_downloaded,
+                "retries": t.retries, "failovers": t.failovers, "rejected": t.rejected,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if !report.updated {
+        println!(
+            "{} revision {}: the replica {} is up to date",
+            report.name,
+            report.revision,
+            args.dest.display()
+        );
+    } else {
+        println!(
+            "replicated {} revision {}{} into {}: {} objects fetched ({} bytes), {} already present{}, {:.1}s",
+            report.name,
+            report.revision,
+            report
+                .previous_revision
+                .map(|r| format!(" (was {r})"))
+                .unwrap_or_default(),
+            args.dest.display(),
+            report.objects_fetched,
+            report.bytes_fetched,
+            report.objects_present,
+            if report.objects_repaired > 0 {
+                format!(", {} repaired", report.objects_repaired)
+            } else {
+                String::new()
+            },
+            report.seconds
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// DEST is created if missing. An existing DEST must be a repository (a
+/// replica) or hold nothing but what an interrupted first run leaves
+/// (`.stratum/`, `data/`), so that a typo never fills a random directory.
+fn prepare_dest(dest: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dest)
+                .with_context(|| format!("creating {}", dest.display()))?;
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("{}", dest.display())),
+        Ok(md) if !md.is_dir() => bail!("{} is not a directory", dest.display()),
+        Ok(_) => {}
+    }
+    if dest.join(MANIFEST_PATH).is_file() {
+        return Ok(());
+    }
+    let rd = std::fs::read_dir(dest).with_context(|| format!("reading {}", dest.display()))?;
+    for ent in rd {
+        let name = ent?.file_name();
+        if !matches!(name.to_str(), Some(".stratum" | "data" | "lost+found")) {
+            bail!(
+                "{} is neither empty nor a stratum repository (it holds {:?}); give a new or empty directory",
+                dest.display(),
+                name
+            );
+        }
+    }
+    Ok(())
+}
