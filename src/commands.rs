@@ -70,8 +70,9 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             platforms,
             registry,
             thin,
+            limits,
         } => publish(
-            &repo, &key, sources, as_name, json, platforms, registry, thin,
+            &repo, &key, sources, as_name, json, platforms, registry, thin, limits,
         ),
         Command::Thin(args) => crate::thin::run(args),
         Command::Sync(args) => crate::sync::run(args),
@@ -163,6 +164,7 @@ fn publish(
     platforms: crate::registry_args::PlatformArgs,
     registry: crate::registry_args::RegistryArgs,
     thin: crate::thin::PublishThinArgs,
+    limits: crate::limits_args::LimitsArgs,
 ) -> Result<ExitCode> {
     if as_name.is_some() && sources.len() != 1 {
         bail!(
@@ -181,6 +183,7 @@ fn publish(
             Some(registry.client(&hosts)?)
         },
         platforms: platforms.selection()?,
+        limits: limits.limits()?,
     };
     let requests: Vec<_> = sources
         .into_iter()

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod lifecycle;
+mod limits_args;
 mod mount;
 mod progress;
 mod registry_args;
@@ -34,6 +35,22 @@ stratum pull repo --image local/image:latest ./rootfs",
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+/// How to reach the store of an `s3://BUCKET/PREFIX` repository (any command).
+#[derive(clap::Args)]
+#[command(next_help_heading = "S3 repositories (REPO = s3://BUCKET/PREFIX)")]
+struct S3Args {
+    /// S3 endpoint URL, e.g. https://s3.example.org or http://127.0.0.1:9000
+    /// (default: $AWS_ENDPOINT_URL, else AWS). Credentials come from the usual
+    /// AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+    #[arg(long, global = true, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1).
+    #[arg(long, global = true, value_name = "REGION")]
+    s3_region: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -81,6 +98,8 @@ enum Command {
         registry: registry_args::RegistryArgs,
         #[command(flatten)]
         thin: thin::PublishThinArgs,
+        #[command(flatten)]
+        limits: limits_args::LimitsArgs,
     },
     /// List the published images.
     Images {
@@ -303,6 +322,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    stratum_catalog::location::S3Options::set_defaults(stratum_catalog::location::S3Options {
+        endpoint: cli.s3.s3_endpoint,
+        region: cli.s3.s3_region,
+        ..Default::default()
+    });
     match commands::run(cli.command) {
         Ok(code) => code,
         Err(e) => {

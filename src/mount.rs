@@ -8,9 +8,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use stratum_catalog::backend::LocalDir;
 use stratum_catalog::catalog::CatalogKind;
-use stratum_catalog::{manifest, ObjectId, Store};
+use stratum_catalog::{manifest, ObjectId};
 use stratum_fetcher::fs::{
     self, LocalTree, MountConfig, PrefetchPlan, RemoteTree, StratumFs, TreeStore,
 };
@@ -71,7 +70,8 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
         Some(p) => manifest::load_verifying_key(p)?,
         None => repo.public_key()?,
     };
-    let store = Store::new(Arc::new(LocalDir::open(&dir)?));
+    // The repository's own store: a directory, or an s3:// bucket prefix.
+    let store = repo.store().clone();
     let (m, _) = store
         .manifest(&key)
         .with_context(|| format!("verifying {}", dir.display()))?;

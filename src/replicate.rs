@@ -1,5 +1,6 @@
 //! `stratum replicate URL DEST --pubkey KEY.pub`: a served repository
-//! mirrored into a local directory (a replica, "stratum 1"), incrementally.
+//! mirrored into a local directory or an `s3://` bucket prefix (a replica,
+//! "stratum 1"), incrementally.
 //! The work is `stratum_fetcher::replicate`; this module checks DEST, holds
 //! its lock, shows progress and prints the report.
 
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use stratum_catalog::backend::LocalDir;
+use stratum_catalog::backend::{Backend, LocalDir};
 use stratum_catalog::manifest::{self, MANIFEST_PATH};
 use stratum_fetcher::replicate::{self, ReplicateConfig};
 
@@ -20,7 +21,7 @@ pub struct ReplicateArgs {
     #[arg(value_parser = crate::thin::parse_url)]
     url: String,
     /// The replica: a local directory (created if missing), servable as-is
-    /// by `stratum serve` or nginx.
+    /// by `stratum serve` or nginx; or s3://BUCKET/PREFIX, served by the bucket.
     dest: PathBuf,
     /// The repository's public key (PEM): the manifest must verify with it.
     #[arg(long)]
@@ -42,10 +43,21 @@ pub struct ReplicateArgs {
 
 pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
     let key = manifest::load_verifying_key(&args.pubkey)?;
-    prepare_dest(&args.dest)?;
-    let _lock = replicate::lock_local_dir(&args.dest)
-        .with_context(|| format!("locking {}", args.dest.display()))?;
-    let backend = Arc::new(LocalDir::open(&args.dest)?);
+    let location = stratum_publisher::repo::RepoLocation::from_path(&args.dest)?;
+    let (backend, _lock): (Arc<dyn Backend>, Box<dyn std::any::Any>) = match location.local_dir() {
+        Some(dir) => {
+            prepare_dest(dir)?;
+            let lock = replicate::lock_local_dir(dir)
+                .with_context(|| format!("locking {}", dir.display()))?;
+            (Arc::new(LocalDir::open(dir)?), Box::new(lock))
+        }
+        // A bucket prefix: the publishers' lock object.
+        None => {
+            let backend = location.open_backend()?;
+            let lock = stratum_publisher::repo::lock_object(backend.clone(), &location)?;
+            (backend, Box::new(lock))
+        }
+    };
     let mut urls = vec![args.url.clone()];
     urls.extend(args.mirrors.iter().cloned());
     let mut cfg = ReplicateConfig::new(urls, key);

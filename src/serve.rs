@@ -67,6 +67,13 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// `stratum serve REPO --listen ADDR --max-age SECONDS`: serves until SIGINT
 /// or SIGTERM.
 pub fn run(repo: &Path, listen: &str, max_age: u64) -> Result<ExitCode> {
+    if repo.to_str().is_some_and(|r| r.starts_with("s3://")) {
+        bail!(
+            "{} is an S3 bucket: nodes read it from the bucket's own HTTP(S) endpoint \
+             (see docs/DEPLOYMENT.md), `stratum serve` serves a local directory",
+            repo.display()
+        );
+    }
     let root =
         std::fs::canonicalize(repo).with_context(|| format!("cannot serve {}", repo.display()))?;
     if !root.join(".stratum").is_dir() {

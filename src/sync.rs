@@ -25,6 +25,8 @@ pub struct SyncArgs {
     json: bool,
     #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    limits: crate::limits_args::LimitsArgs,
 }
 
 pub fn run(args: SyncArgs) -> Result<ExitCode> {
@@ -39,6 +41,7 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
     let bar = progress::PublishBar(progress::bytes_bar("syncing"));
     let opts = SyncOptions {
         dry_run: args.dry_run,
+        limits: args.limits.limits()?,
     };
     let report = sync(&wl, &registry, &opts, &bar)
         .with_context(|| format!("syncing {}", args.wishlist.display()))?;

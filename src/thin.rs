@@ -143,10 +143,20 @@ fn parse_reference(s: &str) -> Result<Reference, String> {
 /// does not exist). Empty lines and `#` comments are skipped.
 pub fn default_urls(repo: &Path) -> Result<Vec<String>> {
     let file = repo.join(URLS_FILE);
-    let text = match fs::read_to_string(&file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    let text = if stratum_publisher::repo::RepoLocation::from_path(repo)?.is_remote() {
+        // An object of a bucket: through the repository's backend.
+        let got = Repository::open(repo)?.store().backend().get(URLS_FILE)?;
+        match got {
+            Some(b) => String::from_utf8(b)
+                .with_context(|| format!("reading {}/{URLS_FILE}", repo.display()))?,
+            None => return Ok(Vec::new()),
+        }
+    } else {
+        match fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        }
     };
     let mut urls = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -168,6 +178,10 @@ pub fn write_default_urls(repo: &Path, urls: &[String]) -> Result<()> {
     for u in urls {
         text.push_str(u);
         text.push('\n');
+    }
+    if stratum_publisher::repo::RepoLocation::from_path(repo)?.is_remote() {
+        let r = Repository::open(repo)?;
+        return Ok(r.store().backend().replace(URLS_FILE, text.as_bytes())?);
     }
     write_atomic(&repo.join(URLS_FILE), text.as_bytes())
 }

@@ -248,8 +248,11 @@ impl Backend for LocalDir {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// The conformance suite lives here; [`crate::testing::conformance`] (feature
+/// `testing`) runs it, with more checks, for other backends and crates.
+#[cfg(any(test, feature = "testing"))]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
     use super::*;
 
     #[test]

@@ -46,6 +46,10 @@ pub enum Error {
     Path { path: String, reason: String },
     #[error("{path:?}: no such file or directory in the repository namespace")]
     NotFound { path: String },
+    /// A conditional write lost a race: `path` is no longer what this
+    /// process last saw there (see `backend_s3`).
+    #[error("{path} was not replaced: {reason}")]
+    Conflict { path: String, reason: String },
 }
 
 impl Error {

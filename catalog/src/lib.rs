@@ -9,13 +9,19 @@
 //! The crate knows nothing of OCI images or of the network.
 
 pub mod backend;
+#[cfg(feature = "s3")]
+pub mod backend_s3;
 pub mod catalog;
 mod error;
+pub mod location;
+pub mod lock;
 pub mod manifest;
 pub mod namespace;
 pub mod object;
 mod object_id;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -44,6 +44,12 @@ pub fn compact(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<CompactReport> {
     let started = Instant::now();
+    if repo.local_dir().is_none() {
+        return Err(crate::error::PublishError::Repo {
+            repo: repo.dir().display().to_string(),
+            reason: "compact rewrites objects in place and works on a local directory only".into(),
+        });
+    }
     let lock = repo.lock()?;
     let run_start = SystemTime::now()
         .duration_since(UNIX_EPOCH)

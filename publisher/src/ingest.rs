@@ -6,9 +6,17 @@
 //! checks the diff_id, parses tar and cuts large files into content-defined
 //! chunks; the calling thread hashes, compresses, stores and writes rows.
 //! A bounded channel between the last two caps memory at a few chunks.
+//!
+//! [`Limits`] bound the rest: entries per layer, path lengths, declared
+//! sizes, the decompression ratio (checked by the [`LayerStream`] and, for
+//! sparse holes, on file contents) and the bytes of tar headers the tar
+//! reader may buffer for one entry (`HeaderGuard`).
 
+use std::cell::Cell;
 use std::io::Read;
 use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use stratum_catalog::catalog::{
@@ -18,6 +26,7 @@ use stratum_catalog::catalog::{
 use stratum_catalog::ObjectKind;
 
 use crate::error::{PublishError, Result};
+use crate::limits::Limits;
 use crate::objects::ObjectWriter;
 use crate::source::{LayerDescriptor, LayerStream};
 use crate::tree::{display, resolve, split_path, Components, PlaceError, Tree};
@@ -165,9 +174,22 @@ impl Errors {
     }
 }
 
-/// Ingests one layer; returns its frozen catalog file (not yet stored).
+/// Ingests one layer with the default [`Limits`]; returns its frozen
+/// catalog file (not yet stored).
 pub fn ingest_layer(
     ctx: &LayerContext<'_>,
+    stream: LayerStream,
+    objects: &mut ObjectWriter,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(tempfile::NamedTempFile, IngestStats)> {
+    ingest_layer_with(ctx, &Limits::default(), stream, objects, on_bytes)
+}
+
+/// Ingests one layer within `limits`; returns its frozen catalog file (not
+/// yet stored).
+pub fn ingest_layer_with(
+    ctx: &LayerContext<'_>,
+    limits: &Limits,
     stream: LayerStream,
     objects: &mut ObjectWriter,
     on_bytes: &(dyn Fn(u64) + Sync),
@@ -208,7 +230,7 @@ pub fn ingest_layer(
     };
     let (parsed, written) = std::thread::scope(|s| {
         let perrs = errs.clone();
-        let parser = s.spawn(move || parse(&perrs, stream, tx, on_bytes));
+        let parser = s.spawn(move || parse(&perrs, limits, stream, tx, on_bytes));
         let written = write(ctx.lower, &errs, &mut tree, rx, objects);
         // Dropping the receiver (inside write) stops a parser that is still
         // sending after a write error.
@@ -228,140 +250,287 @@ pub fn layer_path(diff_hex: &str) -> String {
     format!("/layers/{}/{}", &diff_hex[..2], diff_hex)
 }
 
+/// Slack over [`Limits::max_header_size`] for what the tar reader reads
+/// between two entries besides extension records: header blocks, padding,
+/// the end-of-archive blocks.
+const HEADER_SLACK: u64 = 8 * 512;
+
+/// The tar reader's input: while the reader looks for the next entry it
+/// may take only `budget` bytes. It holds PAX records and GNU long names
+/// in memory whole, so without this one header declaring gigabytes (fed
+/// by a compressible blob) would exhaust the memory.
+struct HeaderGuard<'s> {
+    inner: &'s mut LayerStream,
+    budget: Rc<Cell<u64>>,
+    limit: u64,
+}
+
+impl Read for HeaderGuard<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.budget.get();
+        if left == 0 && !buf.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the tar headers of one entry (PAX records, GNU long names, sparse maps) \
+                     take more than {} bytes",
+                    self.limit
+                ),
+            ));
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(buf.get_mut(..want).unwrap_or_default())?;
+        self.budget.set(left.saturating_sub(n as u64));
+        Ok(n)
+    }
+}
+
 fn parse(
     ctx: &Errors,
+    limits: &Limits,
     mut stream: LayerStream,
     mut tx: BatchSender,
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
     let closed = || ctx.layer_err("ingestion stopped");
+    stream.set_max_ratio(limits.max_ratio, limits.ratio_floor);
+    let compressed = stream.compressed_counter();
+    // File contents produced so far, against the blob bytes read: GNU
+    // sparse holes expand without any input at all.
+    let mut content = 0u64;
+    let mut grow = |raw: &str, n: u64| -> Result<()> {
+        content = content.saturating_add(n);
+        let c = compressed.load(Ordering::Acquire);
+        if limits.ratio_exceeded(content, c) {
+            return Err(ctx.entry_err(
+                raw,
+                format!(
+                    "file contents reach {content} bytes from {c} compressed bytes, more than \
+                     the limit of {}:1 (see --max-ratio)",
+                    limits.max_ratio
+                ),
+            ));
+        }
+        Ok(())
+    };
+    let budget = Rc::new(Cell::new(u64::MAX));
+    let header_budget = limits.max_header_size.saturating_add(HEADER_SLACK);
     {
-        let mut archive = tar::Archive::new(&mut stream);
-        let entries = archive
+        let guard = HeaderGuard {
+            inner: &mut stream,
+            budget: budget.clone(),
+            limit: limits.max_header_size,
+        };
+        let mut archive = tar::Archive::new(guard);
+        let mut entries = archive
             .entries()
             .map_err(|e| ctx.layer_err(format!("reading tar: {e}")))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| ctx.layer_err(tar_error(e)))?;
+        let mut count = 0u64;
+        let mut last = String::new();
+        loop {
+            budget.set(header_budget);
+            let next = entries.next();
+            budget.set(u64::MAX);
+            let Some(entry) = next else { break };
+            let mut entry = entry.map_err(|e| {
+                let mut m = tar_error(e);
+                if count > 0 {
+                    m.push_str(&format!(" (after entry {last:?})"));
+                }
+                ctx.layer_err(m)
+            })?;
             let raw_path = entry.path_bytes().into_owned();
             let raw = String::from_utf8_lossy(&raw_path).into_owned();
-            let ty = entry.header().entry_type();
-            if ty.is_pax_global_extensions() {
-                continue;
+            count += 1;
+            if count > limits.max_entries {
+                return Err(ctx.entry_err(
+                    &raw,
+                    format!(
+                        "the layer has more than {} entries (--max-entries)",
+                        limits.max_entries
+                    ),
+                ));
             }
-            let mut comps = split_path(&raw_path).map_err(|r| ctx.entry_err(&raw, r))?;
-            let meta = metadata(&mut entry).map_err(|r| ctx.entry_err(&raw, r))?;
-            let mut kind = match ty {
-                tar::EntryType::Directory => Kind::Dir,
-                tar::EntryType::Regular
-                | tar::EntryType::Continuous
-                | tar::EntryType::GNUSparse => {
-                    let size = entry.size();
-                    if size > CHUNK_THRESHOLD {
-                        Kind::BigFile
-                    } else {
-                        let mut buf = Vec::with_capacity(size as usize);
-                        (&mut entry).take(size).read_to_end(&mut buf).map_err(|e| {
-                            ctx.entry_err(&raw, format!("reading content: {}", tar_error(e)))
-                        })?;
-                        if buf.len() as u64 != size {
+            if entry.size() > limits.max_file_size {
+                return Err(ctx.entry_err(
+                    &raw,
+                    format!(
+                        "declares {} bytes, more than the limit of {} (--max-file-size)",
+                        entry.size(),
+                        limits.max_file_size
+                    ),
+                ));
+            }
+            'entry: {
+                let ty = entry.header().entry_type();
+                if ty.is_pax_global_extensions() {
+                    break 'entry;
+                }
+                limits
+                    .check_path(&raw_path)
+                    .map_err(|r| ctx.entry_err(&raw, r))?;
+                let mut comps = split_path(&raw_path).map_err(|r| ctx.entry_err(&raw, r))?;
+                let meta = metadata(&mut entry).map_err(|r| ctx.entry_err(&raw, r))?;
+                let mut kind = match ty {
+                    tar::EntryType::Directory => Kind::Dir,
+                    tar::EntryType::Regular
+                    | tar::EntryType::Continuous
+                    | tar::EntryType::GNUSparse => {
+                        let size = entry.size();
+                        if size > CHUNK_THRESHOLD {
+                            Kind::BigFile
+                        } else {
+                            let mut buf = Vec::with_capacity(size as usize);
+                            (&mut entry).take(size).read_to_end(&mut buf).map_err(|e| {
+                                ctx.entry_err(&raw, format!("reading content: {}", tar_error(e)))
+                            })?;
+                            if buf.len() as u64 != size {
+                                return Err(ctx.entry_err(
+                                    &raw,
+                                    format!("truncated: {} of {size} bytes", buf.len()),
+                                ));
+                            }
+                            grow(&raw, size)?;
+                            Kind::File(buf)
+                        }
+                    }
+                    tar::EntryType::Symlink => {
+                        let target = entry
+                            .link_name_bytes()
+                            .ok_or_else(|| ctx.entry_err(&raw, "symlink without a target"))?
+                            .into_owned();
+                        if target.is_empty() || target.contains(&0) {
+                            return Err(
+                                ctx.entry_err(&raw, "symlink target is empty or contains NUL")
+                            );
+                        }
+                        if target.len() > limits.max_path_length {
                             return Err(ctx.entry_err(
                                 &raw,
-                                format!("truncated: {} of {size} bytes", buf.len()),
+                                format!(
+                                    "the symlink target is {} bytes long, more than the limit \
+                                     of {} (--max-path-length)",
+                                    target.len(),
+                                    limits.max_path_length
+                                ),
                             ));
                         }
-                        Kind::File(buf)
+                        Kind::Symlink(target)
                     }
-                }
-                tar::EntryType::Symlink => {
-                    let target = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| ctx.entry_err(&raw, "symlink without a target"))?
-                        .into_owned();
-                    if target.is_empty() || target.contains(&0) {
-                        return Err(ctx.entry_err(&raw, "symlink target is empty or contains NUL"));
+                    tar::EntryType::Link => {
+                        let target = entry
+                            .link_name_bytes()
+                            .ok_or_else(|| ctx.entry_err(&raw, "hardlink without a target"))?;
+                        limits
+                            .check_path(&target)
+                            .map_err(|r| ctx.entry_err(&raw, format!("hardlink target: {r}")))?;
+                        let t = split_path(&target)
+                            .map_err(|r| ctx.entry_err(&raw, format!("hardlink target: {r}")))?;
+                        Kind::Hardlink(t)
                     }
-                    Kind::Symlink(target)
-                }
-                tar::EntryType::Link => {
-                    let target = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| ctx.entry_err(&raw, "hardlink without a target"))?;
-                    let t = split_path(&target)
-                        .map_err(|r| ctx.entry_err(&raw, format!("hardlink target: {r}")))?;
-                    Kind::Hardlink(t)
-                }
-                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                    Kind::Special
-                }
-                other => {
-                    return Err(ctx.entry_err(
-                        &raw,
-                        format!("unsupported tar entry type {:?}", other.as_byte() as char),
-                    ))
-                }
-            };
-            // Whiteouts (OCI image spec, "Representing Changes").
-            if let Some(last) = comps.last() {
-                if last.as_slice() == b".wh..wh..opq" {
-                    comps.pop();
-                    kind = Kind::Opaque;
-                } else if last.starts_with(b".wh..wh.") {
-                    // AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not content.
-                    continue;
-                } else if let Some(name) = last.strip_prefix(b".wh.") {
-                    if name.is_empty() {
-                        return Err(ctx.entry_err(&raw, "whiteout without a name"));
+                    tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                        Kind::Special
                     }
-                    let name = name.to_vec();
-                    comps.pop();
-                    comps.push(name);
-                    kind = Kind::Whiteout;
+                    other => {
+                        return Err(ctx.entry_err(
+                            &raw,
+                            format!("unsupported tar entry type {:?}", other.as_byte() as char),
+                        ))
+                    }
+                };
+                // Whiteouts (OCI image spec, "Representing Changes").
+                if let Some(last) = comps.last() {
+                    if last.as_slice() == b".wh..wh..opq" {
+                        comps.pop();
+                        kind = Kind::Opaque;
+                    } else if last.starts_with(b".wh..wh.") {
+                        // AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not content.
+                        break 'entry;
+                    } else if let Some(name) = last.strip_prefix(b".wh.") {
+                        if name.is_empty() {
+                            return Err(ctx.entry_err(&raw, "whiteout without a name"));
+                        }
+                        let name = name.to_vec();
+                        comps.pop();
+                        comps.push(name);
+                        kind = Kind::Whiteout;
+                    }
+                } else if matches!(kind, Kind::Dir) {
+                    kind = Kind::Root;
+                } else if !matches!(kind, Kind::Opaque) {
+                    return Err(ctx.entry_err(&raw, "names the layer root but is not a directory"));
                 }
-            } else if matches!(kind, Kind::Dir) {
-                kind = Kind::Root;
-            } else if !matches!(kind, Kind::Opaque) {
-                return Err(ctx.entry_err(&raw, "names the layer root but is not a directory"));
+                let big = matches!(kind, Kind::BigFile);
+                let size = entry.size();
+                let item_bytes = match &kind {
+                    Kind::File(b) => b.len(),
+                    _ => 0,
+                };
+                tx.send(
+                    Msg::Item(Box::new(Item {
+                        comps,
+                        raw: raw.clone(),
+                        meta,
+                        kind,
+                    })),
+                    item_bytes,
+                )
+                .map_err(|_| closed())?;
+                if big {
+                    let mut total = 0u64;
+                    let cdc = fastcdc::v2020::StreamCDC::new(
+                        (&mut entry).take(size),
+                        CHUNK_MIN,
+                        CHUNK_AVG,
+                        CHUNK_MAX,
+                    );
+                    for chunk in cdc {
+                        let chunk = chunk
+                            .map_err(|e| ctx.entry_err(&raw, format!("reading content: {e}")))?;
+                        let n = chunk.data.len();
+                        total += n as u64;
+                        grow(&raw, n as u64)?;
+                        on_bytes(n as u64);
+                        tx.send(Msg::Chunk(chunk.data), n).map_err(|_| closed())?;
+                    }
+                    if total != size {
+                        return Err(
+                            ctx.entry_err(&raw, format!("truncated: {total} of {size} bytes"))
+                        );
+                    }
+                    tx.send(Msg::BigEnd, 0).map_err(|_| closed())?;
+                } else {
+                    on_bytes(size);
+                }
             }
-            let big = matches!(kind, Kind::BigFile);
-            let size = entry.size();
-            let item_bytes = match &kind {
-                Kind::File(b) => b.len(),
-                _ => 0,
-            };
-            tx.send(
-                Msg::Item(Box::new(Item {
-                    comps,
-                    raw: raw.clone(),
-                    meta,
-                    kind,
-                })),
-                item_bytes,
-            )
-            .map_err(|_| closed())?;
-            if big {
-                let mut total = 0u64;
-                let cdc = fastcdc::v2020::StreamCDC::new(
-                    (&mut entry).take(size),
-                    CHUNK_MIN,
-                    CHUNK_AVG,
-                    CHUNK_MAX,
-                );
-                for chunk in cdc {
-                    let chunk =
-                        chunk.map_err(|e| ctx.entry_err(&raw, format!("reading content: {e}")))?;
-                    total += chunk.data.len() as u64;
-                    on_bytes(chunk.data.len() as u64);
-                    let n = chunk.data.len();
-                    tx.send(Msg::Chunk(chunk.data), n).map_err(|_| closed())?;
-                }
-                if total != size {
-                    return Err(ctx.entry_err(&raw, format!("truncated: {total} of {size} bytes")));
-                }
-                tx.send(Msg::BigEnd, 0).map_err(|_| closed())?;
-            } else {
-                on_bytes(size);
-            }
+            // What this entry's data was not used (a directory's, a skipped
+            // entry's) is read here, streaming, so that the budget of the
+            // next header covers headers only.
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| {
+                ctx.entry_err(&raw, format!("reading entry data: {}", tar_error(e)))
+            })?;
+            last = raw;
         }
+    }
+    // The tar ended at a zero block (or at the end of the stream). The
+    // end-of-archive marker is two: a single zero block followed by more
+    // headers would hide those entries from this reader while other
+    // readers (GNU tar -i) show them, and Go's archive/tar refuses it.
+    let mut block = [0u8; 512];
+    let mut got = 0;
+    while let Some(rest) = block.get_mut(got..).filter(|r| !r.is_empty()) {
+        match stream.read(rest) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ctx.layer_err(tar_error(e))),
+        }
+    }
+    if block.iter().any(|&b| b != 0) {
+        return Err(ctx.layer_err(
+            "data follows a single zero block that ends the tar (entries hidden after the \
+             end-of-archive block)",
+        ));
     }
     tx.flush().map_err(|_| closed())?;
     drop(tx);
@@ -428,6 +597,11 @@ fn metadata<R: Read>(entry: &mut tar::Entry<R>) -> Result<Entry, String> {
                 b"uid" => e.uid = u32::try_from(num("uid")?).map_err(|_| "PAX uid out of range")?,
                 b"gid" => e.gid = u32::try_from(num("gid")?).map_err(|_| "PAX gid out of range")?,
                 b"mtime" => (e.mtime, e.mtime_ns) = pax_time(value)?,
+                // The tar reader uses a valid PAX size and silently ignores
+                // an invalid one; two readers must not see two layouts.
+                b"size" => {
+                    num("size")?;
+                }
                 _ => {
                     if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                         // Overlay markers come only from whiteouts: a tar
@@ -474,7 +648,8 @@ fn pax_time(v: &[u8]) -> Result<(i64, u32), String> {
     let ns: u32 = digits.parse().map_err(|_| bad())?;
     if negative && ns > 0 {
         // -1.5 means 1.5 s before the epoch: floor the seconds.
-        return Ok((secs - 1, 1_000_000_000 - ns));
+        let floored = secs.checked_sub(1).ok_or_else(bad)?;
+        return Ok((floored, 1_000_000_000 - ns));
     }
     Ok((secs, ns))
 }
@@ -746,6 +921,11 @@ mod tests {
         assert_eq!(pax_time(b"-1.5").unwrap(), (-2, 500_000_000));
         assert_eq!(pax_time(b"-0.5").unwrap(), (-1, 500_000_000));
         assert!(pax_time(b"abc").is_err());
+        // Regression: flooring the smallest i64 overflowed (a panic in
+        // debug builds, i64::MAX in release ones).
+        assert!(pax_time(b"-9223372036854775808.5").is_err());
+        assert_eq!(pax_time(b"-9223372036854775808").unwrap(), (i64::MIN, 0));
+        assert!(pax_time(b"99999999999999999999").is_err());
         assert!(pax_time(b"1.2x").is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod flat;
 pub mod gc;
 pub mod history;
 pub mod ingest;
+pub mod limits;
 pub mod names;
 pub mod namespace_writer;
 pub mod objects;
@@ -24,6 +25,7 @@ mod tree;
 pub mod wishlist;
 
 pub use error::{PublishError, Result};
+pub use limits::Limits;
 pub use publish::{
     publish, ImageReport, NoProgress, Progress, PublishOutcome, PublishRequest, Transaction,
 };

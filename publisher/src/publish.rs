@@ -18,7 +18,8 @@ use stratum_catalog::ObjectKind;
 
 use crate::error::{PublishError, Result};
 use crate::flat::apply_layer;
-use crate::ingest::{ingest_layer, layer_path, LayerContext};
+use crate::ingest::{ingest_layer_with, layer_path, LayerContext};
+use crate::limits::Limits;
 use crate::names::ImageName;
 use crate::namespace_writer::NamespaceWriter;
 use crate::objects::ObjectWriter;
@@ -86,6 +87,7 @@ pub fn publish(
     progress: &dyn Progress,
 ) -> Result<PublishOutcome> {
     let mut tx = Transaction::begin(repo, key)?;
+    tx.set_limits(ctx.limits);
     let mut reports = Vec::new();
     for req in requests {
         let spec = SourceRef::parse(&req.source)?;
@@ -139,6 +141,7 @@ pub struct Transaction<'r> {
     ts: u64,
     changed: bool,
     done: bool,
+    limits: Limits,
 }
 
 impl Drop for Transaction<'_> {
@@ -182,7 +185,13 @@ impl<'r> Transaction<'r> {
             ts,
             changed: false,
             done: false,
+            limits: Limits::default(),
         })
+    }
+
+    /// The limits every layer ingested from now on must keep to.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// The revision this transaction started from.
@@ -225,6 +234,7 @@ impl<'r> Transaction<'r> {
                 src,
                 &name,
                 self.ts,
+                &self.limits,
                 progress,
             )?;
             self.changed |= report.status != "unchanged";
@@ -342,6 +352,7 @@ impl<'r> Transaction<'r> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn publish_image(
     repo: &Repository,
     ns: &mut NamespaceWriter,
@@ -349,6 +360,7 @@ fn publish_image(
     src: &dyn ImageSource,
     name: &str,
     ts: u64,
+    limits: &Limits,
     progress: &dyn Progress,
 ) -> Result<ImageReport> {
     let started = Instant::now();
@@ -416,7 +428,8 @@ fn publish_image(
                     lower: flat.as_ref(),
                 };
                 let on_bytes = |n| progress.bytes(n);
-                let (mut file, stats) = ingest_layer(&ctx, stream, objects, &on_bytes)?;
+                let (mut file, stats) =
+                    ingest_layer_with(&ctx, limits, stream, objects, &on_bytes)?;
                 progress.layer_done();
                 report.layers_ingested += 1;
                 report.files += stats.files;

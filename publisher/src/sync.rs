@@ -35,6 +35,8 @@ use crate::wishlist::{Input, Platforms, Wishlist};
 pub struct SyncOptions {
     /// Contact the registries and report, but publish and retire nothing.
     pub dry_run: bool,
+    /// What a layer may hold (entries, paths, sizes, compression ratio).
+    pub limits: crate::Limits,
 }
 
 /// One image in the report.
@@ -130,6 +132,7 @@ pub fn sync(
         reason: format!("event log: {e}"),
     })?;
     let mut tx = Transaction::begin(&repo, &key)?;
+    tx.set_limits(opts.limits);
     let mut report = SyncReport {
         wishlist: wl.origin.clone(),
         repository: wl.repository.display().to_string(),

@@ -51,6 +51,8 @@ pub struct TarEntry {
     pub xattrs: Vec<(String, Vec<u8>)>,
     /// Size written in the header instead of the real data length.
     pub declared_size: Option<u64>,
+    /// Extra PAX records, written as given (after the others).
+    pub pax: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +78,7 @@ impl TarEntry {
             mtime_nsec: None,
             xattrs: Vec::new(),
             declared_size: None,
+            pax: Vec::new(),
         }
     }
     pub fn file(path: &[u8], content: &[u8]) -> TarEntry {
@@ -92,6 +95,12 @@ impl TarEntry {
     }
     pub fn char_dev(path: &[u8], major: u32, minor: u32) -> TarEntry {
         TarEntry::new(path, TarKind::Char(major, minor), 0o644)
+    }
+    pub fn block_dev(path: &[u8], major: u32, minor: u32) -> TarEntry {
+        TarEntry::new(path, TarKind::Block(major, minor), 0o660)
+    }
+    pub fn fifo(path: &[u8]) -> TarEntry {
+        TarEntry::new(path, TarKind::Fifo, 0o644)
     }
     /// An overlay-style whiteout entry `.wh.<name>` in `dir` (empty file).
     pub fn whiteout(dir: &[u8], name: &[u8]) -> TarEntry {
@@ -127,6 +136,11 @@ impl TarEntry {
     }
     pub fn declared_size(mut self, size: u64) -> Self {
         self.declared_size = Some(size);
+        self
+    }
+    /// Adds a raw PAX record (e.g. `uid` = `-1`, `size` = an absurd value).
+    pub fn pax(mut self, key: &str, value: &[u8]) -> Self {
+        self.pax.push((key.to_string(), value.to_vec()));
         self
     }
 }
@@ -187,6 +201,7 @@ pub fn build_tar(entries: &[TarEntry]) -> Vec<u8> {
         for (k, v) in &e.xattrs {
             pax.push((format!("SCHILY.xattr.{k}"), v.clone()));
         }
+        pax.extend(e.pax.iter().cloned());
         if !pax.is_empty() {
             b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
                 .unwrap();

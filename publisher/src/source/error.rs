@@ -240,6 +240,28 @@ pub enum SourceError {
         actual: Box<Digest>,
     },
 
+    /// A layer blob decompresses to more bytes per compressed byte than
+    /// [`Limits::max_ratio`](crate::Limits::max_ratio) allows: a
+    /// decompression bomb, stopped before it is read to its end.
+    #[error(
+        "{image}: layer {index} ({digest}): {uncompressed} bytes decompressed from {compressed} \
+         compressed bytes, more than the limit of {limit}:1 (a decompression bomb? see --max-ratio)"
+    )]
+    LayerRatio {
+        /// The image source.
+        image: String,
+        /// Layer index, 0 = base.
+        index: usize,
+        /// Digest of the blob.
+        digest: Digest,
+        /// Compressed bytes read so far.
+        compressed: u64,
+        /// Uncompressed bytes produced so far.
+        uncompressed: u64,
+        /// The limit (uncompressed bytes per compressed byte).
+        limit: u64,
+    },
+
     /// Reading or decompressing a layer blob failed.
     #[error("{image}: layer {index} ({digest}): {context}: {error}")]
     LayerRead {

@@ -267,6 +267,8 @@ pub struct SourceContext {
     pub registry: Option<Arc<Registry>>,
     /// Which platforms of an index to publish (registry sources).
     pub platforms: PlatformSelection,
+    /// What a layer may hold (entries, paths, sizes, compression ratio).
+    pub limits: crate::Limits,
 }
 
 /// Opens `spec` as one or more images (one per selected platform of a
@@ -313,6 +315,7 @@ pub fn open(spec: &SourceRef, original: &str) -> Result<Box<dyn ImageSource>, So
             let ctx = SourceContext {
                 registry: Some(registry),
                 platforms: PlatformSelection::Host,
+                ..Default::default()
             };
             let mut all = open_all(spec, original, &ctx)?;
             all.swap_remove(0)
@@ -394,7 +397,8 @@ mod tests {
         assert!(e.to_string().contains("not supported yet"), "{e}");
         let r = SourceRef::parse("docker://127.0.0.1:5000/app:1").unwrap();
         assert_eq!(r.to_string(), "docker://127.0.0.1:5000/app:1");
-        assert!(SourceRef::parse("docker://UPPER/x").is_err());
+        assert!(SourceRef::parse("docker://h:5000/app@sha256:xyz").is_err());
+        assert!(SourceRef::parse("docker://h:5000/app:bad tag").is_err());
     }
 
     #[test]

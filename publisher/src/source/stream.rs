@@ -19,6 +19,8 @@
 //! next send and stops, it never blocks forever.
 
 use std::io::{self, BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -79,6 +81,12 @@ pub struct LayerStream {
     uncompressed: u64,
     state: State,
     producer: Option<JoinHandle<()>>,
+    /// Blob bytes the decompressor has consumed so far.
+    compressed: Arc<AtomicU64>,
+    /// Most uncompressed bytes per compressed byte past `ratio_floor`
+    /// (0: unchecked); see [`LayerStream::set_max_ratio`].
+    max_ratio: u64,
+    ratio_floor: u64,
 }
 
 impl LayerStream {
@@ -91,11 +99,13 @@ impl LayerStream {
     ) -> Result<Self, SourceError> {
         let (tx, rx) = bounded(CHANNEL_BLOCKS);
         let (recycle, recycled) = bounded(CHANNEL_BLOCKS + 2);
+        let compressed = Arc::new(AtomicU64::new(0));
         let producer = Producer {
             image: image.to_owned(),
             layer: layer.clone(),
             tx,
             recycled,
+            compressed: compressed.clone(),
         };
         let producer = thread::Builder::new()
             .name(format!("layer-{}", layer.index))
@@ -112,7 +122,25 @@ impl LayerStream {
             uncompressed: 0,
             state: State::Streaming,
             producer: Some(producer),
+            compressed,
+            max_ratio: 0,
+            ratio_floor: 0,
         })
+    }
+
+    /// Stops the stream with [`SourceError::LayerRatio`] as soon as more
+    /// than `floor` bytes came out and they are more than `ratio` times the
+    /// blob bytes consumed (a decompression bomb); `ratio` 0 never stops it.
+    /// Applies to reads and to [`LayerStream::finish`] alike.
+    pub fn set_max_ratio(&mut self, ratio: u64, floor: u64) {
+        self.max_ratio = ratio;
+        self.ratio_floor = floor;
+    }
+
+    /// A live count of the blob bytes decompressed so far (the producer
+    /// runs a few blocks ahead of the consumer).
+    pub fn compressed_counter(&self) -> Arc<AtomicU64> {
+        self.compressed.clone()
     }
 
     /// The layer being streamed.
@@ -147,6 +175,23 @@ impl LayerStream {
                 if spent.capacity() > 0 {
                     // The producer may be gone or have enough buffers: fine.
                     let _ = self.recycle.try_send(spent);
+                }
+                let compressed = self.compressed.load(Ordering::Acquire).max(1);
+                if self.max_ratio > 0
+                    && self.uncompressed > self.ratio_floor
+                    && self.uncompressed > self.max_ratio.saturating_mul(compressed)
+                {
+                    // Nothing more is read: dropping the stream stops the
+                    // producer at its next block.
+                    self.current = Vec::new();
+                    self.state = State::Failed(SourceError::LayerRatio {
+                        image: self.image.clone(),
+                        index: self.layer.index,
+                        digest: self.layer.digest,
+                        compressed,
+                        uncompressed: self.uncompressed,
+                        limit: self.max_ratio,
+                    });
                 }
             }
             Ok(Msg::End { compressed_bytes }) => {
@@ -242,6 +287,8 @@ struct Producer {
     layer: LayerDescriptor,
     tx: Sender<Msg>,
     recycled: Receiver<Vec<u8>>,
+    /// Blob bytes consumed, published for the consumer's ratio check.
+    compressed: Arc<AtomicU64>,
 }
 
 /// The producer stops because the consumer is gone.
@@ -279,6 +326,11 @@ impl Producer {
                 break;
             }
             block.truncate(filled);
+            // Bytes the decoder consumed: read, minus what waits in the
+            // input buffer (up to 256 KiB, which would let a bomb go on).
+            let input = decoder.get_mut();
+            let consumed = input.get_ref().count() - input.buffer().len() as u64;
+            self.compressed.store(consumed, Ordering::Release);
             self.send(Msg::Data(block)).map_err(|Disconnected| None)?;
             if filled < BLOCK_SIZE {
                 // `fill` stops short only at the end of the stream.
@@ -519,6 +571,30 @@ mod tests {
         flipped[10] ^= 1;
         let e = stream(flipped, &layer).finish().unwrap_err();
         assert!(matches!(e, SourceError::LayerDiffId { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_decompression_bomb_stops_at_the_ratio() {
+        let raw = vec![0u8; 8 << 20];
+        let blob = zstd::encode_all(&raw[..], 3).unwrap();
+        let layer = layer_for(&blob, &raw, Compression::Zstd);
+        let mut s = stream(blob.clone(), &layer);
+        s.set_max_ratio(100, 1 << 20);
+        let e = s.finish().unwrap_err();
+        assert!(
+            matches!(e, SourceError::LayerRatio { limit: 100, uncompressed, .. } if uncompressed < 4 << 20),
+            "{e}"
+        );
+        assert!(e.to_string().contains("layer 3"), "{e}");
+        // Below the floor, or with the check off, the same blob passes.
+        let mut s = stream(blob.clone(), &layer);
+        s.set_max_ratio(100, 16 << 20);
+        assert_eq!(s.finish().unwrap().uncompressed_bytes, raw.len() as u64);
+        let mut s = stream(blob, &layer);
+        s.set_max_ratio(0, 0);
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), raw.len());
     }
 
     #[test]

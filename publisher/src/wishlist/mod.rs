@@ -439,7 +439,16 @@ fn parse_inner(
         }
         Ok(base.join(p))
     };
-    let repository = resolve("repository", &raw.repository)?;
+    // `s3://BUCKET/PREFIX` is a location, not a path to resolve.
+    let repository = if raw
+        .repository
+        .to_str()
+        .is_some_and(|r| r.starts_with("s3://"))
+    {
+        raw.repository.clone()
+    } else {
+        resolve("repository", &raw.repository)?
+    };
     let signing_key = resolve("signing_key", &raw.signing_key)?;
     let event_log = match &raw.event_log {
         Some(p) => resolve("event_log", p)?,

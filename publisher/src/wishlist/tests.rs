@@ -129,6 +129,14 @@ fn defaults() {
 }
 
 #[test]
+fn an_s3_repository_is_taken_as_written() {
+    let text = "version: 1\nrepository: s3://bucket/repos/main\nsigning_key: k\nimages: []\n";
+    let w = Wishlist::parse(text, "/etc/stratum").unwrap();
+    assert_eq!(w.repository, Path::new("s3://bucket/repos/main"));
+    assert_eq!(w.signing_key, Path::new("/etc/stratum/k"));
+}
+
+#[test]
 fn host_platform() {
     let p = Platform::host();
     assert_eq!(p.os, "linux");
