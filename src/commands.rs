@@ -31,6 +31,8 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             quota,
             image,
             allow_other,
+            suid,
+            dev,
             registry,
         } => crate::mount::mount(crate::mount::MountArgs {
             source,
@@ -45,6 +47,8 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             quota,
             image,
             allow_other,
+            suid,
+            dev,
             registry,
         }),
         Command::Umount { mountpoint } => crate::mount::umount(&mountpoint),

@@ -211,6 +211,14 @@ enum Command {
         /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root).
         #[arg(long)]
         allow_other: bool,
+        /// Honour the image's setuid/setgid bits (the mount is nosuid by default: an image
+        /// author must not be able to give root to local users). Only for trusted repositories.
+        #[arg(long)]
+        suid: bool,
+        /// Let device nodes of the image be opened (nodev by default). Only for trusted
+        /// repositories; overlayfs whiteouts do not need it.
+        #[arg(long)]
+        dev: bool,
         /// With --thin docker://…: how to reach the registry.
         #[command(flatten)]
         registry: registry_args::RegistryArgs,

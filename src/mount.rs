@@ -28,6 +28,8 @@ pub struct MountArgs {
     pub quota: String,
     pub image: Option<String>,
     pub allow_other: bool,
+    pub suid: bool,
+    pub dev: bool,
     pub registry: crate::registry_args::RegistryArgs,
 }
 
@@ -175,6 +177,8 @@ fn mount_config(args: &MountArgs, fsname: &str) -> MountConfig {
     MountConfig {
         fsname: fsname.to_owned(),
         allow_other: args.allow_other,
+        suid: args.suid,
+        dev: args.dev,
         ..MountConfig::default()
     }
 }

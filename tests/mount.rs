@@ -942,3 +942,44 @@ fn sigterm_while_a_file_is_open() {
 fn failed_mounts_are_clean() {
     mount_failures(local_dir);
 }
+
+/// The mount options of whatever is mounted at `path` (from mountinfo).
+fn mount_options(path: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = path.to_str().unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 6 && f[4] == want).then(|| f[5].split(',').map(str::to_owned).collect())
+        })
+        .next_back()
+        .unwrap_or_default()
+}
+
+/// Regression: mounts used to be `suid,dev`, so a hostile image's setuid
+/// shell or writable block device gave root to any local user who could
+/// reach the mount point. Now `nosuid,nodev` unless asked for.
+#[test]
+fn mounts_are_nosuid_nodev_unless_asked() {
+    if !require_root() || !require_fuse() {
+        return;
+    }
+    let repo = TestRepo::new("opts.test");
+    let src = local_dir(&repo);
+    let tmp = tempdir();
+    let mnt = tmp.path().join("mnt");
+    let m = Mount::start(&src, &mnt, None);
+    let opts = mount_options(m.path());
+    assert!(
+        opts.contains(&"nosuid".to_owned()) && opts.contains(&"nodev".to_owned()),
+        "{opts:?}"
+    );
+    m.unmount();
+    let m = Mount::start_with(&src, &mnt, None, &["--suid", "--dev"]);
+    let opts = mount_options(m.path());
+    assert!(
+        !opts.contains(&"nosuid".to_owned()) && !opts.contains(&"nodev".to_owned()),
+        "{opts:?}"
+    );
+    m.unmount();
+}

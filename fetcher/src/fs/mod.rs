@@ -610,6 +610,11 @@ pub fn image_records(
 pub struct MountConfig {
     pub fsname: String,
     pub allow_other: bool,
+    /// Honour setuid/setgid bits (`suid`); off by default (`nosuid`), so a
+    /// hostile image cannot hand root to local users.
+    pub suid: bool,
+    /// Allow opening device nodes (`dev`); off by default (`nodev`).
+    pub dev: bool,
     /// Request threads: one slow fetch occupies one of them, never the mount.
     pub threads: usize,
 }
@@ -619,6 +624,8 @@ impl Default for MountConfig {
         MountConfig {
             fsname: "stratum".into(),
             allow_other: false,
+            suid: false,
+            dev: false,
             threads: 16,
         }
     }
@@ -638,8 +645,16 @@ pub fn serve<S: TreeStore>(
         MountOption::FSName(cfg.fsname.clone()),
         MountOption::Subtype("stratum".into()),
         MountOption::DefaultPermissions,
-        MountOption::Dev,
-        MountOption::Suid,
+        if cfg.dev {
+            MountOption::Dev
+        } else {
+            MountOption::NoDev
+        },
+        if cfg.suid {
+            MountOption::Suid
+        } else {
+            MountOption::NoSuid
+        },
         MountOption::Exec,
         MountOption::NoAtime,
     ];
