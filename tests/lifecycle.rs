@@ -401,3 +401,30 @@ fn stratum_pubkey(key: &Path) -> PathBuf {
     p.push(".pub");
     PathBuf::from(p)
 }
+
+/// The `/images` catalog is updated in place (not rebuilt): removing the
+/// last image of a repository name removes its now-empty directories, and
+/// a name can come back.
+#[test]
+fn rm_removes_empty_image_directories_and_a_name_can_return() {
+    let repo = TestRepo::new("images-dirs");
+    let l = two_images(&repo);
+    let ls = |path: &str| -> Vec<String> {
+        let out = stratum(cmd(&repo, "ls", &[path, "--json"])).json();
+        out.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ls("/images/test/app"), ["a", "b"]);
+    stratum(with_key(&repo, "rm", &["test/app:a"]));
+    assert_eq!(ls("/images/test/app"), ["b"]);
+    stratum(with_key(&repo, "rm", &["test/app:b"]));
+    assert!(ls("/images").is_empty(), "{:?}", ls("/images"));
+    repo.check();
+    repo.publish(&[&format!("oci:{}:a", l.dir.display())], Some("test/app:a"));
+    assert_eq!(ls("/images/test/app"), ["a"]);
+    pull_ok(&repo, "test/app:a");
+    repo.check();
+}

@@ -98,7 +98,7 @@ pub fn gc(repo: &Repository, key: &SigningKey, opts: &GcOptions) -> Result<GcRep
     let hex_of = |path: &str| path.rsplit('/').next().unwrap_or_default().to_owned();
     let mut live_flats: HashSet<String> = HashSet::new();
     let mut live_layers: HashSet<String> = HashSet::new();
-    for i in tx.images() {
+    for i in tx.images()? {
         live_flats.insert(hex_of(&i.flat_path));
         live_layers.extend(i.layers.iter().map(|l| hex_of(&l.layer_path)));
     }

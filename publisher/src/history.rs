@@ -249,10 +249,10 @@ pub fn rollback(repo: &Repository, key: &SigningKey, to: u64) -> Result<Rollback
             }
         }
     }
-    let current: Vec<ImageRecord> = tx.images().cloned().collect();
+    let current: Vec<ImageRecord> = tx.images()?;
     for c in &current {
         if !wanted.iter().any(|w| w.name == c.name) {
-            tx.remove_image(&c.name);
+            tx.remove_image(&c.name)?;
             report.unlinked.push(c.name.clone());
         }
     }
@@ -262,7 +262,7 @@ pub fn rollback(repo: &Repository, key: &SigningKey, to: u64) -> Result<Rollback
             .any(|c| c.name == w.name && c.manifest_digest == w.manifest_digest);
         if !same {
             report.restored.push(w.name.clone());
-            tx.namespace_mut().set_image(w);
+            tx.namespace_mut().set_image(w)?;
         }
     }
     let (rev, _) = tx.commit(key)?;
@@ -276,7 +276,7 @@ pub fn rollback(repo: &Repository, key: &SigningKey, to: u64) -> Result<Rollback
 pub fn remove_images(repo: &Repository, key: &SigningKey, names: &[String]) -> Result<u64> {
     let mut tx = Transaction::begin(repo, key)?;
     for n in names {
-        if !tx.remove_image(n) {
+        if !tx.remove_image(n)? {
             return Err(PublishError::Image {
                 image: n.clone(),
                 reason: "no such image (see `stratum images`)".into(),

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use stratum_catalog::catalog::{
-    Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageRecord, RetiredImage,
-    RevisionTag, ROOT_ID,
+    Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageRecord, RetiredImage, RevisionTag,
+    ROOT_ID,
 };
 use stratum_catalog::{ObjectId, ObjectKind, Store};
 
@@ -152,7 +152,14 @@ pub struct NamespaceWriter {
     ts: u64,
     layers: Area,
     flat: Area,
-    images: BTreeMap<String, ImageRecord>,
+    /// The `/images` catalog of the revision loaded (id, bytes, reader);
+    /// image records are read from it on demand, never all at once on the
+    /// publish path.
+    images_old: Option<(ObjectId, Vec<u8>, Catalog)>,
+    /// Names set (`Some`) or removed (`None`) by this revision.
+    images_delta: BTreeMap<String, Option<ImageRecord>>,
+    /// Whether `/images` needs a new catalog (records, retired or tags).
+    images_dirty: bool,
     /// By (name, manifest digest).
     retired: BTreeMap<(String, String), RetiredImage>,
     tags: BTreeMap<String, RevisionTag>,
@@ -165,7 +172,9 @@ impl NamespaceWriter {
             ts,
             layers: Area::new("layers"),
             flat: Area::new("flat"),
-            images: BTreeMap::new(),
+            images_old: None,
+            images_delta: BTreeMap::new(),
+            images_dirty: false,
             retired: BTreeMap::new(),
             tags: BTreeMap::new(),
         }
@@ -181,10 +190,8 @@ impl NamespaceWriter {
             let id = images
                 .nested
                 .ok_or_else(|| invalid("/images is not a catalog"))?;
-            let cat = store.load_catalog(&id)?;
-            for r in cat.images()? {
-                w.images.insert(r.name.clone(), r);
-            }
+            let bytes = store.get(&id, ObjectKind::Catalog)?;
+            let cat = Catalog::from_bytes(id, &bytes)?;
             for r in cat.retired_images()? {
                 w.retired
                     .insert((r.name.clone(), r.manifest_digest.clone()), r);
@@ -192,6 +199,7 @@ impl NamespaceWriter {
             for t in cat.revision_tags()? {
                 w.tags.insert(t.name.clone(), t);
             }
+            w.images_old = Some((id, bytes, cat));
         }
         Ok(w)
     }
@@ -212,37 +220,93 @@ impl NamespaceWriter {
         self.flat.add(manifest_hex, catalog)
     }
 
-    pub fn image(&self, name: &str) -> Option<&ImageRecord> {
-        self.images.get(name)
+    /// The image published under `name` (as of this revision so far).
+    pub fn image(&self, name: &str) -> Result<Option<ImageRecord>> {
+        if let Some(change) = self.images_delta.get(name) {
+            return Ok(change.clone());
+        }
+        match &self.images_old {
+            Some((_, _, cat)) => Ok(cat.image(name)?),
+            None => Ok(None),
+        }
     }
 
-    pub fn images(&self) -> impl Iterator<Item = &ImageRecord> {
-        self.images.values()
+    /// An image (any name) whose manifest digest is `digest`.
+    pub fn image_by_digest(&self, digest: &str) -> Result<Option<ImageRecord>> {
+        if let Some(r) = self
+            .images_delta
+            .values()
+            .flatten()
+            .find(|r| r.manifest_digest == digest)
+        {
+            return Ok(Some(r.clone()));
+        }
+        if let Some((_, _, cat)) = &self.images_old {
+            if let Some(r) = cat.image_by_digest(digest)? {
+                // Only if this revision did not change that name.
+                if !self.images_delta.contains_key(&r.name) {
+                    return Ok(Some(r));
+                }
+                return Ok(self
+                    .images()?
+                    .into_iter()
+                    .find(|i| i.manifest_digest == digest));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every image, by name (reads the whole `/images` catalog: for sync,
+    /// garbage collection and rollback, not for a publish).
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        let mut all: BTreeMap<String, ImageRecord> = match &self.images_old {
+            Some((_, _, cat)) => cat
+                .images()?
+                .into_iter()
+                .map(|r| (r.name.clone(), r))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        for (name, change) in &self.images_delta {
+            match change {
+                Some(r) => {
+                    all.insert(name.clone(), r.clone());
+                }
+                None => {
+                    all.remove(name);
+                }
+            }
+        }
+        Ok(all.into_values().collect())
     }
 
     /// Points `record.name` at `record`. The image the name pointed to
     /// before, if another, is retired as `replaced`; a retired entry for
     /// this very image is dropped (it is wanted again).
-    pub fn set_image(&mut self, record: ImageRecord) {
+    pub fn set_image(&mut self, record: ImageRecord) -> Result<()> {
+        self.images_dirty = true;
         self.retired
             .remove(&(record.name.clone(), record.manifest_digest.clone()));
-        if let Some(old) = self.images.insert(record.name.clone(), record) {
-            let new_digest = &self.images[&old.name].manifest_digest;
-            if &old.manifest_digest != new_digest {
+        if let Some(old) = self.image(&record.name)? {
+            if old.manifest_digest != record.manifest_digest {
                 self.retire_record(&old, "replaced");
             }
         }
+        self.images_delta.insert(record.name.clone(), Some(record));
+        Ok(())
     }
 
     /// Unlinks `name` from `/images`, recording when it stopped being
     /// wanted; `false` if no image had that name.
-    pub fn remove_image(&mut self, name: &str) -> bool {
-        match self.images.remove(name) {
+    pub fn remove_image(&mut self, name: &str) -> Result<bool> {
+        match self.image(name)? {
             Some(old) => {
+                self.images_dirty = true;
                 self.retire_record(&old, "removed");
-                true
+                self.images_delta.insert(name.to_owned(), None);
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
     }
 
@@ -252,6 +316,7 @@ impl NamespaceWriter {
 
     /// Forgets a retired image (its grace period is over).
     pub fn drop_retired(&mut self, name: &str, manifest_digest: &str) -> Option<RetiredImage> {
+        self.images_dirty = true;
         self.retired
             .remove(&(name.to_owned(), manifest_digest.to_owned()))
     }
@@ -271,10 +336,12 @@ impl NamespaceWriter {
     }
 
     pub fn set_tag(&mut self, tag: RevisionTag) {
+        self.images_dirty = true;
         self.tags.insert(tag.name.clone(), tag);
     }
 
     pub fn remove_tag(&mut self, name: &str) -> bool {
+        self.images_dirty = true;
         self.tags.remove(name).is_some()
     }
 
@@ -311,62 +378,31 @@ impl NamespaceWriter {
     }
 
     /// `/images`: `<repository>/<tag>` symlinks to the flat trees, and the
-    /// image metadata tables.
+    /// image metadata tables. Updated from the previous catalog (only the
+    /// names this revision changed are touched), or built when there is none.
     fn write_images(&self, objects: &mut ObjectWriter) -> Result<ObjectId> {
-        let mut b = CatalogBuilder::create(
-            &self.tmp,
-            CatalogKind::Images,
-            "/images",
-            &dir_entry(self.ts),
-        )?;
-        let mut dirs: HashMap<Vec<Vec<u8>>, i64> = HashMap::new();
-        for r in self.images.values() {
-            let name = ImageName::parse(&r.name)?;
-            let comps = name.components();
-            let (tag, repo) = comps
-                .split_last()
-                .ok_or_else(|| invalid("empty image name"))?;
-            let mut parent = ROOT_ID;
-            for i in 0..repo.len() {
-                let key = repo[..=i].to_vec();
-                parent = match dirs.get(&key) {
-                    Some(id) => *id,
-                    None => {
-                        if b.lookup(parent, &repo[i])?.is_some() {
-                            return Err(PublishError::InvalidName {
-                                name: r.name.clone(),
-                                reason: "a part of the name is already the tag of another image"
-                                    .into(),
-                            });
-                        }
-                        let mut d = dir_entry(self.ts);
-                        d.name = repo[i].clone();
-                        let id = b.insert(parent, &d)?;
-                        dirs.insert(key, id);
-                        id
-                    }
-                };
+        let mut b = match &self.images_old {
+            Some((id, _, _)) if !self.images_dirty => return Ok(*id),
+            Some((_, bytes, _)) => CatalogBuilder::from_bytes(&self.tmp, bytes, "/images")?,
+            None => CatalogBuilder::create(
+                &self.tmp,
+                CatalogKind::Images,
+                "/images",
+                &dir_entry(self.ts),
+            )?,
+        };
+        // Removals first, so that a name may become a directory and back.
+        for name in self.images_delta.keys() {
+            if b.image(name)?.is_some() {
+                unlink(&mut b, name)?;
+                b.remove_image(name)?;
             }
-            if b.lookup(parent, tag)?.is_some() {
-                return Err(PublishError::InvalidName {
-                    name: r.name.clone(),
-                    reason: "the tag is already a directory of other image names".into(),
-                });
-            }
-            // Relative, so it resolves inside any mount point.
-            let target = format!(
-                "{}{}",
-                "../".repeat(repo.len() + 1),
-                r.flat_path.trim_start_matches('/')
-            );
-            let mut link = Entry::new(FileType::Symlink, 0o777);
-            link.name = tag.clone();
-            link.size = target.len() as u64;
-            link.symlink = Some(target.into_bytes());
-            link.mtime = r.published_at;
-            b.insert(parent, &link)?;
+        }
+        for r in self.images_delta.values().flatten() {
+            self.link(&mut b, r)?;
             b.add_image(r)?;
         }
+        b.clear_lifecycle_tables()?;
         for r in self.retired.values() {
             b.add_retired(r)?;
         }
@@ -375,4 +411,73 @@ impl NamespaceWriter {
         }
         Ok(objects.put(ObjectKind::Catalog, &b.finish()?)?)
     }
+
+    /// Adds the `<repository>/<tag>` symlink of `r`, creating directories.
+    fn link(&self, b: &mut CatalogBuilder, r: &ImageRecord) -> Result<()> {
+        let name = ImageName::parse(&r.name)?;
+        let comps = name.components();
+        let (tag, repo) = comps
+            .split_last()
+            .ok_or_else(|| invalid("empty image name"))?;
+        let mut parent = ROOT_ID;
+        for comp in repo {
+            parent = match b.lookup(parent, comp)? {
+                Some(e) if e.is_dir() => e.id,
+                Some(_) => {
+                    return Err(PublishError::InvalidName {
+                        name: r.name.clone(),
+                        reason: "a part of the name is already the tag of another image".into(),
+                    })
+                }
+                None => {
+                    let mut d = dir_entry(self.ts);
+                    d.name = comp.clone();
+                    b.insert(parent, &d)?
+                }
+            };
+        }
+        if b.lookup(parent, tag)?.is_some() {
+            return Err(PublishError::InvalidName {
+                name: r.name.clone(),
+                reason: "the tag is already a directory of other image names".into(),
+            });
+        }
+        // Relative, so it resolves inside any mount point.
+        let target = format!(
+            "{}{}",
+            "../".repeat(repo.len() + 1),
+            r.flat_path.trim_start_matches('/')
+        );
+        let mut link = Entry::new(FileType::Symlink, 0o777);
+        link.name = tag.clone();
+        link.size = target.len() as u64;
+        link.symlink = Some(target.into_bytes());
+        link.mtime = r.published_at;
+        b.insert(parent, &link)?;
+        Ok(())
+    }
+}
+
+/// Removes the symlink of image `name` and the directories it leaves empty.
+fn unlink(b: &mut CatalogBuilder, name: &str) -> Result<()> {
+    let parsed = ImageName::parse(name)?;
+    let comps = parsed.components();
+    let mut chain = vec![ROOT_ID];
+    for comp in &comps {
+        let parent = chain.last().copied().unwrap_or(ROOT_ID);
+        match b.lookup(parent, comp)? {
+            Some(e) => chain.push(e.id),
+            None => return Ok(()),
+        }
+    }
+    // Leaf first, then each directory that became empty (never the root).
+    while chain.len() > 1 {
+        let id = chain.pop().unwrap_or(ROOT_ID);
+        let is_leaf = chain.len() == comps.len();
+        if !is_leaf && !b.children(id)?.is_empty() {
+            break;
+        }
+        b.remove(id)?;
+    }
+    Ok(())
 }

@@ -200,20 +200,21 @@ impl<'r> Transaction<'r> {
     }
 
     /// The image published under `name` (as of now in this transaction).
-    pub fn image(&self, name: &str) -> Option<&ImageRecord> {
+    pub fn image(&self, name: &str) -> Result<Option<ImageRecord>> {
         self.ns.image(name)
     }
 
-    pub fn images(&self) -> impl Iterator<Item = &ImageRecord> {
+    /// Every image (reads the whole `/images` catalog).
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
         self.ns.images()
     }
 
     /// Unlinks `name` from `/images`; its trees stay until garbage
     /// collection. `false` when there was no such image.
-    pub fn remove_image(&mut self, name: &str) -> bool {
-        let removed = self.ns.remove_image(name);
+    pub fn remove_image(&mut self, name: &str) -> Result<bool> {
+        let removed = self.ns.remove_image(name)?;
         self.changed |= removed;
-        removed
+        Ok(removed)
     }
 
     /// Publishes one resolved image under `base` (and, for one platform of
@@ -252,12 +253,7 @@ impl<'r> Transaction<'r> {
         digest: &str,
         source: &str,
     ) -> Result<Option<Vec<ImageReport>>> {
-        let Some(existing) = self
-            .ns
-            .images()
-            .find(|r| r.manifest_digest == digest)
-            .cloned()
-        else {
+        let Some(existing) = self.ns.image_by_digest(digest)? else {
             return Ok(None);
         };
         let mut reports = Vec::new();
@@ -273,7 +269,7 @@ impl<'r> Transaction<'r> {
             };
             if self
                 .ns
-                .image(&name)
+                .image(&name)?
                 .is_some_and(|r| r.manifest_digest == digest)
             {
                 report.status = "unchanged".into();
@@ -282,7 +278,7 @@ impl<'r> Transaction<'r> {
                 record.name = name;
                 record.source = source.to_owned();
                 record.published_at = i64::try_from(self.ts).unwrap_or(0);
-                self.ns.set_image(record);
+                self.ns.set_image(record)?;
                 self.changed = true;
             }
             reports.push(report);
@@ -376,7 +372,7 @@ fn publish_image(
         ..Default::default()
     };
     if ns
-        .image(&name)
+        .image(&name)?
         .is_some_and(|r| r.manifest_digest == report.manifest_digest)
     {
         report.status = "unchanged".into();
@@ -484,7 +480,7 @@ fn publish_image(
         manifest: image.manifest.clone(),
         config: image.config.clone(),
         layers: layer_records,
-    });
+    })?;
     objects.flush()?;
     let after = objects.stats();
     report.new_objects = after.new_objects - before.new_objects;

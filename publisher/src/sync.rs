@@ -189,7 +189,8 @@ pub fn sync(
 
     // Retire what no input wants.
     let retire: Vec<(String, String, String, String)> = tx
-        .images()
+        .images()?
+        .into_iter()
         .filter(|r| r.source.starts_with("docker://") && !wanted.contains(&r.name))
         .filter(|r| {
             !protected_names
@@ -215,7 +216,7 @@ pub fn sync(
         .collect();
     for (name, source, digest, platform) in retire {
         if !opts.dry_run {
-            tx.remove_image(&name);
+            tx.remove_image(&name)?;
         }
         report.retired.push(SyncItem {
             name,
@@ -301,7 +302,8 @@ fn sync_target(
         let names = image_names(base, rm.placement.as_ref());
         wanted.extend(names.iter().cloned());
         let digest = rm.digest.to_string();
-        let previous = tx.image(&names[0]).map(|r| r.manifest_digest.clone());
+        let current = |n: &str| tx.image(n).ok().flatten();
+        let previous = current(&names[0]).map(|r| r.manifest_digest.clone());
         let mut item = SyncItem {
             name: names[0].clone(),
             source: original.clone(),
@@ -312,9 +314,9 @@ fn sync_target(
         };
         let unchanged = names
             .iter()
-            .all(|n| tx.image(n).is_some_and(|r| r.manifest_digest == digest));
+            .all(|n| current(n).is_some_and(|r| r.manifest_digest == digest));
         if unchanged {
-            item.platform = tx.image(&names[0]).map(|r| r.platform.clone());
+            item.platform = current(&names[0]).map(|r| r.platform.clone());
             item.seconds = t0.elapsed().as_secs_f64();
             report.kept.push(item);
             continue;

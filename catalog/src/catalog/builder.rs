@@ -59,6 +59,67 @@ impl CatalogBuilder {
         Ok(b)
     }
 
+    /// A builder that starts from an existing catalog's bytes (a copy in
+    /// `tmp_dir`): the `/images` catalog is updated in place instead of being
+    /// rebuilt, so a publish costs little however many images there are.
+    pub fn from_bytes(tmp_dir: &Path, bytes: &[u8], ns_path: &str) -> Result<Self> {
+        let mut file = tempfile::Builder::new()
+            .prefix("catalog-")
+            .tempfile_in(tmp_dir)
+            .map_err(|e| Error::io(tmp_dir, e))?;
+        std::io::Write::write_all(&mut file, bytes).map_err(|e| Error::io(file.path(), e))?;
+        let label = format!("being updated for {ns_path}");
+        let sql = |source| Error::Sqlite {
+            catalog: label.clone(),
+            source,
+        };
+        let conn = Connection::open(file.path()).map_err(sql)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;
+             PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(sql)?;
+        // Tables added to the format later (empty in older catalogs).
+        let mut missing = String::new();
+        for stmt in SCHEMA.split_inclusive(';') {
+            let t = stmt.trim();
+            for table in ["retired_images", "revision_tags"] {
+                if t.starts_with(&format!("CREATE TABLE {table} ")) {
+                    missing.push_str(&t.replacen("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1));
+                    missing.push('\n');
+                }
+            }
+        }
+        conn.execute_batch(&missing).map_err(sql)?;
+        let next_group: i64 = conn
+            .query_row(
+                "SELECT COALESCE(MAX(hardlink), 0) + 1 FROM entries",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        conn.execute_batch("BEGIN").map_err(sql)?;
+        Ok(CatalogBuilder {
+            conn,
+            file,
+            label,
+            next_group,
+        })
+    }
+
+    /// Empties the retired-image and revision-tag tables (to be refilled).
+    pub fn clear_lifecycle_tables(&mut self) -> Result<()> {
+        let res = self
+            .conn
+            .execute_batch("DELETE FROM retired_images; DELETE FROM revision_tags;");
+        res.map_err(|e| self.sql(e))
+    }
+
+    /// The record of image `name` in the catalog being built.
+    pub fn image(&self, name: &str) -> Result<Option<ImageRecord>> {
+        super::images::get(&self.conn, name).map_err(|e| self.sql(e))
+    }
+
     fn sql(&self, source: rusqlite::Error) -> Error {
         Error::Sqlite {
             catalog: self.label.clone(),

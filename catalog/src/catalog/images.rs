@@ -87,12 +87,34 @@ pub(crate) fn remove(conn: &Connection, name: &str) -> rusqlite::Result<()> {
 }
 
 pub(crate) fn list(conn: &Connection) -> rusqlite::Result<Vec<ImageRecord>> {
-    let mut st = conn.prepare(
+    select(conn, "", [])
+}
+
+/// The record of `name`, if any (indexed: the name is the primary key).
+pub(crate) fn get(conn: &Connection, name: &str) -> rusqlite::Result<Option<ImageRecord>> {
+    Ok(select(conn, "WHERE name = ?1", [name])?.into_iter().next())
+}
+
+/// One record whose manifest digest is `digest`, if any.
+pub(crate) fn by_digest(conn: &Connection, digest: &str) -> rusqlite::Result<Option<ImageRecord>> {
+    Ok(
+        select(conn, "WHERE manifest_digest = ?1", [digest])?
+            .into_iter()
+            .next(),
+    )
+}
+
+fn select<P: rusqlite::Params>(
+    conn: &Connection,
+    filter: &str,
+    params: P,
+) -> rusqlite::Result<Vec<ImageRecord>> {
+    let mut st = conn.prepare(&format!(
         "SELECT name, manifest_digest, config_digest, platform, source, published_at, flat_path, \
-         flat_catalog, manifest, config FROM images ORDER BY name",
-    )?;
+         flat_catalog, manifest, config FROM images {filter} ORDER BY name"
+    ))?;
     let mut images: Vec<ImageRecord> = st
-        .query_map([], |r| {
+        .query_map(params, |r| {
             Ok(ImageRecord {
                 name: r.get(0)?,
                 manifest_digest: r.get(1)?,

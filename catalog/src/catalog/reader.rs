@@ -143,6 +143,15 @@ impl Catalog {
         }
     }
 
+    /// A query whose rows came back out of order: only a corrupt database
+    /// (its b-tree keys out of order) does that.
+    fn out_of_order(&self, what: &str) -> Error {
+        Error::InvalidCatalog {
+            catalog: format!("{} ({})", self.id, self.path),
+            reason: format!("{what}: the database is corrupt"),
+        }
+    }
+
     pub fn id(&self) -> ObjectId {
         self.id
     }
@@ -201,6 +210,18 @@ impl Catalog {
             let Some(last) = batch.last() else {
                 return Ok(());
             };
+            // Each batch must start after the previous one and be in order:
+            // a corrupt b-tree can return rows out of order, and then the
+            // next batch would start over (an endless loop).
+            let mut prev = after.as_deref();
+            for e in &batch {
+                if prev.is_some_and(|p| e.name.as_slice() <= p) {
+                    return Err(self.out_of_order(&format!(
+                        "children of entry {parent} are not in name order"
+                    )));
+                }
+                prev = Some(&e.name);
+            }
             after = Some(last.name.clone());
             let full = batch.len() as i64 == BATCH;
             for e in batch {
@@ -236,6 +257,14 @@ impl Catalog {
             let Some(last) = batch.last() else {
                 return Ok(());
             };
+            // As in `for_each_child`: no batch may go back (endless loop).
+            let mut prev = after;
+            for e in &batch {
+                if e.id <= prev {
+                    return Err(self.out_of_order("entries are not in id order"));
+                }
+                prev = e.id;
+            }
             after = last.id;
             for e in batch {
                 f(e)?;
@@ -246,6 +275,16 @@ impl Catalog {
     /// The image metadata (only the `/images` catalog has any).
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
         super::images::list(&self.conn()).map_err(|e| self.sql(e))
+    }
+
+    /// The image record of `name` (only the `/images` catalog has any).
+    pub fn image(&self, name: &str) -> Result<Option<ImageRecord>> {
+        super::images::get(&self.conn(), name).map_err(|e| self.sql(e))
+    }
+
+    /// An image record whose manifest digest is `digest`.
+    pub fn image_by_digest(&self, digest: &str) -> Result<Option<ImageRecord>> {
+        super::images::by_digest(&self.conn(), digest).map_err(|e| self.sql(e))
     }
 
     /// Named revisions (only the `/images` catalog has any).
