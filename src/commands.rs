@@ -34,6 +34,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             suid,
             dev,
             registry,
+            transport,
         } => crate::mount::mount(crate::mount::MountArgs {
             source,
             mountpoint,
@@ -50,6 +51,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             suid,
             dev,
             registry,
+            transport,
         }),
         Command::Umount { mountpoint } => crate::mount::umount(&mountpoint),
         Command::Compact {
@@ -105,9 +107,11 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             json,
             pubkey,
             cache,
+            mirrors,
             registry,
+            transport,
         } => pull(
-            &repo, pubkey, image, path, thin, &dest, json, cache, &registry,
+            &repo, pubkey, image, path, thin, &dest, json, cache, &registry, &mirrors, &transport,
         ),
         Command::Serve {
             repo,
@@ -484,6 +488,8 @@ fn pull(
     json: bool,
     cache: Option<PathBuf>,
     registry: &crate::registry_args::RegistryArgs,
+    mirrors: &[String],
+    transport_args: &crate::transport_args::TransportArgs,
 ) -> Result<ExitCode> {
     let url = repo
         .to_str()
@@ -495,11 +501,14 @@ fn pull(
             })?;
             let key = manifest::load_verifying_key(&pubkey)?;
             let cache = cache.unwrap_or_else(stratum_fetcher::default_cache_dir);
-            let cfg = stratum_fetcher::RemoteConfig::new(vec![url.to_owned()], key, cache.clone());
-            let remote = std::sync::Arc::new(
-                stratum_fetcher::Remote::open(cfg)
-                    .with_context(|| format!("opening {url} (cache {})", cache.display()))?,
-            );
+            let mut urls = vec![url.to_owned()];
+            urls.extend(mirrors.iter().cloned());
+            let mut cfg = stratum_fetcher::RemoteConfig::new(urls.clone(), key, cache.clone());
+            transport_args.apply(&mut cfg);
+            let remote =
+                std::sync::Arc::new(stratum_fetcher::Remote::open(cfg).with_context(|| {
+                    format!("opening {} (cache {})", urls.join(", "), cache.display())
+                })?);
             // A thin image pins its flat tree's catalog: pull that tree,
             // whatever the repository's current revision holds.
             let (root, path) = match &thin {
@@ -527,6 +536,10 @@ fn pull(
             if cache.is_some() {
                 bail!("--cache applies to pulls from a URL, not from a local repository");
             }
+            if !mirrors.is_empty() {
+                bail!("--mirror applies to pulls from a URL, not from a local repository");
+            }
+            transport_args.refuse_for_directory()?;
             if thin.is_some() {
                 bail!("--thin pulls from the repository URL; give the URL (the descriptor lists them)");
             }

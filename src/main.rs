@@ -17,6 +17,7 @@ mod replicate;
 mod serve;
 mod sync;
 mod thin;
+mod transport_args;
 
 #[derive(Parser)]
 #[command(
@@ -222,6 +223,9 @@ enum Command {
         /// With --thin docker://…: how to reach the registry.
         #[command(flatten)]
         registry: registry_args::RegistryArgs,
+        /// With a URL: timeouts and retries.
+        #[command(flatten)]
+        transport: transport_args::TransportArgs,
     },
     /// Unmount a stratum mount.
     Umount { mountpoint: PathBuf },
@@ -315,9 +319,15 @@ enum Command {
         /// as root, else $XDG_CACHE_HOME/stratum or ~/.cache/stratum).
         #[arg(long, value_name = "DIR")]
         cache: Option<PathBuf>,
+        /// With a URL: more URLs serving the same repository, tried in turn when one fails.
+        #[arg(long = "mirror", value_name = "URL")]
+        mirrors: Vec<String>,
         /// With --thin docker://…: how to reach the registry.
         #[command(flatten)]
         registry: registry_args::RegistryArgs,
+        /// With a URL: timeouts and retries.
+        #[command(flatten)]
+        transport: transport_args::TransportArgs,
     },
 }
 

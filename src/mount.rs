@@ -31,6 +31,7 @@ pub struct MountArgs {
     pub suid: bool,
     pub dev: bool,
     pub registry: crate::registry_args::RegistryArgs,
+    pub transport: crate::transport_args::TransportArgs,
 }
 
 pub fn mount(args: MountArgs) -> Result<ExitCode> {
@@ -66,6 +67,7 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
     if !args.mirrors.is_empty() || args.cache.is_some() {
         bail!("--mirror and --cache apply to a repository URL, not a directory");
     }
+    args.transport.refuse_for_directory()?;
     let dir = PathBuf::from(&source);
     let repo = stratum_publisher::Repository::open(&dir)?;
     let key = match &args.pubkey {
@@ -104,6 +106,7 @@ fn open_remote(args: &MountArgs, urls: Vec<String>) -> Result<RemoteTree> {
         .unwrap_or_else(stratum_fetcher::default_cache_dir);
     let mut cfg = stratum_fetcher::RemoteConfig::new(urls.clone(), key, cache);
     cfg.quota_bytes = parse_size(&args.quota)?;
+    args.transport.apply(&mut cfg);
     let remote = stratum_fetcher::Remote::open(cfg)
         .with_context(|| format!("opening {}", urls.join(", ")))?;
     Ok(RemoteTree::new(Arc::new(remote)))

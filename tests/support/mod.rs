@@ -17,6 +17,8 @@
 //! - [`small`]: small hand-built images with known bytes (no external tools).
 //! - [`squid`]: Debian's `squid` as a caching proxy on 127.0.0.1, with its
 //!   access log.
+//! - [`fault_http`]: a fault-injecting HTTP/1.1 reverse proxy (delays,
+//!   resets, truncations, bit flips, statuses, stalls) for the node side.
 //! - [`reference`]: a minimal per-layer tree extractor for the harness's own
 //!   self-test of the overlayfs comparison.
 //!
@@ -26,6 +28,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod compare;
+pub mod fault_http;
 pub mod fixtures;
 pub mod fsutil;
 pub mod mount;
