@@ -45,10 +45,11 @@ pub struct ImageRecord {
 
 pub(crate) fn insert(conn: &Connection, i: &ImageRecord) -> rusqlite::Result<()> {
     remove(conn, &i.name)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO images (name, manifest_digest, config_digest, platform, source, published_at, \
-         flat_path, flat_catalog, manifest, config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
+         flat_path, flat_catalog, manifest, config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    )?
+    .execute(params![
             i.name,
             i.manifest_digest,
             i.config_digest,
@@ -62,10 +63,11 @@ pub(crate) fn insert(conn: &Connection, i: &ImageRecord) -> rusqlite::Result<()>
         ],
     )?;
     for (pos, l) in i.layers.iter().enumerate() {
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO image_layers (image, position, digest, diff_id, media_type, size, layer_path, catalog) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        )?
+        .execute(params![
                 i.name,
                 pos as i64,
                 l.digest,
@@ -81,8 +83,10 @@ pub(crate) fn insert(conn: &Connection, i: &ImageRecord) -> rusqlite::Result<()>
 }
 
 pub(crate) fn remove(conn: &Connection, name: &str) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM images WHERE name = ?1", [name])?;
-    conn.execute("DELETE FROM image_layers WHERE image = ?1", [name])?;
+    conn.prepare_cached("DELETE FROM images WHERE name = ?1")?
+        .execute([name])?;
+    conn.prepare_cached("DELETE FROM image_layers WHERE image = ?1")?
+        .execute([name])?;
     Ok(())
 }
 
@@ -97,11 +101,9 @@ pub(crate) fn get(conn: &Connection, name: &str) -> rusqlite::Result<Option<Imag
 
 /// One record whose manifest digest is `digest`, if any.
 pub(crate) fn by_digest(conn: &Connection, digest: &str) -> rusqlite::Result<Option<ImageRecord>> {
-    Ok(
-        select(conn, "WHERE manifest_digest = ?1", [digest])?
-            .into_iter()
-            .next(),
-    )
+    Ok(select(conn, "WHERE manifest_digest = ?1", [digest])?
+        .into_iter()
+        .next())
 }
 
 fn select<P: rusqlite::Params>(
@@ -193,22 +195,22 @@ impl RetiredImage {
 
 pub(crate) fn insert_retired(conn: &Connection, r: &RetiredImage) -> rusqlite::Result<()> {
     let layers = serde_json::to_string(&r.layers).unwrap_or_else(|_| "[]".into());
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR REPLACE INTO retired_images (name, manifest_digest, platform, published_at, \
          retired_at, reason, flat_path, flat_catalog, layers) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            r.name,
-            r.manifest_digest,
-            r.platform,
-            r.published_at,
-            r.retired_at,
-            r.reason,
-            r.flat_path,
-            r.flat_catalog,
-            layers
-        ],
-    )?;
+    )?
+    .execute(params![
+        r.name,
+        r.manifest_digest,
+        r.platform,
+        r.published_at,
+        r.retired_at,
+        r.reason,
+        r.flat_path,
+        r.flat_catalog,
+        layers
+    ])?;
     Ok(())
 }
 
@@ -259,16 +261,16 @@ pub struct RevisionTag {
 }
 
 pub(crate) fn insert_tag(conn: &Connection, t: &RevisionTag) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR REPLACE INTO revision_tags (name, revision, manifest_id, tagged_at) \
          VALUES (?1, ?2, ?3, ?4)",
-        params![
-            t.name,
-            i64::try_from(t.revision).unwrap_or(i64::MAX),
-            t.manifest_id,
-            t.tagged_at
-        ],
-    )?;
+    )?
+    .execute(params![
+        t.name,
+        i64::try_from(t.revision).unwrap_or(i64::MAX),
+        t.manifest_id,
+        t.tagged_at
+    ])?;
     Ok(())
 }
 
