@@ -13,6 +13,10 @@ pub mod backend;
 pub mod backend_s3;
 pub mod catalog;
 mod error;
+/// Entry points of the fuzz targets (`fuzz/`) and of the tests that replay
+/// their corpora; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod location;
 pub mod lock;
 pub mod manifest;

@@ -450,6 +450,11 @@ fn parse(
                         if name.is_empty() {
                             return Err(ctx.entry_err(&raw, "whiteout without a name"));
                         }
+                        // `.wh..` and `.wh...` would put entries named `.`
+                        // and `..` into the tree (caught by the fuzz harness).
+                        if name == b"." || name == b".." {
+                            return Err(ctx.entry_err(&raw, "whiteout of '.' or '..'"));
+                        }
                         let name = name.to_vec();
                         comps.pop();
                         comps.push(name);

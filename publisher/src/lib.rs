@@ -10,6 +10,10 @@ pub mod compact;
 pub mod error;
 pub mod event_log;
 pub mod flat;
+/// Entry points of the fuzz targets (`fuzz/`) and of the tests that replay
+/// their corpora; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gc;
 pub mod history;
 pub mod ingest;

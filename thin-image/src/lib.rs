@@ -41,6 +41,10 @@ use stratum_catalog::ObjectId;
 
 mod artifact;
 mod error;
+/// Entry points of the fuzz targets (`fuzz/`) and of the tests that replay
+/// their corpora; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod validate;
 
 pub use artifact::{
