@@ -78,7 +78,10 @@ fn replay(name: &str) {
         .collect();
     let mut failed = Vec::new();
     for p in &inputs {
-        let data = std::fs::read(p).unwrap();
+        // A fuzzer running meanwhile may have replaced the file.
+        let Ok(data) = std::fs::read(p) else {
+            continue;
+        };
         if std::panic::catch_unwind(|| f(&data)).is_err() {
             failed.push(p.display().to_string());
         }
