@@ -14,8 +14,20 @@ use support::oci::{Layer, Layout, TarEntry};
 use support::{digest_hex, stratum, stratum_fails, stratum_raw, tempdir, TestRepo};
 
 const SUBCOMMANDS: &[&str] = &[
-    "keygen", "init", "publish", "images", "info", "ls", "cat", "check", "pull", "serve", "thin",
-    "mount", "umount", "replicate",
+    "keygen",
+    "init",
+    "publish",
+    "images",
+    "info",
+    "ls",
+    "cat",
+    "check",
+    "pull",
+    "serve",
+    "thin",
+    "mount",
+    "umount",
+    "replicate",
 ];
 
 const HELLO: &[u8] = b"hello from a hand-built image\n";
