@@ -3,7 +3,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, OpenFlags, MAIN_DB};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, MAIN_DB};
 
 use super::entry::Entry;
 use super::images::ImageRecord;
@@ -91,6 +91,25 @@ impl Catalog {
             catalog: label.clone(),
             reason,
         };
+        // Only ordinary tables and indexes (docs/FORMAT.md §4.1): a view
+        // runs on every query that names it, and a recursive one never ends
+        // (an `entries` view made opening the catalog hang).
+        let other: Option<(String, String)> = conn
+            .query_row(
+                "SELECT type, name FROM sqlite_master WHERE type NOT IN ('table', 'index')
+                 UNION ALL
+                 SELECT type, name FROM pragma_table_list WHERE schema = 'main' AND type != 'table'
+                 LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql)?;
+        if let Some((ty, name)) = other {
+            return Err(invalid(format!(
+                "its schema holds {ty} {name:?}; a catalog has only tables and indexes"
+            )));
+        }
         let version = rows::property(&conn, schema::PROP_FORMAT_VERSION)
             .map_err(sql)?
             .ok_or_else(|| invalid("no format_version property".into()))?;
