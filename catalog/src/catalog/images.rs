@@ -215,12 +215,7 @@ pub(crate) fn insert_retired(conn: &Connection, r: &RetiredImage) -> rusqlite::R
 }
 
 pub(crate) fn list_retired(conn: &Connection) -> rusqlite::Result<Vec<RetiredImage>> {
-    let exists: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'retired_images'",
-        [],
-        |r| r.get(0),
-    )?;
-    if exists == 0 {
+    if !table_exists(conn, "retired_images")? {
         return Ok(Vec::new());
     }
     let mut st = conn.prepare(
@@ -275,12 +270,7 @@ pub(crate) fn insert_tag(conn: &Connection, t: &RevisionTag) -> rusqlite::Result
 }
 
 pub(crate) fn list_tags(conn: &Connection) -> rusqlite::Result<Vec<RevisionTag>> {
-    let exists: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'revision_tags'",
-        [],
-        |r| r.get(0),
-    )?;
-    if exists == 0 {
+    if !table_exists(conn, "revision_tags")? {
         return Ok(Vec::new());
     }
     let mut st = conn.prepare(
@@ -295,4 +285,15 @@ pub(crate) fn list_tags(conn: &Connection) -> rusqlite::Result<Vec<RevisionTag>>
         })
     })?;
     rows.collect()
+}
+
+/// Whether `table` exists: tables added to format v1 later are missing in
+/// older catalogs, and readers treat them as empty (FORMAT.md §5.5).
+fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
 }
