@@ -258,8 +258,8 @@ impl Reader {
 
     fn images(&self) -> Result<Vec<ImageRecord>> {
         let ns = self.namespace()?;
-        let node = ns.resolve("/images")?;
-        Ok(node.catalog.images()?)
+        let images = ns.image_index().all()?;
+        Ok(images)
     }
 }
 
@@ -597,7 +597,7 @@ fn pull_tree<L: stratum_catalog::namespace::CatalogLoader>(
 ) -> Result<(String, stratum_fetcher::PullStats)> {
     let ns_path = match (&image, &path) {
         (Some(name), _) => {
-            let images = ns.resolve("/images")?.catalog.images()?;
+            let images = ns.image_index().variants(name)?;
             let rec = crate::thin::pick_image(&images, name)
                 .with_context(|| format!("no image {name} in {source} (see `stratum images`)"))?;
             rec.flat_path.clone()

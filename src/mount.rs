@@ -117,7 +117,7 @@ fn image_path<S: TreeStore>(tree: &S, root: &ObjectId, args: &MountArgs) -> Resu
     Ok(match &args.image {
         None => "/".to_owned(),
         Some(name) => {
-            let images = fs::image_records(tree, root)?;
+            let images = fs::image_variants(tree, root, name)?;
             crate::thin::pick_image(&images, name)
                 .map(|r| r.flat_path.clone())
                 .with_context(|| format!("no image {name} in {}", args.source))?

@@ -213,7 +213,7 @@ pub fn run(args: ThinArgs) -> Result<ExitCode> {
     };
     let urls = urls_or_default(repo, &args.urls)?;
     let reader = open(repo, args.pubkey.as_deref())?;
-    let images = reader.images()?;
+    let images = reader.variants(image)?;
     let record = find_image(&images, image, repo)?;
     let mut thin = reader.build(record, &urls)?;
     if let Some(file) = &args.prefetch {
@@ -326,7 +326,7 @@ fn push(
     }
     let urls = urls_or_default(repo, urls)?;
     let reader = open(repo, pubkey)?;
-    let images = reader.images()?;
+    let images = reader.variants(image)?;
     let (records, multi) = platform_set(&images, image, repo)?;
     let mut artifacts: Vec<(ThinImage, Artifact)> = Vec::new();
     for record in &records {
@@ -599,14 +599,15 @@ fn write_thin_dir(
     dir: &Path,
 ) -> Result<Vec<PathBuf>> {
     let reader = open_with_key(repo, *key)?;
-    let images = reader.images()?;
     // Build everything first: nothing is written unless every descriptor is good.
     let mut files: BTreeMap<String, (String, String)> = BTreeMap::new();
     for report in &outcome.images {
-        let record = images
-            .iter()
+        let record = reader
+            .variants(&report.name)?
+            .into_iter()
             .find(|i| i.name == report.name)
             .with_context(|| format!("image {} is not in the current revision", report.name))?;
+        let record = &record;
         if record.manifest_digest != report.manifest_digest {
             bail!(
                 "image {} now points to {}, not to the {} just published (a concurrent publish?)",
@@ -672,10 +673,11 @@ fn open_with_key(repo: &Path, key: VerifyingKey) -> Result<Reader> {
 }
 
 impl Reader {
-    fn images(&self) -> Result<Vec<ImageRecord>> {
+    /// `name` and its per-platform siblings (`name+os-arch…`).
+    fn variants(&self, name: &str) -> Result<Vec<ImageRecord>> {
         let ns = Namespace::new(StoreLoader::new(self.store.clone()), &self.manifest.root)?;
-        let node = ns.resolve("/images")?;
-        Ok(node.catalog.images()?)
+        let images = ns.image_index().variants(name)?;
+        Ok(images)
     }
 
     fn build(&self, record: &ImageRecord, urls: &[String]) -> Result<ThinImage> {

@@ -17,6 +17,7 @@ mod error;
 /// their corpora; not a stable API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod image_index;
 pub mod location;
 pub mod lock;
 pub mod manifest;

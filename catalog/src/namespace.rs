@@ -67,6 +67,13 @@ impl<L: CatalogLoader> Namespace<L> {
         &self.loader
     }
 
+    /// The image records of this namespace (FORMAT.md §5.3).
+    pub fn image_index(
+        &self,
+    ) -> crate::image_index::ImageIndex<'_, impl FnMut(&ObjectId) -> Result<Rc<Catalog>> + '_> {
+        crate::image_index::ImageIndex::new(&self.root, move |id: &ObjectId| self.loader.load(id))
+    }
+
     pub fn root(&self) -> Result<Node> {
         Ok(Node {
             catalog: self.root.clone(),

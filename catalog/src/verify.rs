@@ -153,7 +153,7 @@ pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Resul
         if let Err(e) = walked {
             problems.push(format!("catalog {id} ({path}): {e}"));
         }
-        if cat.kind() == CatalogKind::Images {
+        if matches!(cat.kind(), CatalogKind::Images | CatalogKind::Partition) {
             check_images(store, &cat, &mut problems);
         }
         report.problems.extend(problems);
@@ -201,7 +201,7 @@ fn check_images(store: &Store, cat: &Catalog, problems: &mut Vec<String>) {
     let images = match cat.images() {
         Ok(i) => i,
         Err(e) => {
-            problems.push(format!("/images metadata: {e}"));
+            problems.push(format!("image records of catalog {}: {e}", cat.id()));
             return;
         }
     };

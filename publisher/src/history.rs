@@ -131,10 +131,9 @@ fn images_catalog_of(
 
 /// The images revision `m` published.
 pub fn images_of(store: &Store, m: &Manifest) -> Result<Vec<ImageRecord>> {
-    Ok(images_catalog_of(store, m)?
-        .map(|c| c.images())
-        .transpose()?
-        .unwrap_or_default())
+    let root = store.load_catalog(&m.root)?;
+    let images = stratum_catalog::image_index::in_store(store, &root).all()?;
+    Ok(images)
 }
 
 fn invalid(reason: String) -> PublishError {

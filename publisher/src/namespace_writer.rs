@@ -1,14 +1,22 @@
 //! Copy-on-write of the namespace above the image trees: the 256-way
 //! partitions of `/layers` and `/flat`, the `/images` catalog and the root.
 //! A publish rewrites only the partitions it touched, `/images` and `/`.
+//!
+//! Image records live in the `/flat/ab` partition of their flat tree
+//! (FORMAT.md §5.3, `stratum_catalog::image_index`), so a publish rewrites the
+//! records of one partition, not of every image; `/images` keeps only the
+//! name symlinks and the lifecycle tables.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use stratum_catalog::catalog::{
     Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageRecord, RetiredImage, RevisionTag,
     ROOT_ID,
 };
+use stratum_catalog::image_index::flat_hex_of;
 use stratum_catalog::{ObjectId, ObjectKind, Store};
 
 use crate::error::{PublishError, Result};
@@ -20,10 +28,15 @@ use crate::objects::ObjectWriter;
 struct Area {
     name: &'static str,
     old: BTreeMap<String, ObjectId>,
-    loaded: HashMap<String, Catalog>,
+    loaded: RefCell<HashMap<String, Rc<Catalog>>>,
     added: BTreeMap<String, BTreeMap<String, ObjectId>>,
     /// Trees dropped by garbage collection, by partition.
-    removed: BTreeMap<String, std::collections::BTreeSet<String>>,
+    removed: BTreeMap<String, BTreeSet<String>>,
+    /// Image records (only in `/flat`) set by this revision, by partition
+    /// and name; they replace any old record of the same name there.
+    records_added: BTreeMap<String, BTreeMap<String, ImageRecord>>,
+    /// Names whose old record leaves the partition.
+    records_removed: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Area {
@@ -31,9 +44,11 @@ impl Area {
         Area {
             name,
             old: BTreeMap::new(),
-            loaded: HashMap::new(),
+            loaded: RefCell::new(HashMap::new()),
             added: BTreeMap::new(),
             removed: BTreeMap::new(),
+            records_added: BTreeMap::new(),
+            records_removed: BTreeMap::new(),
         }
     }
 
@@ -54,21 +69,47 @@ impl Area {
         Ok(area)
     }
 
+    /// The previous revision's catalog of partition `part`, if it had one.
+    fn old_partition(&self, store: &Store, part: &str) -> Result<Option<Rc<Catalog>>> {
+        let Some(pid) = self.old.get(part) else {
+            return Ok(None);
+        };
+        if let Some(c) = self.loaded.borrow().get(part) {
+            return Ok(Some(c.clone()));
+        }
+        let c = Rc::new(store.load_catalog(pid)?);
+        self.loaded.borrow_mut().insert(part.to_owned(), c.clone());
+        Ok(Some(c))
+    }
+
     /// The catalog id of tree `<hex>`, if published (or added by this publish).
-    fn get(&mut self, store: &Store, hex: &str) -> Result<Option<ObjectId>> {
+    fn get(&self, store: &Store, hex: &str) -> Result<Option<ObjectId>> {
         let part = &hex[..2];
         if let Some(id) = self.added.get(part).and_then(|m| m.get(hex)) {
             return Ok(Some(*id));
         }
-        let Some(pid) = self.old.get(part) else {
+        let Some(cat) = self.old_partition(store, part)? else {
             return Ok(None);
         };
-        if !self.loaded.contains_key(part) {
-            self.loaded
-                .insert(part.to_owned(), store.load_catalog(pid)?);
-        }
-        let cat = &self.loaded[part];
         Ok(cat.lookup(ROOT_ID, hex.as_bytes())?.and_then(|e| e.nested))
+    }
+
+    fn add_record(&mut self, r: &ImageRecord) {
+        self.records_added
+            .entry(record_part(r).to_owned())
+            .or_default()
+            .insert(r.name.clone(), r.clone());
+    }
+
+    fn remove_record(&mut self, r: &ImageRecord) {
+        let part = record_part(r).to_owned();
+        if let Some(m) = self.records_added.get_mut(&part) {
+            m.remove(&r.name);
+        }
+        self.records_removed
+            .entry(part)
+            .or_default()
+            .insert(r.name.clone());
     }
 
     fn remove(&mut self, hex: &str) {
@@ -101,22 +142,32 @@ impl Area {
     ) -> Result<BTreeMap<String, ObjectId>> {
         let mut out = self.old.clone();
         let empty_added = BTreeMap::new();
-        let empty_removed = std::collections::BTreeSet::new();
-        let touched: std::collections::BTreeSet<&String> =
-            self.added.keys().chain(self.removed.keys()).collect();
+        let empty_removed = BTreeSet::new();
+        let empty_records = BTreeMap::new();
+        let touched: BTreeSet<&String> = self
+            .added
+            .keys()
+            .chain(self.removed.keys())
+            .chain(self.records_added.keys())
+            .chain(self.records_removed.keys())
+            .collect();
         for part in touched {
             let added = self.added.get(part).unwrap_or(&empty_added);
             let removed = self.removed.get(part).unwrap_or(&empty_removed);
+            let records = self.records_added.get(part).unwrap_or(&empty_records);
+            let records_removed = self.records_removed.get(part).unwrap_or(&empty_removed);
             let path = format!("/{}/{part}", self.name);
             let mut b = CatalogBuilder::create(tmp, CatalogKind::Partition, &path, &dir_entry(ts))?;
-            if let Some(pid) = self.old.get(part) {
-                if !self.loaded.contains_key(part) {
-                    self.loaded.insert(part.clone(), store.load_catalog(pid)?);
-                }
-                for e in self.loaded[part].children(ROOT_ID)? {
+            if let Some(old) = self.old_partition(store, part)? {
+                for e in old.children(ROOT_ID)? {
                     let name = String::from_utf8_lossy(&e.name);
                     if !added.contains_key(name.as_ref()) && !removed.contains(name.as_ref()) {
                         b.insert(ROOT_ID, &e)?;
+                    }
+                }
+                for r in old.images()? {
+                    if !records.contains_key(&r.name) && !records_removed.contains(&r.name) {
+                        b.add_image(&r)?;
                     }
                 }
             }
@@ -126,11 +177,20 @@ impl Area {
                 e.nested = Some(*id);
                 b.insert(ROOT_ID, &e)?;
             }
+            for r in records.values() {
+                b.add_image(r)?;
+            }
             let id = objects.put(ObjectKind::Catalog, &b.finish()?)?;
             out.insert(part.clone(), id);
         }
         Ok(out)
     }
+}
+
+/// The `/flat` partition that holds `r`: that of its flat tree.
+fn record_part(r: &ImageRecord) -> &str {
+    let hex = r.flat_path.rsplit('/').next().unwrap_or_default();
+    hex.get(..2).unwrap_or("00")
 }
 
 fn invalid(reason: &str) -> PublishError {
@@ -148,14 +208,19 @@ fn dir_entry(ts: u64) -> Entry {
 
 /// The namespace of the revision being prepared.
 pub struct NamespaceWriter {
+    store: Option<Store>,
     tmp: PathBuf,
     ts: u64,
     layers: Area,
     flat: Area,
     /// The `/images` catalog of the revision loaded (id, bytes, reader);
-    /// image records are read from it on demand, never all at once on the
-    /// publish path.
+    /// image records are read on demand through its symlinks, never all at
+    /// once on the publish path.
     images_old: Option<(ObjectId, Vec<u8>, Catalog)>,
+    /// Records the loaded `/images` catalog itself still held (a repository
+    /// written before records moved to the partitions): this revision moves
+    /// them.
+    legacy_records: Vec<String>,
     /// Names set (`Some`) or removed (`None`) by this revision.
     images_delta: BTreeMap<String, Option<ImageRecord>>,
     /// Whether `/images` needs a new catalog (records, retired or tags).
@@ -168,11 +233,13 @@ pub struct NamespaceWriter {
 impl NamespaceWriter {
     pub fn empty(tmp: PathBuf, ts: u64) -> Self {
         NamespaceWriter {
+            store: None,
             tmp,
             ts,
             layers: Area::new("layers"),
             flat: Area::new("flat"),
             images_old: None,
+            legacy_records: Vec::new(),
             images_delta: BTreeMap::new(),
             images_dirty: false,
             retired: BTreeMap::new(),
@@ -184,6 +251,7 @@ impl NamespaceWriter {
     pub fn load(store: &Store, root: &ObjectId, tmp: PathBuf, ts: u64) -> Result<Self> {
         let root = store.load_catalog(root)?;
         let mut w = NamespaceWriter::empty(tmp, ts);
+        w.store = Some(store.clone());
         w.layers = Area::load("layers", &root)?;
         w.flat = Area::load("flat", &root)?;
         if let Some(images) = root.lookup(ROOT_ID, b"images")? {
@@ -199,12 +267,19 @@ impl NamespaceWriter {
             for t in cat.revision_tags()? {
                 w.tags.insert(t.name.clone(), t);
             }
+            if cat.has_image_records()? {
+                for r in cat.images()? {
+                    w.flat.add_record(&r);
+                    w.legacy_records.push(r.name);
+                }
+                w.images_dirty = true;
+            }
             w.images_old = Some((id, bytes, cat));
         }
         Ok(w)
     }
 
-    pub fn layer(&mut self, store: &Store, diff_hex: &str) -> Result<Option<ObjectId>> {
+    pub fn layer(&self, store: &Store, diff_hex: &str) -> Result<Option<ObjectId>> {
         self.layers.get(store, diff_hex)
     }
 
@@ -212,7 +287,7 @@ impl NamespaceWriter {
         self.layers.add(diff_hex, catalog)
     }
 
-    pub fn flat(&mut self, store: &Store, manifest_hex: &str) -> Result<Option<ObjectId>> {
+    pub fn flat(&self, store: &Store, manifest_hex: &str) -> Result<Option<ObjectId>> {
         self.flat.get(store, manifest_hex)
     }
 
@@ -225,10 +300,22 @@ impl NamespaceWriter {
         if let Some(change) = self.images_delta.get(name) {
             return Ok(change.clone());
         }
-        match &self.images_old {
-            Some((_, _, cat)) => Ok(cat.image(name)?),
-            None => Ok(None),
+        let (Some((_, _, images)), Some(store)) = (&self.images_old, &self.store) else {
+            return Ok(None);
+        };
+        let Some(hex) = flat_hex_of(images, name)? else {
+            return Ok(None);
+        };
+        let part = &hex[..2];
+        if let Some(r) = self.flat.records_added.get(part).and_then(|m| m.get(name)) {
+            return Ok(Some(r.clone()));
         }
+        if let Some(cat) = self.flat.old_partition(store, part)? {
+            if let Some(r) = cat.image(name)? {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
     }
 
     /// An image (any name) whose manifest digest is `digest`.
@@ -241,38 +328,56 @@ impl NamespaceWriter {
         {
             return Ok(Some(r.clone()));
         }
-        if let Some((_, _, cat)) = &self.images_old {
-            if let Some(r) = cat.image_by_digest(digest)? {
-                // Only if this revision did not change that name.
-                if !self.images_delta.contains_key(&r.name) {
-                    return Ok(Some(r));
-                }
-                return Ok(self
-                    .images()?
-                    .into_iter()
-                    .find(|i| i.manifest_digest == digest));
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let Some(part) = hex.get(..2) else {
+            return Ok(None);
+        };
+        // Records of the partition, with this revision's changes applied.
+        let mut candidates: Vec<ImageRecord> = self
+            .flat
+            .records_added
+            .get(part)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        if let Some(store) = &self.store {
+            if let Some(cat) = self.flat.old_partition(store, part)? {
+                candidates.extend(cat.images()?);
+            }
+        }
+        for r in candidates {
+            if r.manifest_digest == digest && self.image(&r.name)?.as_ref() == Some(&r) {
+                return Ok(Some(r));
             }
         }
         Ok(None)
     }
 
-    /// Every image, by name (reads the whole `/images` catalog: for sync,
+    /// Every image, by name (reads every `/flat` partition: for sync,
     /// garbage collection and rollback, not for a publish).
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
-        let mut all: BTreeMap<String, ImageRecord> = match &self.images_old {
-            Some((_, _, cat)) => cat
-                .images()?
-                .into_iter()
-                .map(|r| (r.name.clone(), r))
-                .collect(),
-            None => BTreeMap::new(),
-        };
-        for (name, change) in &self.images_delta {
-            match change {
-                Some(r) => {
-                    all.insert(name.clone(), r.clone());
+        let mut all: BTreeMap<String, ImageRecord> = BTreeMap::new();
+        if let Some(store) = &self.store {
+            for part in self.flat.old.keys() {
+                if let Some(cat) = self.flat.old_partition(store, part)? {
+                    for r in cat.images()? {
+                        all.insert(r.name.clone(), r);
+                    }
                 }
-                None => {
+            }
+        }
+        for part in self.flat.records_added.values() {
+            for r in part.values() {
+                all.insert(r.name.clone(), r.clone());
+            }
+        }
+        for (part, names) in &self.flat.records_removed {
+            for name in names {
+                let added_here = self
+                    .flat
+                    .records_added
+                    .get(part)
+                    .is_some_and(|m| m.contains_key(name));
+                if !added_here && all.get(name).is_some_and(|r| record_part(r) == part) {
                     all.remove(name);
                 }
             }
@@ -291,7 +396,9 @@ impl NamespaceWriter {
             if old.manifest_digest != record.manifest_digest {
                 self.retire_record(&old, "replaced");
             }
+            self.flat.remove_record(&old);
         }
+        self.flat.add_record(&record);
         self.images_delta.insert(record.name.clone(), Some(record));
         Ok(())
     }
@@ -303,6 +410,7 @@ impl NamespaceWriter {
             Some(old) => {
                 self.images_dirty = true;
                 self.retire_record(&old, "removed");
+                self.flat.remove_record(&old);
                 self.images_delta.insert(name.to_owned(), None);
                 Ok(true)
             }
@@ -391,16 +499,20 @@ impl NamespaceWriter {
                 &dir_entry(self.ts),
             )?,
         };
+        // The records themselves are in the `/flat` partitions now.
+        for name in &self.legacy_records {
+            b.remove_image(name)?;
+        }
         // Removals first, so that a name may become a directory and back.
-        for name in self.images_delta.keys() {
-            if b.image(name)?.is_some() {
-                unlink(&mut b, name)?;
-                b.remove_image(name)?;
+        if let Some((_, _, old)) = &self.images_old {
+            for name in self.images_delta.keys() {
+                if flat_hex_of(old, name)?.is_some() {
+                    unlink(&mut b, name)?;
+                }
             }
         }
         for r in self.images_delta.values().flatten() {
             self.link(&mut b, r)?;
-            b.add_image(r)?;
         }
         b.clear_lifecycle_tables()?;
         for r in self.retired.values() {
@@ -481,3 +593,7 @@ fn unlink(b: &mut CatalogBuilder, name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "namespace_writer_tests.rs"]
+mod tests;

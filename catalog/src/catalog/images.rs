@@ -1,6 +1,8 @@
-//! Image metadata, published in the `/images` catalog: what each image name
-//! points to, where its trees are, and which layers it uses (the reference
-//! counts garbage collection needs come from here, not from a tree scan).
+//! Image metadata: what each image name points to, where its trees are, and
+//! which layers it uses (the reference counts garbage collection needs come
+//! from here, not from a tree scan). Records are rows of the `/flat/ab`
+//! partition of the image's flat tree; the lifecycle tables (retired images,
+//! revision tags) are in the `/images` catalog (FORMAT.md §5.3, §5.5).
 
 use rusqlite::{params, Connection};
 use serde::Serialize;
@@ -88,6 +90,13 @@ pub(crate) fn remove(conn: &Connection, name: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM image_layers WHERE image = ?1")?
         .execute([name])?;
     Ok(())
+}
+
+pub(crate) fn any(conn: &Connection) -> rusqlite::Result<bool> {
+    if !table_exists(conn, "images")? {
+        return Ok(false);
+    }
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM images)", [], |r| r.get(0))
 }
 
 pub(crate) fn list(conn: &Connection) -> rusqlite::Result<Vec<ImageRecord>> {

@@ -291,17 +291,24 @@ impl Catalog {
         }
     }
 
-    /// The image metadata (only the `/images` catalog has any).
+    /// The image records this catalog holds (a `/flat/ab` partition, or an
+    /// `/images` catalog of an older repository: FORMAT.md §5.3). To find
+    /// an image from the namespace, use [`crate::image_index::ImageIndex`].
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
         super::images::list(&self.conn()).map_err(|e| self.sql(e))
     }
 
-    /// The image record of `name` (only the `/images` catalog has any).
+    /// Whether this catalog holds any image record.
+    pub fn has_image_records(&self) -> Result<bool> {
+        super::images::any(&self.conn()).map_err(|e| self.sql(e))
+    }
+
+    /// The image record of `name` held by this catalog.
     pub fn image(&self, name: &str) -> Result<Option<ImageRecord>> {
         super::images::get(&self.conn(), name).map_err(|e| self.sql(e))
     }
 
-    /// An image record whose manifest digest is `digest`.
+    /// An image record held by this catalog whose manifest digest is `digest`.
     pub fn image_by_digest(&self, digest: &str) -> Result<Option<ImageRecord>> {
         super::images::by_digest(&self.conn(), digest).map_err(|e| self.sql(e))
     }

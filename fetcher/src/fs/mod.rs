@@ -594,15 +594,19 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
     }
 }
 
-/// The image records of the namespace rooted at `root` (from `/images`).
-pub fn image_records(
+/// The records of image `name` and of its per-platform siblings
+/// (`name+os-arch…`) in the namespace rooted at `root`: the `/images`
+/// catalog and the `/flat` partitions they live in are fetched, nothing else.
+pub fn image_variants(
     store: &dyn TreeStore,
     root: &ObjectId,
+    name: &str,
 ) -> FsResult<Vec<stratum_catalog::catalog::ImageRecord>> {
     let cat = store.catalog(root)?;
-    let images = cat.lookup(ROOT_ID, b"images")?.ok_or(FsError::NotFound)?;
-    let id = images.nested.ok_or(FsError::NotFound)?;
-    Ok(store.catalog(&id)?.images()?)
+    let images =
+        stratum_catalog::image_index::ImageIndex::new(&cat, |id: &ObjectId| store.catalog(id))
+            .variants(name)?;
+    Ok(images)
 }
 
 /// How to mount.
