@@ -1,7 +1,10 @@
-//! Crash safety: `stratum publish` and `stratum gc` killed with SIGKILL at
-//! seeded random moments, again and again on the same repository. After
-//! every kill `check` must pass at the last good revision; at the end an
-//! uninterrupted run must give the same result as on a fresh repository.
+//! Crash safety: `stratum publish`, `stratum gc`, `stratum sync` (from a
+//! local `docker-registry`, skipped without it and skopeo) and `stratum
+//! replicate` (from `stratum serve`) killed with SIGKILL at seeded random
+//! moments, again and again on the same repository or replica. After every
+//! kill `check` must pass at the last good revision (or a newer complete
+//! one); at the end an uninterrupted run must give the same result as on a
+//! fresh repository (for a replica: the origin's manifest and trees).
 //! A full disk must give a clear error and leave the repository intact.
 //!
 //! `STRATUM_CRASH_ITERATIONS` sets the number of kills (default 12; the
@@ -13,12 +16,15 @@
 mod support;
 
 use std::ffi::OsString;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use support::fsutil::Rng;
 use support::oci::{Layer, Layout, TarEntry};
+use support::registry::{push_oci, require_registry, Registry};
+use support::services::StratumServe;
+use support::small::SmallImage;
 use support::{stratum, stratum_bin, stratum_raw, TestRepo};
 
 fn iterations() -> u64 {
@@ -39,7 +45,14 @@ fn seed() -> u64 {
 /// some chunked large ones, three layers.
 fn big_image(dir: &Path) -> Layout {
     let l = Layout::create(dir);
-    let mut rng = Rng::new(77);
+    add_big_image(&l, "1", 77);
+    l
+}
+
+/// Adds [`big_image`]'s kind of image to `l` as `tag`, its bytes drawn from
+/// `seed`; returns its manifest digest.
+fn add_big_image(l: &Layout, tag: &str, seed: u64) -> String {
+    let mut rng = Rng::new(seed);
     let mut layers = Vec::new();
     for layer in 0..3 {
         let mut entries = vec![TarEntry::dir(format!("l{layer}/").as_bytes())];
@@ -56,8 +69,7 @@ fn big_image(dir: &Path) -> Layout {
         ));
         layers.push(Layer::gzip(&entries));
     }
-    l.add_image("1", &layers);
-    l
+    l.add_image(tag, &layers)
 }
 
 fn publish_cmd(repo: &TestRepo, source: &str) -> Command {
@@ -74,17 +86,23 @@ fn publish_cmd(repo: &TestRepo, source: &str) -> Command {
 
 /// Runs `cmd`, kills it with SIGKILL after `after` (if still running);
 /// returns whether it had finished by itself.
-fn run_and_kill(mut cmd: Command, after: Duration) -> bool {
+fn run_and_kill(cmd: Command, after: Duration) -> bool {
+    kill_after(cmd, after).is_some()
+}
+
+/// Runs `cmd`, kills it with SIGKILL after `after` (if still running);
+/// returns its exit status if it had finished by itself, `None` if killed.
+fn kill_after(mut cmd: Command, after: Duration) -> Option<ExitStatus> {
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + after;
     loop {
-        if let Some(_st) = child.try_wait().unwrap() {
-            return true;
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return false;
+            return None;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -214,6 +232,358 @@ fn gc_killed_at_random_moments_never_corrupts() {
         &support::compare::CompareOpts::default(),
         "kept image after gc kills",
     );
+}
+
+// ---------------------------------------------------------------------------
+// sync
+
+/// The images of `stratum sync`'s crash loop, `REPOSITORY:TAG` on the registry,
+/// pushed from the layout tags `1` and `2` ([`add_big_image`], seeds 77 and 78).
+const SYNC_IMAGES: [&str; 2] = ["crash/app:1", "crash/tool:2"];
+
+/// Writes `REPO_TMP/wishlist.yaml`: every [`SYNC_IMAGES`] from `reg` into `repo`.
+fn write_wishlist(repo: &TestRepo, reg: &Registry) -> PathBuf {
+    let q = |p: &Path| serde_json::to_string(p.to_str().expect("utf-8 temp path")).unwrap();
+    let mut text = format!(
+        "version: 1\nrepository: {}\nsigning_key: {}\nregistries:\n  \"{}\": {{ insecure: true }}\nimages:\n",
+        q(&repo.repo),
+        q(&repo.key),
+        reg.host()
+    );
+    for image in SYNC_IMAGES {
+        text.push_str(&format!("  - docker://{}/{image}\n", reg.host()));
+    }
+    let file = repo.tmp.path().join("wishlist.yaml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn sync_cmd(wishlist: &Path) -> Command {
+    let mut c = Command::new(stratum_bin());
+    c.arg("sync")
+        .arg(wishlist)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// `(name, manifest_digest)` of every image of `repo`, sorted.
+fn image_digests(repo: &TestRepo) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = repo
+        .images()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["manifest_digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// `stratum sync` killed at seeded random moments (two registry images of
+/// [`big_image`]'s size, one revision): after every kill `check` passes and
+/// the revision is the last good one, or the next one holding the whole
+/// sync; a run to completion then equals an uninterrupted one.
+#[test]
+fn sync_killed_at_random_moments_never_corrupts_and_a_rerun_matches() {
+    if !require_registry() {
+        return;
+    }
+    let reg = Registry::start_plain();
+    let reference = TestRepo::new("crash-sync-ref");
+    let layout = Layout::create(&reference.scratch("layout"));
+    for (image, (tag, seed)) in SYNC_IMAGES.iter().zip([("1", 77), ("2", 78)]) {
+        add_big_image(&layout, tag, seed);
+        push_oci(&layout.dir, tag, image, &reg);
+    }
+    let full = timed(sync_cmd(&write_wishlist(&reference, &reg)));
+    let expected = image_digests(&reference);
+    assert_eq!(expected.len(), SYNC_IMAGES.len(), "{expected:?}");
+    let expected_trees: Vec<PathBuf> = expected
+        .iter()
+        .map(|(name, _)| {
+            let t = reference.scratch("expected");
+            reference.pull_image(name, &t);
+            t
+        })
+        .collect();
+
+    let n = iterations();
+    eprintln!("sync crash loop: seed {}, reference run {full:?}", seed());
+    let mut rng = Rng::new(seed() ^ 0x5c);
+    let mut repo = TestRepo::new("crash-sync");
+    let mut wishlist = write_wishlist(&repo, &reg);
+    let (mut mid_run, mut finished) = (0, 0);
+    for i in 0..n {
+        let before = repo.revision();
+        let before_manifest = repo.manifest_bytes();
+        let at = Duration::from_micros(rng.below(full.as_micros() as u64 + 1));
+        let status = kill_after(sync_cmd(&wishlist), at);
+        eprintln!("sync kill {i}: after {at:?}: {status:?}");
+        if let Some(st) = status {
+            assert!(st.success(), "iteration {i}: sync failed by itself: {st}");
+        } else {
+            mid_run += 1;
+        }
+        let out = repo.check_raw();
+        assert!(
+            out.success(),
+            "iteration {i} (killed after {at:?}, exit: {status:?}): check failed:\n{}{}",
+            out.stdout_str(),
+            out.stderr_str()
+        );
+        let after = repo.revision();
+        assert!(
+            after == before || after == before + 1,
+            "iteration {i}: revision jumped {before} -> {after}"
+        );
+        assert!(
+            status.is_none() || after == before + 1,
+            "iteration {i}: sync exited 0 without a new revision"
+        );
+        assert!(
+            after != before || repo.manifest_bytes() == before_manifest,
+            "iteration {i}: revision {before} kept, but its manifest changed"
+        );
+        if after == before + 1 {
+            finished += 1;
+            assert_eq!(
+                image_digests(&repo),
+                expected,
+                "iteration {i}: the new revision must hold the whole sync"
+            );
+            // Synced: go on with an empty repository so that later kills
+            // interrupt real work.
+            repo = TestRepo::new("crash-sync");
+            wishlist = write_wishlist(&repo, &reg);
+        }
+    }
+    eprintln!(
+        "sync: {n} kills (seed {}), {mid_run} mid-run, {finished} revisions completed",
+        seed()
+    );
+    // A run to completion gives exactly the reference result.
+    let st = sync_cmd(&wishlist).status().unwrap();
+    assert!(st.success(), "the final sync failed: {st}");
+    repo.check();
+    assert_eq!(image_digests(&repo), expected, "after the crash loop");
+    for ((name, _), want) in expected.iter().zip(&expected_trees) {
+        let tree = repo.scratch("tree");
+        repo.pull_image(name, &tree);
+        support::compare::assert_trees_equal(
+            want,
+            &tree,
+            &support::compare::CompareOpts::default(),
+            &format!("{name} after the sync crash loop"),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// replicate
+
+fn replicate_cmd(url: &str, dest: &Path, pubkey: &Path) -> Command {
+    let mut c = Command::new(stratum_bin());
+    c.arg("replicate")
+        .arg(url)
+        .arg(dest)
+        .arg("--pubkey")
+        .arg(pubkey)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// The replica's revision (`info --pubkey`), `None` while it has no manifest.
+fn replica_revision(dest: &Path, pubkey: &Path) -> Option<u64> {
+    if !dest.join(".stratum/manifest").exists() {
+        return None;
+    }
+    let info = stratum([
+        OsString::from("info"),
+        dest.into(),
+        "--pubkey".into(),
+        pubkey.into(),
+        "--json".into(),
+    ])
+    .json();
+    Some(
+        info["revision"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("info --json has no integer revision: {info}")),
+    )
+}
+
+/// `stratum replicate` killed at seeded random moments while `stratum serve`
+/// serves the origin: the replica has no manifest yet, or `check` passes at
+/// its previous revision or at the origin's. When it has caught up, the next
+/// kills hit a fresh replica (full replication) or, alternately, a new image
+/// published into the origin (incremental); every fifth iteration the origin
+/// also moves on under a half-done replica. A run to completion then gives
+/// the origin's manifest and trees.
+#[test]
+fn replicate_killed_at_random_moments_never_corrupts_and_resumes() {
+    let origin = TestRepo::new("crash-origin");
+    let layout = big_image(&origin.scratch("layout"));
+    origin.publish_one(
+        &format!("oci:{}:1", layout.dir.display()),
+        Some("crash/app:1"),
+    );
+    let serve = StratumServe::start(&origin.repo, &[] as &[&str]);
+    let mut key = origin.key.clone().into_os_string();
+    key.push(".pub");
+    let key = PathBuf::from(key);
+    let full = timed(replicate_cmd(
+        &serve.url,
+        &origin.scratch("reference"),
+        &key,
+    ));
+
+    let n = iterations();
+    eprintln!(
+        "replicate crash loop: seed {}, reference run {full:?}",
+        seed()
+    );
+    let mut rng = Rng::new(seed() ^ 0x7e);
+    let mut replica = origin.scratch("replica");
+    // The replica's revision and manifest after the previous iteration.
+    let mut last_good: Option<u64> = None;
+    let mut last_manifest: Option<Vec<u8>> = None;
+    let (mut mid_run, mut caught_up, mut extra) = (0, 0, 0);
+    let mut publish_extra = |why: &str| {
+        extra += 1;
+        let name = format!("crash/extra:{extra}");
+        SmallImage::new(1000 + extra, 60).publish(&origin, &name);
+        eprintln!("published {name} into the origin ({why})");
+    };
+    for i in 0..n {
+        if i % 5 == 4 {
+            publish_extra("every fifth iteration");
+        }
+        let origin_rev = origin.revision();
+        let at = Duration::from_micros(rng.below(full.as_micros() as u64 + 1));
+        let status = kill_after(replicate_cmd(&serve.url, &replica, &key), at);
+        eprintln!(
+            "replicate kill {i}: after {at:?}: {status:?} \
+             (last good revision {last_good:?}, origin {origin_rev})"
+        );
+        if let Some(st) = status {
+            assert!(
+                st.success(),
+                "iteration {i}: replicate failed by itself: {st}"
+            );
+        } else {
+            mid_run += 1;
+        }
+        let rev = replica_revision(&replica, &key);
+        match rev {
+            None => assert!(
+                last_good.is_none() && status.is_none(),
+                "iteration {i} (killed after {at:?}): the replica has no manifest \
+                 (last good revision {last_good:?}, exit {status:?})"
+            ),
+            Some(rev) => {
+                let out = stratum_raw([
+                    OsString::from("check"),
+                    replica.clone().into(),
+                    "--pubkey".into(),
+                    key.clone().into(),
+                ]);
+                assert!(
+                    out.success(),
+                    "iteration {i} (killed after {at:?}, exit {status:?}): check of the replica \
+                     failed:\n{}{}",
+                    out.stdout_str(),
+                    out.stderr_str()
+                );
+                assert!(
+                    Some(rev) == last_good || rev == origin_rev,
+                    "iteration {i}: replica at revision {rev}, neither the last good one \
+                     ({last_good:?}) nor the origin's ({origin_rev})"
+                );
+                let manifest = std::fs::read(replica.join(".stratum/manifest")).unwrap();
+                if rev == origin_rev {
+                    assert!(
+                        manifest == origin.manifest_bytes(),
+                        "iteration {i}: revision {rev} but not the origin's manifest"
+                    );
+                } else {
+                    assert!(
+                        Some(&manifest) == last_manifest.as_ref(),
+                        "iteration {i}: revision {rev} kept, but its manifest changed"
+                    );
+                }
+                last_manifest = Some(manifest);
+            }
+        }
+        assert!(
+            status.is_none() || rev == Some(origin_rev),
+            "iteration {i}: replicate exited 0 without reaching the origin's revision"
+        );
+        last_good = rev;
+        if rev == Some(origin_rev) {
+            caught_up += 1;
+            if caught_up % 2 == 1 {
+                replica = origin.scratch("replica");
+                last_good = None;
+                last_manifest = None;
+            } else {
+                publish_extra("the replica caught up");
+            }
+        }
+    }
+    eprintln!(
+        "replicate: {n} kills (seed {}), {mid_run} mid-run, {caught_up} caught up, \
+         {extra} images published meanwhile",
+        seed()
+    );
+    let st = replicate_cmd(&serve.url, &replica, &key).status().unwrap();
+    assert!(st.success(), "the final replicate failed: {st}");
+    stratum([
+        OsString::from("check"),
+        replica.clone().into(),
+        "--pubkey".into(),
+        key.clone().into(),
+    ]);
+    assert!(
+        std::fs::read(replica.join(".stratum/manifest")).unwrap() == origin.manifest_bytes(),
+        "the replica's manifest is not the origin's"
+    );
+    let mut images = vec!["crash/app:1".to_string()];
+    if extra > 0 {
+        images.push(format!("crash/extra:{extra}"));
+    }
+    for image in images {
+        let want = origin.scratch("origin-tree");
+        let got = origin.scratch("replica-tree");
+        origin.pull_image(&image, &want);
+        stratum([
+            OsString::from("pull"),
+            replica.clone().into(),
+            "--pubkey".into(),
+            key.clone().into(),
+            "--image".into(),
+            image.clone().into(),
+            got.clone().into(),
+        ]);
+        support::compare::assert_trees_equal(
+            &want,
+            &got,
+            &support::compare::CompareOpts::default(),
+            &format!("{image}: replica vs origin after the replicate crash loop"),
+        );
+    }
 }
 
 #[test]
