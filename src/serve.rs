@@ -362,10 +362,28 @@ impl Backend for RepoBackend {
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
         let this = self.clone();
-        Box::pin(async move {
-            let file = blocking(move || this.open_blocking(&path)).await?;
-            Ok(RepoFile(tokio::fs::File::from_std(file)))
-        })
+        Box::pin(blocking(move || {
+            let file = this.open_blocking(&path)?;
+            let meta = file.metadata()?;
+            if meta.len() > READ_WHOLE_MAX {
+                return Ok(RepoFile::Streamed(tokio::fs::File::from_std(file)));
+            }
+            let mut data = Vec::with_capacity(meta.len() as usize);
+            io::Read::read_to_end(&mut io::Read::take(&file, READ_WHOLE_MAX + 1), &mut data)?;
+            if data.len() as u64 != meta.len() {
+                // Served files never change in place (objects are immutable,
+                // the manifest is replaced by a rename): refuse rather than
+                // send a body that disagrees with its Content-Length.
+                return Err(io::Error::other(format!(
+                    "{} changed size while being read",
+                    path.display()
+                )));
+            }
+            Ok(RepoFile::Whole {
+                data: io::Cursor::new(data),
+                meta,
+            })
+        }))
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
@@ -374,8 +392,22 @@ impl Backend for RepoBackend {
     }
 }
 
-/// An opened repository file.
-struct RepoFile(tokio::fs::File);
+/// Files up to this size are read whole by the blocking call that opens
+/// them, so the response costs no further trip through tokio's blocking
+/// pool (one per read and one for the metadata with `tokio::fs::File`): most
+/// objects are a few KiB, and those trips, not the copy, were what made
+/// `stratum serve` cost several times nginx's CPU per request. At most this
+/// much memory per request in flight.
+const READ_WHOLE_MAX: u64 = 1 << 20;
+
+/// An opened repository file: in memory when small, else read as sent.
+enum RepoFile {
+    Whole {
+        data: io::Cursor<Vec<u8>>,
+        meta: std::fs::Metadata,
+    },
+    Streamed(tokio::fs::File),
+}
 
 impl tokio::io::AsyncRead for RepoFile {
     fn poll_read(
@@ -383,17 +415,30 @@ impl tokio::io::AsyncRead for RepoFile {
         cx: &mut TaskContext<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        match &mut *self {
+            RepoFile::Whole { data, .. } => {
+                let n = io::Read::read(data, buf.initialize_unfilled())?;
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            RepoFile::Streamed(f) => Pin::new(f).poll_read(cx, buf),
+        }
     }
 }
 
 impl tokio::io::AsyncSeek for RepoFile {
     fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
-        Pin::new(&mut self.0).start_seek(position)
+        match &mut *self {
+            RepoFile::Whole { data, .. } => io::Seek::seek(data, position).map(|_| ()),
+            RepoFile::Streamed(f) => Pin::new(f).start_seek(position),
+        }
     }
 
     fn poll_complete(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<u64>> {
-        Pin::new(&mut self.0).poll_complete(cx)
+        match &mut *self {
+            RepoFile::Whole { data, .. } => Poll::Ready(Ok(data.position())),
+            RepoFile::Streamed(f) => Pin::new(f).poll_complete(cx),
+        }
     }
 }
 
@@ -403,7 +448,13 @@ impl BackendFile for RepoFile {
         Pin<Box<dyn std::future::Future<Output = io::Result<std::fs::Metadata>> + Send + 'a>>;
 
     fn metadata(&self) -> Self::MetadataFuture<'_> {
-        Box::pin(self.0.metadata())
+        match self {
+            RepoFile::Whole { meta, .. } => {
+                let meta = meta.clone();
+                Box::pin(async move { Ok(meta) })
+            }
+            RepoFile::Streamed(f) => Box::pin(f.metadata()),
+        }
     }
 }
 

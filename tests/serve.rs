@@ -250,6 +250,22 @@ fn stratum_serve_serves_a_repository() {
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
 
     check_ranges(&client, &url, &obj);
+    // A file above the size the server reads whole (1 MiB) is streamed from
+    // disk instead: the same bytes and the same range answers.
+    let large = support::fsutil::Rng::new(11).bytes(3 << 20);
+    std::fs::write(obj_dir.join("large-file"), &large).unwrap();
+    let large_url = server.at(&url_path(root, &obj_dir.join("large-file")));
+    let r = get(&client, &large_url, &[]);
+    assert_eq!(r.status(), StatusCode::OK, "{large_url}");
+    assert_eq!(
+        hdr(r.headers(), header::CONTENT_LENGTH),
+        large.len().to_string()
+    );
+    assert!(
+        r.bytes().unwrap().as_ref() == large.as_slice(),
+        "{large_url}"
+    );
+    check_ranges(&client, &large_url, &large);
     // Several ranges: the whole body, 200 (documented in src/serve.rs).
     let r = get(&client, &url, &[(header::RANGE, "bytes=0-9,20-29")]);
     assert_eq!(r.status(), StatusCode::OK, "multi-range");
