@@ -55,15 +55,15 @@ impl Area {
     fn load(name: &'static str, root: &Catalog) -> Result<Self> {
         let mut area = Area::new(name);
         if let Some(dir) = root.lookup(ROOT_ID, name.as_bytes())? {
-            for p in root.children(dir.id)? {
-                let id = p.nested.ok_or_else(|| {
-                    invalid(&format!(
-                        "/{name}/{} is not a partition catalog",
-                        String::from_utf8_lossy(&p.name)
-                    ))
-                })?;
+            let parts = root.mount_points(dir.id)?;
+            if parts.len() != root.child_count(dir.id)? {
+                return Err(invalid(&format!(
+                    "/{name} holds entries that are not partition catalogs"
+                )));
+            }
+            for (part, id) in parts {
                 area.old
-                    .insert(String::from_utf8_lossy(&p.name).into_owned(), id);
+                    .insert(String::from_utf8_lossy(&part).into_owned(), id);
             }
         }
         Ok(area)
@@ -157,20 +157,24 @@ impl Area {
             let records = self.records_added.get(part).unwrap_or(&empty_records);
             let records_removed = self.records_removed.get(part).unwrap_or(&empty_removed);
             let path = format!("/{}/{part}", self.name);
-            let mut b = CatalogBuilder::create(tmp, CatalogKind::Partition, &path, &dir_entry(ts))?;
-            if let Some(old) = self.old_partition(store, part)? {
-                for e in old.children(ROOT_ID)? {
-                    let name = String::from_utf8_lossy(&e.name);
-                    if !added.contains_key(name.as_ref()) && !removed.contains(name.as_ref()) {
-                        b.insert(ROOT_ID, &e)?;
+            // Updated in place: a partition of a large repository holds the
+            // records of many images, and a publish changes one or two.
+            let mut b = match self.old.get(part) {
+                Some(pid) => {
+                    let bytes = store.get(pid, ObjectKind::Catalog)?;
+                    let mut b = CatalogBuilder::from_bytes(tmp, &bytes, &path)?;
+                    for hex in removed.iter().chain(added.keys()) {
+                        if let Some(e) = b.lookup(ROOT_ID, hex.as_bytes())? {
+                            b.remove(e.id)?;
+                        }
                     }
-                }
-                for r in old.images()? {
-                    if !records.contains_key(&r.name) && !records_removed.contains(&r.name) {
-                        b.add_image(&r)?;
+                    for name in records_removed.iter().chain(records.keys()) {
+                        b.remove_image(name)?;
                     }
+                    b
                 }
-            }
+                None => CatalogBuilder::create(tmp, CatalogKind::Partition, &path, &dir_entry(ts))?,
+            };
             for (hex, id) in added {
                 let mut e = dir_entry(ts);
                 e.name = hex.as_bytes().to_vec();
@@ -249,6 +253,7 @@ impl NamespaceWriter {
 
     /// Starts from the namespace whose root catalog is `root`.
     pub fn load(store: &Store, root: &ObjectId, tmp: PathBuf, ts: u64) -> Result<Self> {
+        let started = std::time::Instant::now();
         let root = store.load_catalog(root)?;
         let mut w = NamespaceWriter::empty(tmp, ts);
         w.store = Some(store.clone());
@@ -276,6 +281,12 @@ impl NamespaceWriter {
             }
             w.images_old = Some((id, bytes, cat));
         }
+        tracing::debug!(
+            seconds = started.elapsed().as_secs_f64(),
+            layer_partitions = w.layers.old.len(),
+            flat_partitions = w.flat.old.len(),
+            "namespace loaded"
+        );
         Ok(w)
     }
 
@@ -462,9 +473,13 @@ impl NamespaceWriter {
 
     /// Writes the changed catalogs bottom-up; returns the new root catalog id.
     pub fn write(mut self, store: &Store, objects: &mut ObjectWriter) -> Result<ObjectId> {
+        let t = std::time::Instant::now();
         let layers = self.layers.write(store, objects, &self.tmp, self.ts)?;
+        let t_layers = t.elapsed().as_secs_f64();
         let flat = self.flat.write(store, objects, &self.tmp, self.ts)?;
+        let t_flat = t.elapsed().as_secs_f64();
         let images = self.write_images(objects)?;
+        let t_images = t.elapsed().as_secs_f64();
         let mut root =
             CatalogBuilder::create(&self.tmp, CatalogKind::Root, "/", &dir_entry(self.ts))?;
         for (name, parts) in [("flat", &flat), ("layers", &layers)] {
@@ -482,7 +497,15 @@ impl NamespaceWriter {
         e.name = b"images".to_vec();
         e.nested = Some(images);
         root.insert(ROOT_ID, &e)?;
-        Ok(objects.put(ObjectKind::Catalog, &root.finish()?)?)
+        let id = objects.put(ObjectKind::Catalog, &root.finish()?)?;
+        tracing::debug!(
+            layers = t_layers,
+            flat = t_flat - t_layers,
+            images = t_images - t_flat,
+            root = t.elapsed().as_secs_f64() - t_images,
+            "namespace written (seconds per part)"
+        );
+        Ok(id)
     }
 
     /// `/images`: `<repository>/<tag>` symlinks to the flat trees, and the

@@ -18,6 +18,8 @@ pub struct CatalogBuilder {
     file: tempfile::NamedTempFile,
     label: String,
     next_group: i64,
+    /// Started from an existing catalog ([`CatalogBuilder::from_bytes`]).
+    in_place: bool,
 }
 
 impl CatalogBuilder {
@@ -49,6 +51,7 @@ impl CatalogBuilder {
             file,
             label,
             next_group: 1,
+            in_place: false,
         };
         b.set_property(schema::PROP_FORMAT_VERSION, &FORMAT_VERSION.to_string())?;
         b.set_property(schema::PROP_KIND, kind.as_str())?;
@@ -60,8 +63,9 @@ impl CatalogBuilder {
     }
 
     /// A builder that starts from an existing catalog's bytes (a copy in
-    /// `tmp_dir`): the `/images` catalog is updated in place instead of being
-    /// rebuilt, so a publish costs little however many images there are.
+    /// `tmp_dir`): `/images` and the partitions are updated in place instead
+    /// of being rebuilt, so a publish costs little however many images there
+    /// are. [`CatalogBuilder::finish`] then skips compaction.
     pub fn from_bytes(tmp_dir: &Path, bytes: &[u8], ns_path: &str) -> Result<Self> {
         let mut file = tempfile::Builder::new()
             .prefix("catalog-")
@@ -104,6 +108,7 @@ impl CatalogBuilder {
             file,
             label,
             next_group,
+            in_place: true,
         })
     }
 
@@ -358,6 +363,19 @@ impl CatalogBuilder {
              COMMIT;",
         );
         res.map_err(|e| self.sql(e))?;
+        if self.in_place {
+            // An update touches a few rows of a large catalog (`/images`):
+            // compacting it would rewrite all of it on every publish, and
+            // the pages it frees are reused by the next update.
+            let CatalogBuilder {
+                conn, file, label, ..
+            } = self;
+            conn.close().map_err(|(_, source)| Error::Sqlite {
+                catalog: label,
+                source,
+            })?;
+            return Ok(file);
+        }
         // VACUUM INTO writes the compacted copy straight to a new file; a
         // plain VACUUM would stage the whole database in temp storage.
         let dir = self.file.path().parent().unwrap_or(Path::new("."));

@@ -207,6 +207,17 @@ impl Catalog {
         rows::children(&self.conn(), parent).map_err(|e| self.sql(e))
     }
 
+    /// How many entries `parent` holds.
+    pub fn child_count(&self, parent: i64) -> Result<usize> {
+        rows::child_count(&self.conn(), parent).map_err(|e| self.sql(e))
+    }
+
+    /// `(name, catalog id)` of the mount points directly below `parent`, in
+    /// name order (other children are left out).
+    pub fn mount_points(&self, parent: i64) -> Result<Vec<(Vec<u8>, ObjectId)>> {
+        rows::mount_points(&self.conn(), parent).map_err(|e| self.sql(e))
+    }
+
     /// The children of `parent` in name order, in batches, so that a
     /// directory of a million entries is never held in memory at once and
     /// `f` may query this catalog.

@@ -128,6 +128,30 @@ pub(crate) fn children(conn: &Connection, parent: i64) -> rusqlite::Result<Vec<E
     rows.into_iter().map(|e| with_xattrs(conn, e)).collect()
 }
 
+/// How many children `parent` has (indexed).
+pub(crate) fn child_count(conn: &Connection, parent: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached("SELECT count(*) FROM entries WHERE parent = ?1")?
+        .query_row([parent], |r| r.get::<_, i64>(0))
+        .map(|n| usize::try_from(n).unwrap_or(0))
+}
+
+/// `(name, nested catalog id)` of the children of `parent` that are mount
+/// points, in name order: the partitions of the root catalog, read on every
+/// publish, without decoding whole entries.
+pub(crate) fn mount_points(
+    conn: &Connection,
+    parent: i64,
+) -> rusqlite::Result<Vec<(Vec<u8>, ObjectId)>> {
+    let mut st = conn.prepare_cached(
+        "SELECT name, nested FROM entries WHERE parent = ?1 AND nested IS NOT NULL ORDER BY name",
+    )?;
+    let rows = st.query_map([parent], |r| {
+        let id = id_col(r, 1)?.ok_or_else(|| bad(1, "NULL".into()))?;
+        Ok((r.get(0)?, id))
+    })?;
+    rows.collect()
+}
+
 /// Up to `limit` children of `parent` named after `after`, in name order.
 pub(crate) fn children_page(
     conn: &Connection,
