@@ -221,6 +221,8 @@ pub struct NamespaceWriter {
     /// image records are read on demand through its symlinks, never all at
     /// once on the publish path.
     images_old: Option<(ObjectId, Vec<u8>, Catalog)>,
+    /// The root catalog's bytes: the next root is this one updated.
+    root_old: Option<Vec<u8>>,
     /// Records the loaded `/images` catalog itself still held (a repository
     /// written before records moved to the partitions): this revision moves
     /// them.
@@ -243,6 +245,7 @@ impl NamespaceWriter {
             layers: Area::new("layers"),
             flat: Area::new("flat"),
             images_old: None,
+            root_old: None,
             legacy_records: Vec::new(),
             images_delta: BTreeMap::new(),
             images_dirty: false,
@@ -254,9 +257,11 @@ impl NamespaceWriter {
     /// Starts from the namespace whose root catalog is `root`.
     pub fn load(store: &Store, root: &ObjectId, tmp: PathBuf, ts: u64) -> Result<Self> {
         let started = std::time::Instant::now();
-        let root = store.load_catalog(root)?;
+        let root_bytes = store.get(root, ObjectKind::Catalog)?;
+        let root = Catalog::from_bytes(*root, &root_bytes)?;
         let mut w = NamespaceWriter::empty(tmp, ts);
         w.store = Some(store.clone());
+        w.root_old = Some(root_bytes);
         w.layers = Area::load("layers", &root)?;
         w.flat = Area::load("flat", &root)?;
         if let Some(images) = root.lookup(ROOT_ID, b"images")? {
@@ -480,24 +485,8 @@ impl NamespaceWriter {
         let t_flat = t.elapsed().as_secs_f64();
         let images = self.write_images(objects)?;
         let t_images = t.elapsed().as_secs_f64();
-        let mut root =
-            CatalogBuilder::create(&self.tmp, CatalogKind::Root, "/", &dir_entry(self.ts))?;
-        for (name, parts) in [("flat", &flat), ("layers", &layers)] {
-            let mut d = dir_entry(self.ts);
-            d.name = name.as_bytes().to_vec();
-            let dir = root.insert(ROOT_ID, &d)?;
-            for (part, id) in parts {
-                let mut e = dir_entry(self.ts);
-                e.name = part.as_bytes().to_vec();
-                e.nested = Some(*id);
-                root.insert(dir, &e)?;
-            }
-        }
-        let mut e = dir_entry(self.ts);
-        e.name = b"images".to_vec();
-        e.nested = Some(images);
-        root.insert(ROOT_ID, &e)?;
-        let id = objects.put(ObjectKind::Catalog, &root.finish()?)?;
+        let root = self.write_root(&layers, &flat, images)?;
+        let id = objects.put(ObjectKind::Catalog, &root)?;
         tracing::debug!(
             layers = t_layers,
             flat = t_flat - t_layers,
@@ -506,6 +495,56 @@ impl NamespaceWriter {
             "namespace written (seconds per part)"
         );
         Ok(id)
+    }
+
+    /// The root catalog: `/flat` and `/layers` with their partition mount
+    /// points, and the `/images` mount point. Updated from the previous root
+    /// (only the partitions this revision rewrote change), or built.
+    fn write_root(
+        &self,
+        layers: &BTreeMap<String, ObjectId>,
+        flat: &BTreeMap<String, ObjectId>,
+        images: ObjectId,
+    ) -> Result<Vec<u8>> {
+        let mut root = match &self.root_old {
+            Some(bytes) => CatalogBuilder::from_bytes(&self.tmp, bytes, "/")?,
+            None => CatalogBuilder::create(&self.tmp, CatalogKind::Root, "/", &dir_entry(self.ts))?,
+        };
+        for (name, parts, area) in [("flat", flat, &self.flat), ("layers", layers, &self.layers)] {
+            let dir = match root.lookup(ROOT_ID, name.as_bytes())? {
+                Some(d) if d.is_dir() => d.id,
+                Some(_) => return Err(invalid(&format!("/{name} is not a directory"))),
+                None => {
+                    let mut d = dir_entry(self.ts);
+                    d.name = name.as_bytes().to_vec();
+                    root.insert(ROOT_ID, &d)?
+                }
+            };
+            for (part, id) in parts {
+                if area.old.get(part) == Some(id) {
+                    continue;
+                }
+                let mut e = dir_entry(self.ts);
+                e.name = part.as_bytes().to_vec();
+                e.nested = Some(*id);
+                match root.lookup(dir, part.as_bytes())? {
+                    Some(old) => root.update(old.id, &e)?,
+                    None => {
+                        root.insert(dir, &e)?;
+                    }
+                }
+            }
+        }
+        let mut e = dir_entry(self.ts);
+        e.name = b"images".to_vec();
+        e.nested = Some(images);
+        match root.lookup(ROOT_ID, b"images")? {
+            Some(old) => root.update(old.id, &e)?,
+            None => {
+                root.insert(ROOT_ID, &e)?;
+            }
+        }
+        Ok(root.finish()?)
     }
 
     /// `/images`: `<repository>/<tag>` symlinks to the flat trees, and the
@@ -609,7 +648,8 @@ fn unlink(b: &mut CatalogBuilder, name: &str) -> Result<()> {
     while chain.len() > 1 {
         let id = chain.pop().unwrap_or(ROOT_ID);
         let is_leaf = chain.len() == comps.len();
-        if !is_leaf && !b.children(id)?.is_empty() {
+        // Counted, not listed: a repository directory may hold every tag.
+        if !is_leaf && b.child_count(id)? > 0 {
             break;
         }
         b.remove(id)?;

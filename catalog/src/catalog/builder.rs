@@ -263,6 +263,11 @@ impl CatalogBuilder {
         rows::children(&self.conn, parent).map_err(|e| self.sql(e))
     }
 
+    /// How many entries `parent` holds (indexed; no entry is decoded).
+    pub fn child_count(&self, parent: i64) -> Result<usize> {
+        rows::child_count(&self.conn, parent).map_err(|e| self.sql(e))
+    }
+
     /// Entries in the same hardlink group as `group`.
     pub fn hardlink_members(&self, group: i64) -> Result<Vec<i64>> {
         let res = self
