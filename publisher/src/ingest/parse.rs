@@ -1,265 +1,31 @@
-//! Streaming ingestion of one layer: tar entries → catalog rows, file bytes
-//! → content objects. Nothing is extracted to disk and memory stays bounded.
-//!
-//! Three threads share the work on a two-core machine: the source's thread
-//! reads, checks the blob digest and decompresses; the parser thread (here)
-//! checks the diff_id, parses tar and cuts large files into content-defined
-//! chunks; the calling thread hashes, compresses, stores and writes rows.
-//! A bounded channel between the last two caps memory at a few chunks.
-//!
-//! [`Limits`] bound the rest: entries per layer, path lengths, declared
-//! sizes, the decompression ratio (checked by the [`LayerStream`] and, for
-//! sparse holes, on file contents) and the bytes of tar headers the tar
-//! reader may buffer for one entry (`HeaderGuard`).
+//! The parser thread of ingestion: tar entries (PAX, GNU long names, sparse
+//! files, xattrs) read from the decompressed layer under the header budget,
+//! checked, and sent as rows and content chunks to the writer.
 
 use std::cell::Cell;
 use std::io::Read;
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
-use stratum_catalog::catalog::{
-    schema::FLAG_COPYUP, schema::FLAG_IMPLICIT, CatalogBuilder, CatalogKind, Chunk, Data, Entry,
-    FileType, OPAQUE_XATTR, OPAQUE_XATTR_USER, ROOT_ID,
-};
-use stratum_catalog::ObjectKind;
+use stratum_catalog::catalog::{Entry, FileType};
 
-use crate::error::{PublishError, Result};
+use crate::error::Result;
 use crate::limits::Limits;
-use crate::objects::ObjectWriter;
-use crate::source::{LayerDescriptor, LayerStream};
-use crate::tree::{display, resolve, split_path, Components, PlaceError, Tree};
+use crate::source::LayerStream;
+use crate::tree::split_path;
 
-/// Files up to this size are stored in the catalog row itself, saving an
-/// object file and an HTTP round trip each. Inlined bytes are copied into
-/// every catalog that lists the file (its layer tree, each flat tree, each
-/// rebuild of the layer) while objects are shared, so the threshold is kept
-/// low: measured on the publish benchmark (docs/BENCHMARKS.md), 4 KiB made
-/// the repository 6% larger and its catalogs 3.4× larger than 1 KiB.
-pub const INLINE_MAX: u64 = 1024;
-
-/// Files above this size are cut into content-defined chunks, so a node can
-/// read part of a large file and similar large files share chunks.
-pub const CHUNK_THRESHOLD: u64 = 4 << 20;
-
-/// FastCDC parameters (fastcdc 5.0.0 v2020, normalization level 1). They fix
-/// chunk boundaries and so are part of the repository format.
-pub const CHUNK_MIN: usize = 1 << 20;
-pub const CHUNK_AVG: usize = 2 << 20;
-pub const CHUNK_MAX: usize = 4 << 20;
-
-/// Batches in flight between parser and writer; a batch holds at most
-/// ~1 MiB of small files or one chunk (≤ 4 MiB) more, so this bounds the
-/// buffered file data to about 40 MiB.
-const CHANNEL_DEPTH: usize = 8;
-
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub struct IngestStats {
-    pub entries: u64,
-    pub files: u64,
-    pub bytes: u64,
-}
-
-enum Kind {
-    Root,
-    Dir,
-    File(Vec<u8>),
-    BigFile,
-    Symlink(Vec<u8>),
-    Hardlink(Components),
-    Special,
-    Whiteout,
-    Opaque,
-}
-
-struct Item {
-    comps: Components,
-    raw: String,
-    meta: Entry,
-    kind: Kind,
-}
-
-enum Msg {
-    Item(Box<Item>),
-    Chunk(Vec<u8>),
-    BigEnd,
-}
-
-/// Messages travel in batches: one channel hand-off per few hundred small
-/// files instead of one per file (per-file hand-offs made the threads spend
-/// more time waking each other than working).
-struct BatchSender {
-    tx: Sender<Vec<Msg>>,
-    buf: Vec<Msg>,
-    bytes: usize,
-}
-
-const BATCH_ITEMS: usize = 256;
-const BATCH_BYTES: usize = 1 << 20;
-
-impl BatchSender {
-    fn send(&mut self, msg: Msg, bytes: usize) -> std::result::Result<(), ()> {
-        self.buf.push(msg);
-        self.bytes += bytes;
-        if self.buf.len() >= BATCH_ITEMS || self.bytes >= BATCH_BYTES {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::result::Result<(), ()> {
-        if !self.buf.is_empty() {
-            self.tx
-                .send(std::mem::take(&mut self.buf))
-                .map_err(|_| ())?;
-            self.bytes = 0;
-        }
-        Ok(())
-    }
-}
-
-struct BatchReceiver {
-    rx: Receiver<Vec<Msg>>,
-    cur: std::vec::IntoIter<Msg>,
-}
-
-impl BatchReceiver {
-    fn recv(&mut self) -> Option<Msg> {
-        loop {
-            if let Some(m) = self.cur.next() {
-                return Some(m);
-            }
-            self.cur = self.rx.recv().ok()?.into_iter();
-        }
-    }
-}
-
-/// What a layer ingestion needs to know about its surroundings.
-pub struct LayerContext<'a> {
-    pub image: &'a str,
-    pub layer: &'a LayerDescriptor,
-    pub tmp_dir: &'a Path,
-    /// The flat tree of the layers below, for hardlinks to lower files and
-    /// the metadata of implicit directories.
-    pub lower: Option<&'a CatalogBuilder>,
-}
-
-/// What an error of this layer must name; shared with the parser thread.
-#[derive(Clone)]
-struct Errors {
-    image: String,
-    layer: usize,
-    diff_id: String,
-}
-
-impl Errors {
-    fn entry_err(&self, path: &str, reason: impl Into<String>) -> PublishError {
-        PublishError::Entry {
-            image: self.image.clone(),
-            layer: self.layer,
-            diff_id: self.diff_id.clone(),
-            path: path.to_owned(),
-            reason: reason.into(),
-        }
-    }
-
-    fn layer_err(&self, reason: impl Into<String>) -> PublishError {
-        PublishError::Layer {
-            image: self.image.clone(),
-            layer: self.layer,
-            diff_id: self.diff_id.clone(),
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Ingests one layer with the default [`Limits`]; returns its frozen
-/// catalog file (not yet stored).
-pub fn ingest_layer(
-    ctx: &LayerContext<'_>,
-    stream: LayerStream,
-    objects: &mut ObjectWriter,
-    on_bytes: &(dyn Fn(u64) + Sync),
-) -> Result<(tempfile::NamedTempFile, IngestStats)> {
-    ingest_layer_with(ctx, &Limits::default(), stream, objects, on_bytes)
-}
-
-/// Ingests one layer within `limits`; returns its frozen catalog file (not
-/// yet stored).
-pub fn ingest_layer_with(
-    ctx: &LayerContext<'_>,
-    limits: &Limits,
-    stream: LayerStream,
-    objects: &mut ObjectWriter,
-    on_bytes: &(dyn Fn(u64) + Sync),
-) -> Result<(tempfile::NamedTempFile, IngestStats)> {
-    let ns_path = layer_path(&ctx.layer.diff_id.hex());
-    // Until the tar says otherwise, the layer root looks like the merged
-    // root below it, so that stacking the layer trees shows the right
-    // root metadata (the same rule as any implicit directory).
-    let mut root = match ctx.lower {
-        Some(low) => low
-            .get(ROOT_ID)?
-            .unwrap_or_else(|| Entry::new(FileType::Directory, 0o755)),
-        None => Entry::new(FileType::Directory, 0o755),
-    };
-    root.xattrs
-        .retain(|(n, _)| !crate::tree::is_overlay_xattr(n));
-    root.hardlink = 0;
-    root.flags = FLAG_IMPLICIT;
-    let builder = CatalogBuilder::create(ctx.tmp_dir, CatalogKind::Layer, &ns_path, &root)?;
-    let mut tree = Tree::new(builder);
-    tree.b
-        .set_property("diff_id", &ctx.layer.diff_id.to_string())?;
-
-    let errs = Errors {
-        image: ctx.image.to_owned(),
-        layer: ctx.layer.index,
-        diff_id: ctx.layer.diff_id.to_string(),
-    };
-    let (tx, rx) = bounded::<Vec<Msg>>(CHANNEL_DEPTH);
-    let tx = BatchSender {
-        tx,
-        buf: Vec::new(),
-        bytes: 0,
-    };
-    let rx = BatchReceiver {
-        rx,
-        cur: Vec::new().into_iter(),
-    };
-    let (parsed, written) = std::thread::scope(|s| {
-        let perrs = errs.clone();
-        let parser = s.spawn(move || parse(&perrs, limits, stream, tx, on_bytes));
-        let written = write(ctx.lower, &errs, &mut tree, rx, objects);
-        // Dropping the receiver (inside write) stops a parser that is still
-        // sending after a write error.
-        (parser.join(), written)
-    });
-    let parsed = parsed.map_err(|_| errs.layer_err("tar parser thread panicked"))?;
-    // A writer error explains a parser's "channel closed"; report it first.
-    let stats = written?;
-    parsed?;
-    tree.b.set_property("entries", &stats.entries.to_string())?;
-    tree.b.set_property("files", &stats.files.to_string())?;
-    tree.b.set_property("bytes", &stats.bytes.to_string())?;
-    Ok((tree.b.finish_file()?, stats))
-}
-
-pub fn layer_path(diff_hex: &str) -> String {
-    format!("/layers/{}/{}", &diff_hex[..2], diff_hex)
-}
+use super::*;
 
 /// Slack over [`Limits::max_header_size`] for what the tar reader reads
 /// between two entries besides extension records: header blocks, padding,
 /// the end-of-archive blocks.
-const HEADER_SLACK: u64 = 8 * 512;
+pub(super) const HEADER_SLACK: u64 = 8 * 512;
 
 /// The tar reader's input: while the reader looks for the next entry it
 /// may take only `budget` bytes. It holds PAX records and GNU long names
 /// in memory whole, so without this one header declaring gigabytes (fed
 /// by a compressible blob) would exhaust the memory.
-struct HeaderGuard<'s> {
+pub(super) struct HeaderGuard<'s> {
     inner: &'s mut LayerStream,
     budget: Rc<Cell<u64>>,
     limit: u64,
@@ -285,7 +51,7 @@ impl Read for HeaderGuard<'_> {
     }
 }
 
-fn parse(
+pub(super) fn parse(
     ctx: &Errors,
     limits: &Limits,
     mut stream: LayerStream,
@@ -543,7 +309,7 @@ fn parse(
     Ok(())
 }
 
-fn tar_error(e: std::io::Error) -> String {
+pub(super) fn tar_error(e: std::io::Error) -> String {
     // A digest mismatch found at EOF travels inside an io::Error.
     match e.get_ref() {
         Some(inner) => inner.to_string(),
@@ -553,7 +319,7 @@ fn tar_error(e: std::io::Error) -> String {
 
 /// Metadata of a tar entry, PAX records applied (uid, gid, mtime with
 /// nanoseconds, SCHILY.xattr.*).
-fn metadata<R: Read>(entry: &mut tar::Entry<R>) -> Result<Entry, String> {
+pub(super) fn metadata<R: Read>(entry: &mut tar::Entry<R>) -> Result<Entry, String> {
     let h = entry.header();
     let ft = match h.entry_type() {
         tar::EntryType::Directory => FileType::Directory,
@@ -630,7 +396,7 @@ fn metadata<R: Read>(entry: &mut tar::Entry<R>) -> Result<Entry, String> {
 }
 
 /// A PAX time: decimal seconds, optionally negative, optional fraction.
-fn pax_time(v: &[u8]) -> Result<(i64, u32), String> {
+pub(super) fn pax_time(v: &[u8]) -> Result<(i64, u32), String> {
     let s = std::str::from_utf8(v).map_err(|_| "PAX mtime is not UTF-8")?;
     let bad = || format!("bad PAX mtime {s:?}");
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
@@ -657,258 +423,6 @@ fn pax_time(v: &[u8]) -> Result<(i64, u32), String> {
         return Ok((floored, 1_000_000_000 - ns));
     }
     Ok((secs, ns))
-}
-
-fn write(
-    lower: Option<&CatalogBuilder>,
-    ctx: &Errors,
-    tree: &mut Tree,
-    mut rx: BatchReceiver,
-    objects: &mut ObjectWriter,
-) -> Result<IngestStats> {
-    let mut stats = IngestStats::default();
-    while let Some(msg) = rx.recv() {
-        let Msg::Item(item) = msg else {
-            return Err(ctx.layer_err("internal: chunk without a file"));
-        };
-        stats.entries += 1;
-        let Item {
-            comps,
-            raw,
-            mut meta,
-            kind,
-        } = *item;
-        let place = |e: PlaceError| match e {
-            PlaceError::Catalog(c) => PublishError::from(c),
-            PlaceError::Invalid(r) => ctx.entry_err(&raw, r),
-        };
-        match kind {
-            Kind::Root => {
-                let mut root = tree
-                    .b
-                    .get(ROOT_ID)?
-                    .ok_or_else(|| ctx.layer_err("no root"))?;
-                let keep: Vec<_> = root
-                    .xattrs
-                    .iter()
-                    .filter(|(n, _)| is_opaque_name(n))
-                    .cloned()
-                    .collect();
-                meta.xattrs.extend(keep);
-                meta.xattrs.sort();
-                meta.xattrs.dedup_by(|a, b| a.0 == b.0);
-                meta.name = Vec::new();
-                meta.flags = 0;
-                root = Entry {
-                    id: root.id,
-                    parent: root.parent,
-                    ..meta
-                };
-                tree.b.update(ROOT_ID, &root)?;
-            }
-            Kind::Opaque => {
-                let id = tree.ensure_dir(&comps, lower).map_err(place)?;
-                let mut dir = tree
-                    .b
-                    .get(id)?
-                    .ok_or_else(|| ctx.layer_err("directory vanished"))?;
-                for n in [OPAQUE_XATTR, OPAQUE_XATTR_USER] {
-                    dir.xattrs.retain(|(x, _)| x != n);
-                    dir.xattrs.push((n.to_vec(), b"y".to_vec()));
-                }
-                dir.xattrs.sort();
-                tree.b.update(id, &dir)?;
-            }
-            Kind::Whiteout => {
-                let (name, parent) = split_last(&comps);
-                // Below a non-directory (e.g. a directory this layer turned
-                // into a file, whose old children umoci still whites out)
-                // there is nothing left to hide: drop the whiteout.
-                let parent_is_dir = match resolve(&tree.b, parent)? {
-                    Some(p) => p.is_dir(),
-                    None => match lower {
-                        Some(low) => resolve(low, parent)?.is_none_or(|p| p.is_dir()),
-                        None => true,
-                    },
-                };
-                if !parent_is_dir {
-                    continue;
-                }
-                let parent_id = tree.ensure_dir(parent, lower).map_err(place)?;
-                // A whiteout hides lower layers only; an entry of this same
-                // layer with that name stays (OCI image spec).
-                if tree.b.lookup(parent_id, name)?.is_none() {
-                    let mut w = Entry::new(FileType::CharDevice, meta.perm());
-                    w.name = name.to_vec();
-                    (w.uid, w.gid, w.mtime, w.mtime_ns) =
-                        (meta.uid, meta.gid, meta.mtime, meta.mtime_ns);
-                    tree.b.insert(parent_id, &w)?;
-                }
-            }
-            Kind::Dir => {
-                let (name, parent) = split_last(&comps);
-                let parent_id = tree.ensure_dir(parent, lower).map_err(place)?;
-                meta.name = name.to_vec();
-                match tree.b.lookup(parent_id, name)? {
-                    Some(old) if old.is_dir() => {
-                        // A directory listed twice, or after its children:
-                        // new metadata, same children, opaque marks kept.
-                        let keep: Vec<_> = old
-                            .xattrs
-                            .iter()
-                            .filter(|(n, _)| is_opaque_name(n))
-                            .cloned()
-                            .collect();
-                        meta.xattrs.extend(keep);
-                        meta.xattrs.sort();
-                        meta.xattrs.dedup_by(|a, b| a.0 == b.0);
-                        tree.b.update(old.id, &meta)?;
-                        tree.remember_dir(&comps, old.id);
-                    }
-                    old => {
-                        if let Some(old) = old {
-                            tree.remove(old.id, &comps)?;
-                        }
-                        let id = tree.b.insert(parent_id, &meta)?;
-                        tree.remember_dir(&comps, id);
-                    }
-                }
-            }
-            Kind::File(bytes) => {
-                stats.files += 1;
-                stats.bytes += bytes.len() as u64;
-                meta.size = bytes.len() as u64;
-                meta.data = if bytes.is_empty() {
-                    Data::None
-                } else if meta.size <= INLINE_MAX {
-                    Data::Inline(bytes)
-                } else {
-                    Data::Object(objects.put_owned(ObjectKind::Content, bytes)?)
-                };
-                replace(lower, ctx, tree, &comps, &raw, meta)?;
-            }
-            Kind::BigFile => {
-                stats.files += 1;
-                let mut chunks = Vec::new();
-                loop {
-                    match rx.recv() {
-                        Some(Msg::Chunk(data)) => {
-                            let size = data.len() as u64;
-                            let id = objects.put_owned(ObjectKind::Content, data)?;
-                            chunks.push(Chunk { id, size });
-                        }
-                        Some(Msg::BigEnd) => break,
-                        // The parser reports why it stopped.
-                        _ => return Ok(stats),
-                    }
-                }
-                stats.bytes += meta.size;
-                meta.data = Data::Chunks(chunks);
-                replace(lower, ctx, tree, &comps, &raw, meta)?;
-            }
-            Kind::Symlink(target) => {
-                meta.size = target.len() as u64;
-                meta.symlink = Some(target);
-                replace(lower, ctx, tree, &comps, &raw, meta)?;
-            }
-            Kind::Special => {
-                replace(lower, ctx, tree, &comps, &raw, meta)?;
-            }
-            Kind::Hardlink(target) => hardlink(lower, ctx, tree, &comps, &raw, &target)?,
-        }
-    }
-    Ok(stats)
-}
-
-fn is_opaque_name(n: &[u8]) -> bool {
-    n == OPAQUE_XATTR || n == OPAQUE_XATTR_USER
-}
-
-fn split_last(comps: &[Vec<u8>]) -> (&[u8], &[Vec<u8>]) {
-    match comps.split_last() {
-        Some((last, parent)) => (last.as_slice(), parent),
-        None => (b"", &[]),
-    }
-}
-
-/// Puts a non-directory entry at `comps`, replacing whatever is there (a
-/// later tar entry wins, as when extracting).
-fn replace(
-    lower: Option<&CatalogBuilder>,
-    ctx: &Errors,
-    tree: &mut Tree,
-    comps: &[Vec<u8>],
-    raw: &str,
-    mut meta: Entry,
-) -> Result<i64> {
-    let (name, parent) = split_last(comps);
-    let parent_id = tree.ensure_dir(parent, lower).map_err(|e| match e {
-        PlaceError::Catalog(c) => PublishError::from(c),
-        PlaceError::Invalid(r) => ctx.entry_err(raw, r),
-    })?;
-    if let Some(old) = tree.b.lookup(parent_id, name)? {
-        tree.remove(old.id, comps)?;
-    }
-    meta.name = name.to_vec();
-    Ok(tree.b.insert(parent_id, &meta)?)
-}
-
-/// A tar hardlink: the new path shares the target's inode. The target is
-/// an earlier entry of this layer or, failing that, a file of the layers
-/// below, which is then copied up into this layer (as overlayfs and
-/// containerd do), so that stacking the layer trees gives the flat tree.
-fn hardlink(
-    lower: Option<&CatalogBuilder>,
-    ctx: &Errors,
-    tree: &mut Tree,
-    comps: &[Vec<u8>],
-    raw: &str,
-    target: &[Vec<u8>],
-) -> Result<()> {
-    let missing = || {
-        ctx.entry_err(
-            raw,
-            format!("hardlink to missing target {}", display(target)),
-        )
-    };
-    if target == comps {
-        return Err(ctx.entry_err(raw, "hardlink to itself"));
-    }
-    let mut t = match resolve(&tree.b, target)? {
-        Some(t) if t.flags & FLAG_IMPLICIT == 0 || !t.is_dir() => t,
-        _ => {
-            let low = match lower {
-                Some(low) => resolve(low, target)?.ok_or_else(missing)?,
-                None => return Err(missing()),
-            };
-            if low.is_dir() {
-                return Err(
-                    ctx.entry_err(raw, format!("hardlink to directory {}", display(target)))
-                );
-            }
-            let mut copy = low;
-            copy.hardlink = 0;
-            copy.flags |= FLAG_COPYUP;
-            let id = replace(lower, ctx, tree, target, raw, copy)?;
-            tree.b.get(id)?.ok_or_else(missing)?
-        }
-    };
-    if t.is_dir() {
-        return Err(ctx.entry_err(raw, format!("hardlink to directory {}", display(target))));
-    }
-    if t.is_whiteout() {
-        return Err(ctx.entry_err(
-            raw,
-            format!("hardlink to {}, which this layer deleted", display(target)),
-        ));
-    }
-    if t.hardlink == 0 {
-        t.hardlink = tree.b.new_hardlink_group();
-        tree.b.update(t.id, &t)?;
-    }
-    t.flags &= !FLAG_COPYUP;
-    replace(lower, ctx, tree, comps, raw, t)?;
-    Ok(())
 }
 
 #[cfg(test)]
