@@ -404,22 +404,23 @@ fn head_lines(head: &[u8]) -> Vec<String> {
 }
 
 /// `lines` (a request or response head) without the hop-by-hop headers,
-/// with `Connection: close`.
-fn with_connection_close(lines: &[String]) -> Vec<u8> {
+/// with `Connection: close`. Shared with the registry fault proxy.
+pub fn with_connection_close<S: AsRef<str>>(lines: &[S]) -> Vec<u8> {
     let mut hop = vec![
         "connection".to_string(),
         "keep-alive".into(),
         "proxy-connection".into(),
     ];
     for l in &lines[1..] {
-        if let Some((k, v)) = l.split_once(':') {
+        if let Some((k, v)) = l.as_ref().split_once(':') {
             if k.trim().eq_ignore_ascii_case("connection") {
                 hop.extend(v.split(',').map(|t| t.trim().to_ascii_lowercase()));
             }
         }
     }
-    let mut out = format!("{}\r\n", lines[0]);
+    let mut out = format!("{}\r\n", lines[0].as_ref());
     for l in &lines[1..] {
+        let l = l.as_ref();
         let name = l
             .split_once(':')
             .map(|(k, _)| k.trim().to_ascii_lowercase());
@@ -433,9 +434,10 @@ fn with_connection_close(lines: &[String]) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn content_length(lines: &[String]) -> Option<u64> {
+/// The `Content-Length` of a request or response head, if any.
+pub fn content_length<S: AsRef<str>>(lines: &[S]) -> Option<u64> {
     lines[1..].iter().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
+        let (k, v) = l.as_ref().split_once(':')?;
         k.trim()
             .eq_ignore_ascii_case("content-length")
             .then(|| v.trim().parse().ok())?

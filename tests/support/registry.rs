@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::fault_http::{content_length, with_connection_close};
 use super::fsutil::Rng;
 use super::oci::{digest_of, Layer, Layout, TarEntry, MT_MANIFEST, REF_NAME};
 use super::services::free_port;
@@ -1203,44 +1204,6 @@ fn fault_response(code: u16, retry_after: Option<u64>, head_only: bool) -> Vec<u
     r
 }
 
-/// The request head with hop-by-hop headers replaced by `Connection: close`.
-fn rewrite_request_head(lines: &[&str]) -> Vec<u8> {
-    let mut hop: Vec<String> = vec![
-        "connection".into(),
-        "keep-alive".into(),
-        "proxy-connection".into(),
-    ];
-    for l in &lines[1..] {
-        if let Some((k, v)) = l.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("connection") {
-                hop.extend(v.split(',').map(|t| t.trim().to_ascii_lowercase()));
-            }
-        }
-    }
-    let mut out = format!("{}\r\n", lines[0]);
-    for l in &lines[1..] {
-        let name = l
-            .split_once(':')
-            .map(|(k, _)| k.trim().to_ascii_lowercase());
-        if name.is_some_and(|n| hop.contains(&n)) {
-            continue;
-        }
-        out.push_str(l);
-        out.push_str("\r\n");
-    }
-    out.push_str("Connection: close\r\n\r\n");
-    out.into_bytes()
-}
-
-fn content_length(lines: &[&str]) -> Option<u64> {
-    lines[1..].iter().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse().ok())?
-    })
-}
-
 fn proxy_connection(
     mut client: TcpStream,
     upstream: SocketAddr,
@@ -1290,7 +1253,7 @@ fn proxy_connection(
     up.set_read_timeout(Some(PROXY_IO_TIMEOUT))?;
     up.set_write_timeout(Some(PROXY_IO_TIMEOUT))?;
     up.set_nodelay(true)?;
-    up.write_all(&rewrite_request_head(&lines))?;
+    up.write_all(&with_connection_close(&lines))?;
     up.write_all(&rest)?;
     // The rest of a request body, streamed until the client closes (which
     // it does once it has the response and sees `Connection: close`, or
