@@ -601,11 +601,12 @@ fn write_thin_dir(
     let reader = open_with_key(repo, *key)?;
     // Build everything first: nothing is written unless every descriptor is good.
     let mut files: BTreeMap<String, (String, String)> = BTreeMap::new();
+    // One namespace for all of them: its catalogs are loaded once.
+    let ns = reader.namespace()?;
+    let mut index = ns.image_index();
     for report in &outcome.images {
-        let record = reader
-            .variants(&report.name)?
-            .into_iter()
-            .find(|i| i.name == report.name)
+        let record = index
+            .get(&report.name)?
             .with_context(|| format!("image {} is not in the current revision", report.name))?;
         let record = &record;
         if record.manifest_digest != report.manifest_digest {
@@ -675,9 +676,15 @@ fn open_with_key(repo: &Path, key: VerifyingKey) -> Result<Reader> {
 impl Reader {
     /// `name` and its per-platform siblings (`name+os-arch…`).
     fn variants(&self, name: &str) -> Result<Vec<ImageRecord>> {
-        let ns = Namespace::new(StoreLoader::new(self.store.clone()), &self.manifest.root)?;
-        let images = ns.image_index().variants(name)?;
+        let images = self.namespace()?.image_index().variants(name)?;
         Ok(images)
+    }
+
+    fn namespace(&self) -> Result<Namespace<StoreLoader>> {
+        Ok(Namespace::new(
+            StoreLoader::new(self.store.clone()),
+            &self.manifest.root,
+        )?)
     }
 
     fn build(&self, record: &ImageRecord, urls: &[String]) -> Result<ThinImage> {

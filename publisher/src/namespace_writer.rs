@@ -159,10 +159,9 @@ impl Area {
             let path = format!("/{}/{part}", self.name);
             // Updated in place: a partition of a large repository holds the
             // records of many images, and a publish changes one or two.
-            let mut b = match self.old.get(part) {
-                Some(pid) => {
-                    let bytes = store.get(pid, ObjectKind::Catalog)?;
-                    let mut b = CatalogBuilder::from_bytes(tmp, &bytes, &path)?;
+            let mut b = match self.old_partition(store, part)? {
+                Some(old) => {
+                    let mut b = CatalogBuilder::from_bytes(tmp, &old.to_bytes()?, &path)?;
                     for hex in removed.iter().chain(added.keys()) {
                         if let Some(e) = b.lookup(ROOT_ID, hex.as_bytes())? {
                             b.remove(e.id)?;

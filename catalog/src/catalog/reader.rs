@@ -207,6 +207,15 @@ impl Catalog {
         rows::children(&self.conn(), parent).map_err(|e| self.sql(e))
     }
 
+    /// The catalog's database bytes, as [`Catalog::from_bytes`] takes them:
+    /// a writer updating a catalog it already opened (and verified) starts
+    /// from these instead of fetching and verifying the object again.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut conn = self.conn();
+        let data = conn.serialize(MAIN_DB).map_err(|e| self.sql(e))?;
+        Ok(data.to_vec())
+    }
+
     /// How many entries `parent` holds.
     pub fn child_count(&self, parent: i64) -> Result<usize> {
         rows::child_count(&self.conn(), parent).map_err(|e| self.sql(e))
