@@ -246,19 +246,14 @@ impl HttpFaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
-        let sh = shared.clone();
-        let accept = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sh.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let sh = sh.clone();
-                std::thread::spawn(move || {
-                    let _ = handle(conn, upstream, &sh);
-                });
-            }
-        });
+        let accept = accept_loop(
+            listener,
+            shared.clone(),
+            |sh| &sh.stop,
+            move |conn, sh| {
+                let _ = handle(conn, upstream, sh);
+            },
+        );
         HttpFaultProxy {
             addr,
             shared,
@@ -401,6 +396,31 @@ fn head_lines(head: &[u8]) -> Vec<String> {
         .split("\r\n")
         .map(str::to_owned)
         .collect()
+}
+
+/// Accepts connections on `listener`, each handled on its own thread, until
+/// `stop(shared)` is set (checked when the next connection arrives: a proxy
+/// stopping connects once to wake it). Shared by both fault proxies.
+pub fn accept_loop<S, H>(
+    listener: TcpListener,
+    shared: Arc<S>,
+    stop: fn(&S) -> &AtomicBool,
+    handle: H,
+) -> JoinHandle<()>
+where
+    S: Send + Sync + 'static,
+    H: Fn(TcpStream, &S) + Clone + Send + 'static,
+{
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stop(&shared).load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(conn) = conn else { continue };
+            let (sh, handle) = (shared.clone(), handle.clone());
+            std::thread::spawn(move || handle(conn, &sh));
+        }
+    })
 }
 
 /// `lines` (a request or response head) without the hop-by-hop headers,

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::fault_http::{content_length, with_connection_close};
+use super::fault_http::{accept_loop, content_length, with_connection_close};
 use super::fsutil::Rng;
 use super::oci::{digest_of, Layer, Layout, TarEntry, MT_MANIFEST, REF_NAME};
 use super::services::free_port;
@@ -1010,19 +1010,14 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(ProxyShared::default());
-        let sh = shared.clone();
-        let accept = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sh.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let sh = sh.clone();
-                std::thread::spawn(move || {
-                    let _ = proxy_connection(conn, upstream, &sh);
-                });
-            }
-        });
+        let accept = accept_loop(
+            listener,
+            shared.clone(),
+            |sh| &sh.stop,
+            move |conn, sh| {
+                let _ = proxy_connection(conn, upstream, sh);
+            },
+        );
         FaultProxy {
             addr,
             shared,
