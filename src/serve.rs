@@ -305,6 +305,18 @@ fn not_found() -> io::Error {
     io::Error::from(io::ErrorKind::NotFound)
 }
 
+/// `NotFound` for the errors by which the file system says that a request
+/// path names no file (a name too long, a file where a directory should be,
+/// a symlink loop), which `ServeDir` would otherwise answer `500` and log as
+/// an error: a client chooses the path, so these are its mistakes, not the
+/// server's.
+fn absent_as_not_found(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::ENAMETOOLONG | libc::ENOTDIR | libc::ELOOP) => not_found(),
+        _ => e,
+    }
+}
+
 impl RepoBackend {
     /// The canonical path to open for `path` (which `ServeDir` built as
     /// root + request components), or `NotFound` when it may not be served:
@@ -313,12 +325,12 @@ impl RepoBackend {
     fn resolve(&self, path: &Path) -> io::Result<(PathBuf, std::fs::Metadata)> {
         let rel = path.strip_prefix(&self.root).map_err(|_| not_found())?;
         let class = classify(rel).ok_or_else(not_found)?;
-        let real = std::fs::canonicalize(path)?;
+        let real = std::fs::canonicalize(path).map_err(absent_as_not_found)?;
         let real_rel = real.strip_prefix(&self.root).map_err(|_| not_found())?;
         if classify(real_rel) != Some(class) {
             return Err(not_found());
         }
-        let meta = std::fs::symlink_metadata(&real)?;
+        let meta = std::fs::symlink_metadata(&real).map_err(absent_as_not_found)?;
         if !meta.file_type().is_file() {
             return Err(not_found());
         }
@@ -333,10 +345,7 @@ impl RepoBackend {
             // on a fifo swapped in either.
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&real)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => not_found(),
-                _ => e,
-            })?;
+            .map_err(absent_as_not_found)?;
         if !file.metadata()?.file_type().is_file() {
             return Err(not_found());
         }

@@ -437,3 +437,30 @@ fn nginx_serves_the_repository_unchanged() {
         );
     }
 }
+
+/// Issue 12, item 11a: an ~8 000-byte request path was answered `500` and
+/// logged an ERROR (the file system refuses the name with ENAMETOOLONG); it
+/// is simply not there: `404`, and nothing above INFO in the log.
+#[test]
+fn an_8000_byte_path_is_404_not_500() {
+    let repo = TestRepo::new("serve-long-path");
+    let mut server = StratumServe::start(&repo.repo, &[] as &[&str]);
+    let one_component = format!("/{}", "a".repeat(8000));
+    let many_components = "/data/ab".to_string() + &"/abcdefgh".repeat(900);
+    let long_object = format!("/data/ab/{}", "c".repeat(8000));
+    for path in [&one_component, &many_components, &long_object] {
+        let (code, _) = raw_request(server.addr, "GET", path);
+        assert_eq!(code, 404, "GET of a {}-byte path", path.len());
+        let (code, _) = raw_request(server.addr, "HEAD", path);
+        assert_eq!(code, 404, "HEAD of a {}-byte path", path.len());
+    }
+    // The server still answers, and logged no error or warning.
+    assert_eq!(raw_get(server.addr, "/.stratum/manifest"), 200);
+    let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+    let log = server.stderr();
+    assert!(st.success(), "exit status {st}\n{log}");
+    assert!(
+        !log.contains("ERROR") && !log.contains("WARN"),
+        "a long path must not log an error:\n{log}"
+    );
+}
