@@ -1103,6 +1103,124 @@ fn empty_layers_are_empty_trees() {
     assert_dir_holds_only(&dest, &["base"]);
 }
 
+/// Runs `stratum ARGS…`, killing it after `limit`: a hang is a failure
+/// of its own, reported as such instead of stalling the test run.
+fn stratum_within(limit: Duration, args: &[&OsStr]) -> Output {
+    use std::io::Read;
+    let mut child = std::process::Command::new(support::stratum_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("stratum {args:?} still ran after {limit:?} (it hangs); killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        cmdline: format!("stratum {args:?}"),
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Replaces `path` by a FIFO that no one ever writes to.
+fn make_fifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+}
+
+/// Issue 12, item 7: a FIFO where the layout has a blob (a layer, the
+/// manifest, the config), its `index.json` or `oci-layout`, or a
+/// `docker-archive:` file, made `publish` block forever in `open` while it
+/// held the repository lock. Each is refused at once, naming the path.
+#[test]
+fn a_fifo_as_a_blob_or_layout_file_is_refused_not_waited_on() {
+    let s = setup();
+    let layer = Layer::gzip(&[TarEntry::dir(b"./"), TarEntry::file(b"f", b"f\n")]);
+    let limit = Duration::from_secs(30);
+    let publish = |source: &str| -> Output {
+        let repo = s.repo.repo.as_os_str();
+        let key = s.repo.key.as_os_str();
+        let out = stratum_within(
+            limit,
+            &[
+                OsStr::new("publish"),
+                OsStr::new(source),
+                OsStr::new("--repo"),
+                repo,
+                OsStr::new("--key"),
+                key,
+                OsStr::new("--as"),
+                OsStr::new(NAME),
+            ],
+        );
+        out.assert_no_panic();
+        out.assert_clean_failure()
+    };
+    let check = |out: Output, fifo: &Path| {
+        let err = out.stderr_str();
+        eprintln!("stratum says: {}", err.trim());
+        let shown = fifo.display().to_string();
+        assert!(err.contains(&shown), "stderr should name {shown}:\n{err}");
+        assert!(err.contains("a FIFO, not a regular file"), "{err}");
+        s.assert_unchanged();
+    };
+    type PathOf = fn(&Layout, &Layer) -> PathBuf;
+    let cases: [(&str, PathOf); 5] = [
+        ("layer", |l, layer| l.blob_path(&layer.digest())),
+        ("manifest", |l, _| l.blob_path(&l.manifest("bad").0)),
+        ("config", |l, _| {
+            let m = l.manifest("bad").1;
+            l.blob_path(m["config"]["digest"].as_str().unwrap())
+        }),
+        ("index.json", |l, _| l.dir.join("index.json")),
+        ("oci-layout", |l, _| l.dir.join("oci-layout")),
+    ];
+    for (what, path_of) in cases {
+        let l = image(&s, &format!("fifo-{what}"), std::slice::from_ref(&layer));
+        let fifo = path_of(&l, &layer);
+        make_fifo(&fifo);
+        check(publish(&format!("oci:{}:bad", l.dir.display())), &fifo);
+    }
+    let archive = s.tmp.path().join("fifo-archive.tar");
+    make_fifo(&archive);
+    check(
+        publish(&format!("docker-archive:{}", archive.display())),
+        &archive,
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Documents: manifests, configs, indexes
 

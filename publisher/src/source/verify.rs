@@ -135,20 +135,50 @@ pub(crate) fn read_verified(
     Ok(bytes)
 }
 
-/// Opens `path` for reading and checks that it is a regular file (a blob
-/// that is a FIFO or a device would block or never end).
+/// Opens `path` for reading and checks that it is a regular file. A blob,
+/// `index.json`, `oci-layout` or docker archive that is a FIFO would block
+/// `open` itself until some writer appears (and a device would never end),
+/// all while the repository lock is held: the file is opened with
+/// `O_NONBLOCK` (which makes opening a FIFO return at once), its type is
+/// checked on the open descriptor (no window for a swap), and only a
+/// regular file is handed on, back in blocking mode.
 pub(crate) fn open_regular(image: &str, path: &Path) -> Result<File, SourceError> {
-    let file = File::open(path).map_err(|e| SourceError::io(image, path, e))?;
-    let meta = file
-        .metadata()
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(path)
         .map_err(|e| SourceError::io(image, path, e))?;
-    if !meta.is_file() {
+    let kind = file
+        .metadata()
+        .map_err(|e| SourceError::io(image, path, e))?
+        .file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a special file"
+        };
         return Err(SourceError::malformed(
             image,
             path.display().to_string(),
-            "not a regular file",
+            format!("{what}, not a regular file (refused before reading)"),
         ));
     }
+    // Regular files ignore O_NONBLOCK today; clear it anyway so that what
+    // reads this file later never sees EAGAIN.
+    let flags =
+        rustix::fs::fcntl_getfl(&file).map_err(|e| SourceError::io(image, path, e.into()))?;
+    rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
+        .map_err(|e| SourceError::io(image, path, e.into()))?;
     Ok(file)
 }
 
