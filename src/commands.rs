@@ -150,6 +150,9 @@ fn init(repo: &Path, key: &Path, name: Option<String>, urls: &[String]) -> Resul
         repo.display(),
         m.revision
     );
+    if !stratum_publisher::repo::RepoLocation::from_path(repo)?.is_remote() {
+        crate::stray_keys::warn_about_private_keys(repo);
+    }
     if !urls.is_empty() {
         crate::thin::write_default_urls(repo, urls).with_context(|| {
             format!(

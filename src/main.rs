@@ -15,6 +15,7 @@ mod progress;
 mod registry_args;
 mod replicate;
 mod serve;
+mod stray_keys;
 mod sync;
 mod thin;
 mod transport_args;
@@ -232,7 +233,9 @@ enum Command {
     /// Serve a repository read-only over HTTP (GET/HEAD, byte ranges, strong ETags).
     ///
     /// Objects under data/ get `Cache-Control: public, max-age=SECONDS, immutable`; the manifest
-    /// gets `no-cache`. Writer files (.stratum/lock, .stratum/dirty, .stratum/tmp/) are never served.
+    /// gets `no-cache`. Only those paths are served (.stratum/manifest, .stratum/public.pem and
+    /// data/<2 hex>/<62 hex>[C|M]): writer files (.stratum/lock, .stratum/dirty, .stratum/tmp/),
+    /// a key or any other file left in the directory get 404. Warns about private keys inside REPO.
     /// Prints `listening on http://ADDR` once bound (`--listen 127.0.0.1:0` picks a free port).
     /// Stops on SIGINT/SIGTERM. Access log: RUST_LOG=stratum::serve=info.
     Serve {

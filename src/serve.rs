@@ -6,15 +6,18 @@
 //!
 //! - Methods: `GET` and `HEAD` only; anything else is `405` with
 //!   `Allow: GET, HEAD`.
-//! - What is served: `.stratum/manifest`, `.stratum/public.pem`, and every
-//!   non-hidden regular file (in practice the objects under `data/`). The
-//!   writer's files (`.stratum/lock`, `.stratum/dirty`, `.stratum/tmp/`),
-//!   anything else under `.stratum/`, any path with a component starting with
-//!   `.`, directories, devices and fifos are `404`. Paths with `..` are `404`
-//!   (tower-http refuses them before the file system is touched), and a
-//!   symlink is followed only when its resolved target is inside the
-//!   repository and is itself served, with the same caching class as the
-//!   requested path.
+//! - What is served: only the paths the format defines for readers:
+//!   `.stratum/manifest`, `.stratum/public.pem`, and regular files at object
+//!   paths, `data/<2 hex>/<62 hex><kind suffix>` (suffix none, `C` or `M`,
+//!   FORMAT.md §2). Everything else is `404`: the writer's files
+//!   (`.stratum/lock`, `.stratum/dirty`, `.stratum/tmp/`), anything else
+//!   under `.stratum/`, any other file in the directory (a private key left
+//!   there by mistake, notes, backups), directories, devices and fifos, and
+//!   paths with `..` (refused before the file system is touched). A symlink
+//!   is followed only when its resolved target is inside the repository and
+//!   is itself served, with the same caching class as the requested path.
+//!   A private key inside the repository is also warned about at start
+//!   ([`crate::stray_keys`]), since other servers would serve it.
 //! - Caching: objects under `data/` are immutable and content-addressed, so
 //!   they get `Cache-Control: public, max-age=<--max-age>, immutable`
 //!   (default one year). Every other served file (the manifest, the public
@@ -39,7 +42,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
@@ -55,6 +57,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use stratum_catalog::ObjectId;
 use tower_http::services::fs::{Backend, File as BackendFile, ServeDir};
 
 /// Default `max-age` of objects under `data/`: one year, the customary
@@ -82,6 +85,7 @@ pub fn run(repo: &Path, listen: &str, max_age: u64) -> Result<ExitCode> {
             repo.display()
         );
     }
+    crate::stray_keys::warn_about_private_keys(&root);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stratum-serve")
@@ -177,28 +181,31 @@ fn router(root: PathBuf, max_age: u64) -> Result<Router> {
 enum Class {
     /// An object under `data/`: immutable.
     Object,
-    /// Anything else served (the manifest, the public key): revalidate.
+    /// The manifest and the public key: revalidate.
     Mutable,
 }
 
 /// The class of a repository-relative path, or `None` when it must not be
-/// served. Only plain components count: `..`, `.`, roots and empty paths are
-/// refused, and so are hidden names other than the two reader files of
-/// `.stratum/`.
+/// served. Only what the format defines for readers (FORMAT.md §1, §2) is
+/// served: the manifest, the public key, and object paths
+/// (`data/<2 hex>/<62 hex><kind suffix>`, parsed as strictly as a reader
+/// parses them). Everything else a repository directory may hold (writer
+/// files, `.stratum/urls`, a private key left there by mistake, notes) is
+/// refused by what it is not, rather than by a list of what to hide.
 fn classify(rel: &Path) -> Option<Class> {
     let comps = rel
         .components()
         .map(|c| match c {
-            Component::Normal(s) => Some(s.as_bytes()),
+            Component::Normal(s) => s.to_str(),
             _ => None,
         })
-        .collect::<Option<Vec<&[u8]>>>()?;
+        .collect::<Option<Vec<&str>>>()?;
     match comps.as_slice() {
-        [] => None,
-        [b".stratum", b"manifest"] | [b".stratum", b"public.pem"] => Some(Class::Mutable),
-        c if c.iter().any(|n| n.starts_with(b".")) => None,
-        [b"data", _, ..] => Some(Class::Object),
-        _ => Some(Class::Mutable),
+        [".stratum", "manifest"] | [".stratum", "public.pem"] => Some(Class::Mutable),
+        ["data", dir, name] => ObjectId::parse_path(&format!("data/{dir}/{name}"))
+            .ok()
+            .map(|_| Class::Object),
+        _ => None,
     }
 }
 
@@ -582,7 +589,8 @@ mod tests {
 
     #[test]
     fn what_is_served() {
-        let obj = "/data/ab/cdef0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+        let obj = "/data/ab/cdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+        assert_eq!(obj.len(), "/data/ab/".len() + 62);
         assert_eq!(class(obj), Some(Class::Object));
         assert_eq!(class(&format!("{obj}C")), Some(Class::Object));
         assert_eq!(class("/.stratum/manifest"), Some(Class::Mutable));
@@ -609,8 +617,31 @@ mod tests {
         ] {
             assert_eq!(class(refused), None, "{refused:?} must not be served");
         }
-        // A plain directory name is a class; the backend refuses non-files.
-        assert_eq!(class("/data"), Some(Class::Mutable));
+        let hex62 = &obj["/data/ab/".len()..];
+        assert_eq!(class(&format!("{obj}M")), Some(Class::Object));
+        for refused in [
+            "/data".to_string(),
+            "/data/ab".into(),
+            "/key.pem".into(),
+            "/signing.key".into(),
+            "/.stratum/urls".into(),
+            "/.stratum/compacted".into(),
+            "/data/notes.txt".into(),
+            format!("{obj}X"),
+            format!("{obj}CC"),
+            format!("{obj}.bak"),
+            format!("{obj}/x"),
+            format!("/data/ab/{}", &hex62[1..]),
+            format!("/data/ab/{hex62}0"),
+            format!("/data/AB/{hex62}"),
+            format!("/data/ab/{}", hex62.to_uppercase()),
+            format!("/data/abc/{}", &hex62[1..]),
+            format!("/data/ab/{}%C3%A9", &hex62[1..]),
+            format!("/x/data/ab/{hex62}"),
+            format!("/data/ab/{}", "a".repeat(8000)),
+        ] {
+            assert_eq!(class(&refused), None, "{refused:?} must not be served");
+        }
     }
 
     #[test]

@@ -251,10 +251,12 @@ fn stratum_serve_serves_a_repository() {
 
     check_ranges(&client, &url, &obj);
     // A file above the size the server reads whole (1 MiB) is streamed from
-    // disk instead: the same bytes and the same range answers.
+    // disk instead: the same bytes and the same range answers. (Only object
+    // paths are served; the server does not decode what it serves.)
     let large = support::fsutil::Rng::new(11).bytes(3 << 20);
-    std::fs::write(obj_dir.join("large-file"), &large).unwrap();
-    let large_url = server.at(&url_path(root, &obj_dir.join("large-file")));
+    let large_file = obj_dir.join("f".repeat(62));
+    std::fs::write(&large_file, &large).unwrap();
+    let large_url = server.at(&url_path(root, &large_file));
     let r = get(&client, &large_url, &[]);
     assert_eq!(r.status(), StatusCode::OK, "{large_url}");
     assert_eq!(
@@ -462,5 +464,138 @@ fn an_8000_byte_path_is_404_not_500() {
     assert!(
         !log.contains("ERROR") && !log.contains("WARN"),
         "a long path must not log an error:\n{log}"
+    );
+}
+
+/// Issue 12, item 6: `stratum serve` served every non-hidden file under the
+/// repository, a private key kept there by mistake included. Only the paths
+/// the format defines are served now (the manifest, the public key, object
+/// paths of every kind), and `init` and `serve` warn about a private key
+/// inside the repository.
+#[test]
+fn serve_serves_only_format_paths_not_a_private_key_in_the_repo() {
+    let repo = published_repo();
+    let root = &repo.repo;
+    // A second revision, so that the history holds a manifest object (`M`).
+    let layout = Layout::create(&repo.scratch("layout2"));
+    layout.add_image("2", &[Layer::gzip(&[TarEntry::file(b"two.txt", b"two\n")])]);
+    repo.publish_one(
+        &format!("oci:{}:2", layout.dir.display()),
+        Some("test/serve:2"),
+    );
+    let objects = repo.data_files();
+    for suffix in ['C', 'M'] {
+        assert!(
+            objects
+                .iter()
+                .any(|f| f.to_str().unwrap().ends_with(suffix)),
+            "expected a {suffix} object among {objects:?}"
+        );
+    }
+
+    // A signing key made inside the repository, and other stray files.
+    support::stratum(["keygen".as_ref(), root.join("signing.key").as_os_str()]);
+    std::fs::create_dir_all(root.join("keys/old")).unwrap();
+    std::fs::copy(root.join("signing.key"), root.join("keys/old/ci.pem")).unwrap();
+    std::fs::write(root.join("README.txt"), b"notes").unwrap();
+    std::fs::write(root.join(".stratum/urls"), b"http://example.org/\n").unwrap();
+    std::fs::write(root.join("data/notes.txt"), b"notes").unwrap();
+    let (obj_path, obj) = largest_object(&repo);
+    let obj_file = root.join(obj_path.trim_start_matches('/'));
+    let obj_dir = obj_file.parent().unwrap();
+    let name = obj_file.file_name().unwrap().to_str().unwrap();
+    let hex62 = &name[..62];
+    std::fs::write(obj_dir.join(format!("{hex62}.bak")), &obj).unwrap();
+    std::fs::write(obj_dir.join(format!("{hex62}X")), &obj).unwrap();
+    std::fs::write(obj_dir.join(hex62.to_uppercase()), &obj).unwrap();
+    std::fs::create_dir_all(root.join("data/zz")).unwrap();
+    std::fs::write(root.join("data/zz").join(hex62), &obj).unwrap();
+    // An object-shaped symlink to the key: followed only to a served path.
+    let to_key = obj_dir.join(format!("{}{}", &hex62[..61], "0"));
+    assert!(!to_key.exists());
+    std::os::unix::fs::symlink("../../signing.key", &to_key).unwrap();
+
+    let mut server = StratumServe::start(root, &[] as &[&str]);
+    let client = http_client();
+    for path in [
+        "/signing.key".to_string(),
+        "/signing.key.pub".into(),
+        "/keys/old/ci.pem".into(),
+        "/README.txt".into(),
+        "/.stratum/urls".into(),
+        "/data/notes.txt".into(),
+        url_path(root, &obj_dir.join(format!("{hex62}.bak"))),
+        url_path(root, &obj_dir.join(format!("{hex62}X"))),
+        url_path(root, &obj_dir.join(hex62.to_uppercase())),
+        format!("/data/zz/{hex62}"),
+        url_path(root, &to_key),
+    ] {
+        let r = get(&client, &server.at(&path), &[]);
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "GET {path}");
+        let body = r.bytes().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&body).contains("PRIVATE KEY"),
+            "GET {path} leaked the key"
+        );
+        let r = client.head(server.at(&path)).send().unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "HEAD {path}");
+    }
+
+    // Every path of the format is still served, byte for byte.
+    for f in objects
+        .iter()
+        .chain([&repo.manifest_path(), &root.join(".stratum/public.pem")])
+    {
+        let path = url_path(root, f);
+        let r = get(&client, &server.at(&path), &[]);
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        assert_eq!(r.bytes().unwrap().as_ref(), std::fs::read(f).unwrap());
+    }
+
+    // `serve` warned about both keys, and only about them.
+    let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+    let log = server.stderr();
+    assert!(st.success(), "exit status {st}\n{log}");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("private key inside the repository"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{log}");
+    assert!(warnings.iter().any(|l| l.contains("signing.key ")), "{log}");
+    assert!(
+        warnings.iter().any(|l| l.contains("keys/old/ci.pem")),
+        "{log}"
+    );
+
+    // `init` warns too, when the key it is given lies in the new repository.
+    let tmp = support::tempdir();
+    let new_repo = tmp.path().join("repo");
+    std::fs::create_dir(&new_repo).unwrap();
+    let key = new_repo.join("key");
+    support::stratum(["keygen".as_ref(), key.as_os_str()]);
+    let out = support::stratum([
+        "init".as_ref(),
+        new_repo.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+    ]);
+    let err = out.stderr_str();
+    assert!(
+        err.contains("private key inside the repository") && err.contains(&*key.to_string_lossy()),
+        "no warning from init:\n{err}"
+    );
+    // …and not when the key is kept outside.
+    let outside = tmp.path().join("outside.key");
+    support::stratum(["keygen".as_ref(), outside.as_os_str()]);
+    let out = support::stratum([
+        "init".as_ref(),
+        tmp.path().join("clean").as_os_str(),
+        "--key".as_ref(),
+        outside.as_os_str(),
+    ]);
+    assert!(
+        !out.stderr_str().contains("private key"),
+        "{}",
+        out.stderr_str()
     );
 }

@@ -103,7 +103,9 @@ impl ObjectId {
         let bad = || Error::InvalidObjectPath(path.to_owned());
         let rest = path.strip_prefix("data/").ok_or_else(bad)?;
         let (dir, name) = rest.split_once('/').ok_or_else(bad)?;
-        if dir.len() != 2 || name.len() < 62 {
+        // A name that is not ASCII would make `split_at` panic inside a
+        // character (names come from requests and directory listings).
+        if dir.len() != 2 || name.len() < 62 || !name.is_char_boundary(62) {
             return Err(bad());
         }
         let (tail, suffix) = name.split_at(62);
@@ -183,6 +185,8 @@ mod tests {
         assert!(ObjectId::parse_path(&p.replacen("data/", "dat/", 1)).is_err());
         assert!(ObjectId::parse_path("data/ab").is_err());
         assert!(ObjectId::parse_path("data/ab/").is_err());
+        let multibyte = format!("data/ab/{}\u{e9}", "0".repeat(61));
+        assert!(ObjectId::parse_path(&multibyte).is_err());
     }
 
     proptest! {
