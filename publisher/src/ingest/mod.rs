@@ -29,6 +29,7 @@ use crate::source::{LayerDescriptor, LayerStream};
 use crate::tree::{Components, Tree};
 
 mod parse;
+mod pax;
 mod write;
 
 use parse::parse;

@@ -7,13 +7,12 @@ use std::io::Read;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use stratum_catalog::catalog::{Entry, FileType};
-
 use crate::error::Result;
 use crate::limits::Limits;
 use crate::source::LayerStream;
 use crate::tree::split_path;
 
+use super::pax::{link_name_bytes, metadata, path_bytes, Pax};
 use super::*;
 
 /// Slack over [`Limits::max_header_size`] for what the tar reader reads
@@ -105,8 +104,17 @@ pub(super) fn parse(
                 }
                 ctx.layer_err(m)
             })?;
-            let raw_path = entry.path_bytes().into_owned();
+            let ty = entry.header().entry_type();
+            // A global header is an entry of its own that applies to no
+            // other (pax.rs); its records are not even read.
+            let pax = if ty.is_pax_global_extensions() {
+                Ok(Pax::default())
+            } else {
+                Pax::read(&mut entry)
+            };
+            let raw_path = path_bytes(&entry).into_owned();
             let raw = String::from_utf8_lossy(&raw_path).into_owned();
+            let pax = pax.map_err(|r| ctx.entry_err(&raw, r))?;
             count += 1;
             if count > limits.max_entries {
                 return Err(ctx.entry_err(
@@ -128,7 +136,6 @@ pub(super) fn parse(
                 ));
             }
             'entry: {
-                let ty = entry.header().entry_type();
                 if ty.is_pax_global_extensions() {
                     break 'entry;
                 }
@@ -136,7 +143,7 @@ pub(super) fn parse(
                     .check_path(&raw_path)
                     .map_err(|r| ctx.entry_err(&raw, r))?;
                 let mut comps = split_path(&raw_path).map_err(|r| ctx.entry_err(&raw, r))?;
-                let meta = metadata(&mut entry).map_err(|r| ctx.entry_err(&raw, r))?;
+                let meta = metadata(&entry, &pax).map_err(|r| ctx.entry_err(&raw, r))?;
                 let mut kind = match ty {
                     tar::EntryType::Directory => Kind::Dir,
                     tar::EntryType::Regular
@@ -161,8 +168,7 @@ pub(super) fn parse(
                         }
                     }
                     tar::EntryType::Symlink => {
-                        let target = entry
-                            .link_name_bytes()
+                        let target = link_name_bytes(&entry)
                             .ok_or_else(|| ctx.entry_err(&raw, "symlink without a target"))?
                             .into_owned();
                         if target.is_empty() || target.contains(&0) {
@@ -184,8 +190,7 @@ pub(super) fn parse(
                         Kind::Symlink(target)
                     }
                     tar::EntryType::Link => {
-                        let target = entry
-                            .link_name_bytes()
+                        let target = link_name_bytes(&entry)
                             .ok_or_else(|| ctx.entry_err(&raw, "hardlink without a target"))?;
                         limits
                             .check_path(&target)
@@ -314,137 +319,5 @@ pub(super) fn tar_error(e: std::io::Error) -> String {
     match e.get_ref() {
         Some(inner) => inner.to_string(),
         None => e.to_string(),
-    }
-}
-
-/// Metadata of a tar entry, PAX records applied (uid, gid, mtime with
-/// nanoseconds, SCHILY.xattr.*).
-pub(super) fn metadata<R: Read>(entry: &mut tar::Entry<R>) -> Result<Entry, String> {
-    let h = entry.header();
-    let ft = match h.entry_type() {
-        tar::EntryType::Directory => FileType::Directory,
-        tar::EntryType::Symlink => FileType::Symlink,
-        tar::EntryType::Char => FileType::CharDevice,
-        tar::EntryType::Block => FileType::BlockDevice,
-        tar::EntryType::Fifo => FileType::Fifo,
-        _ => FileType::Regular,
-    };
-    let mode = h.mode().map_err(|e| format!("bad mode: {e}"))?;
-    let mut e = Entry::new(ft, mode);
-    e.uid = u32::try_from(h.uid().map_err(|e| format!("bad uid: {e}"))?)
-        .map_err(|_| "uid out of range")?;
-    e.gid = u32::try_from(h.gid().map_err(|e| format!("bad gid: {e}"))?)
-        .map_err(|_| "gid out of range")?;
-    e.mtime = i64::try_from(h.mtime().map_err(|e| format!("bad mtime: {e}"))?).unwrap_or(i64::MAX);
-    if matches!(ft, FileType::CharDevice | FileType::BlockDevice) {
-        let major = h
-            .device_major()
-            .map_err(|e| format!("bad device major: {e}"))?
-            .unwrap_or(0);
-        let minor = h
-            .device_minor()
-            .map_err(|e| format!("bad device minor: {e}"))?
-            .unwrap_or(0);
-        e.rdev = Entry::make_rdev(major, minor);
-    }
-    if ft == FileType::Regular {
-        e.size = entry.size();
-    }
-    if let Some(pax) = entry
-        .pax_extensions()
-        .map_err(|e| format!("bad PAX header: {e}"))?
-    {
-        for ext in pax {
-            let ext = ext.map_err(|e| format!("bad PAX record: {e}"))?;
-            let key = ext.key_bytes();
-            let value = ext.value_bytes();
-            let num = |what: &str| -> Result<u64, String> {
-                std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| format!("bad PAX {what} {:?}", String::from_utf8_lossy(value)))
-            };
-            match key {
-                b"uid" => e.uid = u32::try_from(num("uid")?).map_err(|_| "PAX uid out of range")?,
-                b"gid" => e.gid = u32::try_from(num("gid")?).map_err(|_| "PAX gid out of range")?,
-                b"mtime" => (e.mtime, e.mtime_ns) = pax_time(value)?,
-                // The tar reader uses a valid PAX size and silently ignores
-                // an invalid one; two readers must not see two layouts.
-                b"size" => {
-                    num("size")?;
-                }
-                _ => {
-                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                        // Overlay markers come only from whiteouts: a tar
-                        // that carries its own (opaque, redirect, metacopy)
-                        // would steer overlay mounts of the layer trees.
-                        if crate::tree::is_overlay_xattr(name) {
-                            continue;
-                        }
-                        if name.is_empty() || name.len() > 255 || value.len() > 65536 {
-                            return Err("xattr name or value out of range".into());
-                        }
-                        e.xattrs.retain(|(n, _)| n != name);
-                        e.xattrs.push((name.to_vec(), value.to_vec()));
-                    }
-                }
-            }
-        }
-        e.xattrs.sort();
-    }
-    Ok(e)
-}
-
-/// A PAX time: decimal seconds, optionally negative, optional fraction.
-pub(super) fn pax_time(v: &[u8]) -> Result<(i64, u32), String> {
-    let s = std::str::from_utf8(v).map_err(|_| "PAX mtime is not UTF-8")?;
-    let bad = || format!("bad PAX mtime {s:?}");
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let negative = int.starts_with('-');
-    let secs: i64 = if int == "-" {
-        0
-    } else {
-        int.parse().map_err(|_| bad())?
-    };
-    if frac.is_empty() {
-        return Ok((secs, 0));
-    }
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let mut digits: String = frac.chars().take(9).collect();
-    while digits.len() < 9 {
-        digits.push('0');
-    }
-    let ns: u32 = digits.parse().map_err(|_| bad())?;
-    if negative && ns > 0 {
-        // -1.5 means 1.5 s before the epoch: floor the seconds.
-        let floored = secs.checked_sub(1).ok_or_else(bad)?;
-        return Ok((floored, 1_000_000_000 - ns));
-    }
-    Ok((secs, ns))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pax_times() {
-        assert_eq!(pax_time(b"1700000000").unwrap(), (1_700_000_000, 0));
-        assert_eq!(
-            pax_time(b"1700000000.5").unwrap(),
-            (1_700_000_000, 500_000_000)
-        );
-        assert_eq!(pax_time(b"1.123456789123").unwrap(), (1, 123_456_789));
-        assert_eq!(pax_time(b"-1.5").unwrap(), (-2, 500_000_000));
-        assert_eq!(pax_time(b"-0.5").unwrap(), (-1, 500_000_000));
-        assert!(pax_time(b"abc").is_err());
-        // Regression: flooring the smallest i64 overflowed (a panic in
-        // debug builds, i64::MAX in release ones).
-        assert!(pax_time(b"-9223372036854775808.5").is_err());
-        assert_eq!(pax_time(b"-9223372036854775808").unwrap(), (i64::MIN, 0));
-        assert!(pax_time(b"99999999999999999999").is_err());
-        assert!(pax_time(b"1.2x").is_err());
     }
 }
