@@ -124,12 +124,12 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
 fn keygen(keyfile: &Path) -> Result<ExitCode> {
     let public = manifest::generate_keypair(keyfile)
         .with_context(|| format!("generating key {}", keyfile.display()))?;
-    println!("private key: {}", keyfile.display());
-    println!(
+    outln!("private key: {}", keyfile.display());
+    outln!(
         "public key:  {}",
         manifest::public_key_path(keyfile).display()
     );
-    println!("fingerprint: {}", manifest::key_fingerprint(&public));
+    outln!("fingerprint: {}", manifest::key_fingerprint(&public));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -144,7 +144,7 @@ fn init(repo: &Path, key: &Path, name: Option<String>, urls: &[String]) -> Resul
     };
     let m = Repository::init(repo, &sk, &name)
         .with_context(|| format!("initializing {}", repo.display()))?;
-    println!(
+    outln!(
         "initialized repository {:?} at {} (revision {})",
         m.name,
         repo.display(),
@@ -160,7 +160,7 @@ fn init(repo: &Path, key: &Path, name: Option<String>, urls: &[String]) -> Resul
                 repo.join(crate::thin::URLS_FILE).display()
             )
         })?;
-        println!("default URLs: {}", urls.join(" "));
+        outln!("default URLs: {}", urls.join(" "));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -208,18 +208,18 @@ fn publish(
         .with_context(|| format!("publishing into {}", repo.display()))?;
     bar.0.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string_pretty(&outcome.images)?);
+        outln!("{}", serde_json::to_string_pretty(&outcome.images)?);
     } else {
         for i in &outcome.images {
-            println!(
+            outln!(
                 "{} {} {}: {} layers ingested, {} skipped, {} files, {} bytes, {} new objects ({} bytes stored), {:.2}s",
                 i.status, i.name, i.manifest_digest, i.layers_ingested, i.layers_skipped, i.files, i.bytes, i.new_objects, i.new_stored_bytes, i.seconds
             );
         }
         if outcome.new_revision {
-            println!("published revision {}", outcome.revision);
+            outln!("published revision {}", outcome.revision);
         } else {
-            println!(
+            outln!(
                 "nothing changed; revision {} stays current",
                 outcome.revision
             );
@@ -286,10 +286,10 @@ fn images(repo: &Path, pubkey: Option<PathBuf>, json: bool) -> Result<ExitCode> 
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for i in images {
-            println!(
+            outln!(
                 "{}\t{}\t{}\t{} layers\t{}",
                 i.name,
                 i.manifest_digest,
@@ -305,7 +305,7 @@ fn images(repo: &Path, pubkey: Option<PathBuf>, json: bool) -> Result<ExitCode> 
 fn info(repo: &Path, pubkey: Option<PathBuf>, json: bool) -> Result<ExitCode> {
     let m = open_reader(repo, pubkey)?.manifest;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "name": m.name, "revision": m.revision, "timestamp": m.timestamp,
@@ -315,10 +315,10 @@ fn info(repo: &Path, pubkey: Option<PathBuf>, json: bool) -> Result<ExitCode> {
             })
         );
     } else {
-        println!("name:         {}", m.name);
-        println!("revision:     {}", m.revision);
-        println!("timestamp:    {}", m.timestamp);
-        println!("root catalog: {}", m.root);
+        outln!("name:         {}", m.name);
+        outln!("revision:     {}", m.revision);
+        outln!("timestamp:    {}", m.timestamp);
+        outln!("root catalog: {}", m.root);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -358,7 +358,7 @@ fn ls(repo: &Path, pubkey: Option<PathBuf>, path: &str, json: bool) -> Result<Ex
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
@@ -432,9 +432,9 @@ fn compact(
             .with_context(|| format!("compacting {}", repo.display()))?;
     bar.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        outln!(
             "examined {} objects, rewrote {}: {} -> {} bytes at zstd level {} in {:.1}s",
             report.examined,
             report.rewritten,
@@ -458,12 +458,12 @@ fn check(repo: &Path, pubkey: Option<PathBuf>, json: bool) -> Result<ExitCode> {
         .with_context(|| format!("checking {}", repo.display()))?;
     bar.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for p in &report.problems {
-            println!("PROBLEM: {p}");
+            outln!("PROBLEM: {p}");
         }
-        println!(
+        outln!(
             "revision {}: {} catalogs, {} entries, {} objects ({} bytes stored): {}",
             report.revision,
             report.catalogs,
@@ -568,18 +568,21 @@ fn pull(
                 "evictions": t.evictions,
             });
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
+        outln!(
             "pulled {ns_path} into {}: {} files, {} bytes",
             dest.display(),
             stats.files,
             stats.bytes
         );
         if let Some(t) = transport {
-            println!(
+            outln!(
                 "fetched {} bytes in {} requests; {} objects from the cache, {} downloaded",
-                t.bytes_downloaded, t.requests, t.cache_hits, t.cache_misses
+                t.bytes_downloaded,
+                t.requests,
+                t.cache_hits,
+                t.cache_misses
             );
         }
         for s in &stats.skipped {

@@ -74,26 +74,26 @@ pub fn run_gc(a: GcArgs) -> Result<ExitCode> {
     let r = gc(&repo, &sk, &opts)
         .with_context(|| format!("garbage-collecting {}", a.repo.display()))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
     }
     let would = if r.dry_run { "would be " } else { "" };
     for i in &r.images_removed {
-        println!("expired  {i}");
+        outln!("expired  {i}");
     }
-    println!(
+    outln!(
         "{} retired images {would}removed ({} still in their grace period), {} flat and {} layer trees",
         r.images_removed.len(),
         r.images_in_grace,
         r.flat_trees_removed,
         r.layer_trees_removed
     );
-    println!(
+    outln!(
         "{} objects {would}removed ({} bytes); {} reachable from revisions {:?}; {} unreferenced but younger than the safety window",
         r.objects_removed, r.bytes_removed, r.objects_reachable, r.revisions_kept, r.objects_too_young
     );
     if r.new_revision {
-        println!("published revision {}", r.revision);
+        outln!("published revision {}", r.revision);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -126,7 +126,7 @@ pub fn run_history(a: HistoryArgs) -> Result<ExitCode> {
     let vk = public_key(&repo, a.pubkey.as_deref())?;
     let (revs, truncated) = history::history(repo.store(), &vk, a.limit)?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "revisions": revs,
@@ -141,7 +141,7 @@ pub fn run_history(a: HistoryArgs) -> Result<ExitCode> {
         } else {
             format!("  tags: {}", r.tags.join(", "))
         };
-        println!(
+        outln!(
             "{:>6}  {}  manifest {}{tags}",
             r.revision,
             r.timestamp,
@@ -149,7 +149,7 @@ pub fn run_history(a: HistoryArgs) -> Result<ExitCode> {
         );
     }
     if truncated {
-        println!("(older revisions were removed by garbage collection)");
+        outln!("(older revisions were removed by garbage collection)");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -180,25 +180,26 @@ pub fn run_tag(a: TagArgs) -> Result<ExitCode> {
             bail!("no tag {:?} in {}", a.name, a.repo.display());
         }
         if a.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({ "revision": rev, "deleted": a.name })
             );
         } else {
-            println!("tag {} removed; published revision {rev}", a.name);
+            outln!("tag {} removed; published revision {rev}", a.name);
         }
         return Ok(ExitCode::SUCCESS);
     }
     let (rev, t) = history::tag(&repo, &sk, &a.name, a.revision)?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "revision": rev, "tag": t }))?
         );
     } else {
-        println!(
+        outln!(
             "tag {} -> revision {}; published revision {rev}",
-            t.name, t.revision
+            t.name,
+            t.revision
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -222,17 +223,18 @@ pub fn run_rollback(a: RollbackArgs) -> Result<ExitCode> {
     let r = history::rollback(&repo, &sk, a.to)
         .with_context(|| format!("rolling {} back to revision {}", a.repo.display(), a.to))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         for n in &r.restored {
-            println!("restored {n}");
+            outln!("restored {n}");
         }
         for n in &r.unlinked {
-            println!("unlinked {n}");
+            outln!("unlinked {n}");
         }
-        println!(
+        outln!(
             "published revision {} with the images of revision {}",
-            r.revision, r.to
+            r.revision,
+            r.to
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -256,12 +258,12 @@ pub fn run_rm(a: RmArgs) -> Result<ExitCode> {
     let rev = history::remove_images(&repo, &sk, &a.images)
         .with_context(|| format!("removing images from {}", a.repo.display()))?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "revision": rev, "removed": a.images })
         );
     } else {
-        println!(
+        outln!(
             "unlinked {}; their trees stay until `stratum gc` after the grace period; published revision {rev}",
             a.images.join(", ")
         );

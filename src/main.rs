@@ -7,6 +7,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` that returns the write error instead of panicking, so that
+/// `stratum images --json | head` ends quietly when `head` closes the pipe
+/// (see [`is_broken_pipe`]). Use it, never `println!`, for command output.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod commands;
 mod lifecycle;
 mod limits_args;
@@ -350,9 +360,21 @@ fn main() -> ExitCode {
     });
     match commands::run(cli.command) {
         Ok(code) => code,
+        // The reader went away (`| head`): what it wanted, it has; say nothing.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// True when writing our output failed because its reader closed the pipe.
+/// Rust ignores SIGPIPE, so the write returns EPIPE instead of killing us;
+/// the servers (`serve`, `mount`) rely on that for their sockets.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

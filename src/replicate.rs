@@ -93,16 +93,16 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                 "retries": t.retries, "failovers": t.failovers, "rejected": t.rejected,
             },
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else if !report.updated {
-        println!(
+        outln!(
             "{} revision {}: the replica {} is up to date",
             report.name,
             report.revision,
             args.dest.display()
         );
     } else {
-        println!(
+        outln!(
             "replicated {} revision {}{} into {}: {} objects fetched ({} bytes), {} already present{}, {:.1}s",
             report.name,
             report.revision,

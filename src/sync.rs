@@ -55,19 +55,19 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         v["thin_images"] = serde_json::to_value(&pushes)?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print_report(&report);
+        print_report(&report)?;
         for p in &pushes {
             match &p.error {
-                None => println!(
+                None => outln!(
                     "thin     {} -> {}@{}{}",
                     p.image,
                     p.reference,
                     p.digest.as_deref().unwrap_or("-"),
                     if p.unchanged { " (unchanged)" } else { "" }
                 ),
-                Some(e) => println!("failed   thin image of {} -> {}: {e}", p.image, p.reference),
+                Some(e) => outln!("failed   thin image of {} -> {}: {e}", p.image, p.reference),
             }
         }
     }
@@ -173,7 +173,7 @@ fn push_thin_images(
     Ok(out)
 }
 
-fn print_report(r: &SyncReport) {
+fn print_report(r: &SyncReport) -> Result<()> {
     let groups: [(&str, &[SyncItem]); 5] = [
         ("added", &r.added),
         ("updated", &r.updated),
@@ -190,12 +190,12 @@ fn print_report(r: &SyncReport) {
                 .unwrap_or("-");
             let platform = i.platform.as_deref().unwrap_or("-");
             match what {
-                "failed" => println!(
+                "failed" => outln!(
                     "{what:8} {}: {}",
                     i.name,
                     i.error.as_deref().unwrap_or("")
                 ),
-                "added" | "updated" => println!(
+                "added" | "updated" => outln!(
                     "{what:8} {} {digest} {platform}: {} layers ingested, {} skipped, {} bytes downloaded, {:.2}s{}",
                     i.name,
                     i.layers_ingested,
@@ -207,12 +207,12 @@ fn print_report(r: &SyncReport) {
                         .map(|p| format!(" (was {p})"))
                         .unwrap_or_default()
                 ),
-                _ => println!("{what:8} {} {digest} {platform}", i.name),
+                _ => outln!("{what:8} {} {digest} {platform}", i.name),
             }
         }
     }
     let verb = if r.dry_run { "would be " } else { "" };
-    println!(
+    outln!(
         "{} {verb}added, {} {verb}updated, {} kept, {} {verb}retired, {} failed in {:.2}s",
         r.added.len(),
         r.updated.len(),
@@ -222,10 +222,11 @@ fn print_report(r: &SyncReport) {
         r.seconds
     );
     if r.dry_run {
-        println!("dry run: revision {} stays current", r.revision);
+        outln!("dry run: revision {} stays current", r.revision);
     } else if r.new_revision {
-        println!("published revision {}", r.revision);
+        outln!("published revision {}", r.revision);
     } else {
-        println!("nothing changed; revision {} stays current", r.revision);
+        outln!("nothing changed; revision {} stays current", r.revision);
     }
+    Ok(())
 }

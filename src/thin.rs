@@ -277,9 +277,9 @@ fn run_push(args: PushArgs) -> Result<ExitCode> {
         )?,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&pushed)?);
+        outln!("{}", serde_json::to_string_pretty(&pushed)?);
     } else {
-        println!(
+        outln!(
             "{} {}@{} ({})",
             if pushed.unchanged {
                 "unchanged"
@@ -585,7 +585,7 @@ pub fn after_publish(
     let written = write_thin_dir(repo, key, outcome, &args.thin_urls, dir).with_context(context)?;
     if !json {
         for path in written {
-            println!("thin image: {}", path.display());
+            outln!("thin image: {}", path.display());
         }
     }
     Ok(())

@@ -110,6 +110,104 @@ fn keygen_writes_a_private_and_a_public_key() {
     );
 }
 
+/// Regression (issue 12.8): `keygen` wrote `KEYFILE.pub` with
+/// `fs::write`, which follows a symlink planted there and replaces whatever
+/// it points at.
+#[test]
+fn keygen_does_not_write_the_public_key_through_a_symlink() {
+    let tmp = tempdir();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    let key = tmp.path().join("site.key");
+    std::os::unix::fs::symlink(&victim, tmp.path().join("site.key.pub")).unwrap();
+    let out = stratum_fails([OsStr::new("keygen"), key.as_os_str()]);
+    assert!(
+        out.stderr_str().contains("site.key.pub"),
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    assert!(
+        !key.exists(),
+        "a failed keygen left a private key without its public key"
+    );
+}
+
+/// Regression (issue 12.8): an existing `.pub` was silently replaced.
+#[test]
+fn keygen_refuses_to_replace_an_existing_public_key() {
+    let tmp = tempdir();
+    let key = tmp.path().join("site.key");
+    let public = tmp.path().join("site.key.pub");
+    std::fs::write(&public, b"someone else's key\n").unwrap();
+    stratum_fails([OsStr::new("keygen"), key.as_os_str()]);
+    assert_eq!(std::fs::read(&public).unwrap(), b"someone else's key\n");
+    assert!(!key.exists());
+}
+
+/// Regression (issue 12.8): the public key took its mode from the umask;
+/// it must be 0644 (and the private key 0600) whatever the umask says.
+#[test]
+fn keygen_public_key_is_0644_whatever_the_umask() {
+    let tmp = tempdir();
+    for (umask, name) in [("077", "strict.key"), ("000", "loose.key")] {
+        let key = tmp.path().join(name);
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" keygen \"$1\""))
+            .arg(support::stratum_bin())
+            .arg(&key);
+        support::run_cmd(cmd).assert_success();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&key), 0o600, "umask {umask}: private key");
+        assert_eq!(
+            mode(&tmp.path().join(format!("{name}.pub"))),
+            0o644,
+            "umask {umask}: public key"
+        );
+    }
+}
+
+/// Regression (issue 12.11): `stratum images --json | head` and
+/// `stratum info | head` panicked with a backtrace when the reader closed
+/// the pipe; a CLI tool ends quietly instead.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_without_a_panic() {
+    let repo = TestRepo::new("pipe.example.org");
+    let img = publish_small(&repo);
+    let big = format!("{}/big", img["flat_path"].as_str().unwrap());
+    let r = repo.repo.to_str().unwrap();
+    for argv in [
+        vec!["images", r, "--json"],
+        vec!["images", r],
+        vec!["info", r],
+        vec!["info", r, "--json"],
+        vec!["ls", r, "/", "--json"],
+        vec!["cat", r, &big],
+    ] {
+        // A pipe whose reading end is closed before stratum writes: every
+        // write gets EPIPE, exactly what `| head` does once it has enough.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = std::process::Command::new(support::stratum_bin());
+        cmd.args(&argv)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null());
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "stratum {argv:?} into a closed pipe: {stderr}"
+        );
+        assert!(
+            out.status.success(),
+            "stratum {argv:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+}
+
 #[test]
 fn empty_repository() {
     let repo = TestRepo::new("empty.example.org");

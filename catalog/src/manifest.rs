@@ -169,8 +169,12 @@ impl Manifest {
     }
 }
 
-/// Generates a key pair: PKCS#8 PEM private key at `path` (mode 0600, never
-/// overwritten), SubjectPublicKeyInfo PEM public key at `path.pub`.
+/// Generates a key pair: PKCS#8 PEM private key at `path` (mode 0600),
+/// SubjectPublicKeyInfo PEM public key at `path.pub` (mode 0644, whatever
+/// the umask). Neither file is ever overwritten nor written through a
+/// symlink: both are created with `O_EXCL | O_NOFOLLOW` before either is
+/// written, so an existing `.pub` (or a symlink planted there) fails the
+/// call and leaves no private key behind.
 pub fn generate_keypair(path: &Path) -> Result<VerifyingKey> {
     let key = SigningKey::generate(&mut rand_core::OsRng);
     let err = |p: &Path, reason: String| Error::Key {
@@ -184,18 +188,46 @@ pub fn generate_keypair(path: &Path) -> Result<VerifyingKey> {
     let pub_pem = public
         .to_public_key_pem(Default::default())
         .map_err(|e| err(path, e.to_string()))?;
-    let mut f = fs::OpenOptions::new()
+    let pub_path = public_key_path(path);
+    let mut private = create_key_file(path, 0o600)?;
+    let mut public_file = match create_key_file(&pub_path, 0o644) {
+        Ok(f) => f,
+        Err(e) => {
+            // Created by us a moment ago and still empty: nothing else can
+            // hold it, so removing it leaves the directory as it was.
+            let _ = fs::remove_file(path);
+            return Err(e);
+        }
+    };
+    private
+        .write_all(pem.as_bytes())
+        .and_then(|()| private.sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    public_file
+        .write_all(pub_pem.as_bytes())
+        .and_then(|()| public_file.sync_all())
+        .map_err(|e| Error::io(&pub_path, e))?;
+    Ok(public)
+}
+
+/// Creates a new key file with exactly `mode`: `O_EXCL` refuses an existing
+/// file or symlink, `O_NOFOLLOW` says so again for the last component, and
+/// `fchmod` undoes the umask (a public key must stay readable).
+fn create_key_file(path: &Path, mode: u32) -> Result<fs::File> {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
-        .map_err(|e| err(path, format!("cannot create: {e}")))?;
-    f.write_all(pem.as_bytes())
+        .map_err(|e| Error::Key {
+            path: path.to_owned(),
+            reason: format!("cannot create: {e}"),
+        })?;
+    f.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))?;
-    let pub_path = public_key_path(path);
-    fs::write(&pub_path, pub_pem.as_bytes()).map_err(|e| Error::io(&pub_path, e))?;
-    Ok(public)
+    Ok(f)
 }
 
 pub fn public_key_path(private: &Path) -> std::path::PathBuf {
