@@ -508,17 +508,25 @@ fn pull(
             urls.extend(mirrors.iter().cloned());
             let mut cfg = stratum_fetcher::RemoteConfig::new(urls.clone(), key, cache.clone());
             transport_args.apply(&mut cfg);
+            let thin = match &thin {
+                Some(spec) => {
+                    let (desc, label) = crate::thin::load_thin(spec, registry)?;
+                    desc.check_key(&cfg.public_key)
+                        .with_context(|| label.clone())?;
+                    transport_args.expect_thin_name(&mut cfg, &desc.repository.name)?;
+                    Some((desc, label))
+                }
+                None => None,
+            };
             let remote =
                 std::sync::Arc::new(stratum_fetcher::Remote::open(cfg).with_context(|| {
                     format!("opening {} (cache {})", urls.join(", "), cache.display())
                 })?);
             // A thin image pins its flat tree's catalog: pull that tree,
-            // whatever the repository's current revision holds.
+            // once a signed revision vouches for it.
             let (root, path) = match &thin {
-                Some(spec) => {
-                    let (desc, label) = crate::thin::load_thin(spec, registry)?;
-                    desc.check_key(remote.public_key())
-                        .with_context(|| label.clone())?;
+                Some((desc, label)) => {
+                    crate::thin::vouch(&remote, desc).with_context(|| label.clone())?;
                     let flat = desc.flat.catalog_id()?;
                     let cat = remote.catalog(&flat)?;
                     stratum_thin_image::check_pinned_catalog(

@@ -51,7 +51,7 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
     if source.starts_with("http://") || source.starts_with("https://") {
         let mut urls = vec![source.clone()];
         urls.extend(args.mirrors.iter().cloned());
-        let tree = Arc::new(open_remote(&args, urls)?);
+        let tree = Arc::new(open_remote(&args, urls, None)?);
         let root = tree.remote().manifest().root;
         let path = image_path(&*tree, &root, &args)?;
         return serve_one(
@@ -92,7 +92,9 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
     )
 }
 
-fn open_remote(args: &MountArgs, urls: Vec<String>) -> Result<RemoteTree> {
+/// Opens the repository at `urls`; `thin_name` is the repository a thin
+/// descriptor names, which the manifest must carry.
+fn open_remote(args: &MountArgs, urls: Vec<String>, thin_name: Option<&str>) -> Result<RemoteTree> {
     let Some(pubkey) = &args.pubkey else {
         bail!(
             "mounting {} needs --pubkey KEY.pub (the repository's public key)",
@@ -107,6 +109,9 @@ fn open_remote(args: &MountArgs, urls: Vec<String>) -> Result<RemoteTree> {
     let mut cfg = stratum_fetcher::RemoteConfig::new(urls.clone(), key, cache);
     cfg.quota_bytes = parse_size(&args.quota)?;
     args.transport.apply(&mut cfg);
+    if let Some(name) = thin_name {
+        args.transport.expect_thin_name(&mut cfg, name)?;
+    }
     let remote = stratum_fetcher::Remote::open(cfg)
         .with_context(|| format!("opening {}", urls.join(", ")))?;
     Ok(RemoteTree::new(Arc::new(remote)))
@@ -142,7 +147,8 @@ fn mount_thin(spec: &Path, args: MountArgs) -> Result<ExitCode> {
     } else {
         args.urls.clone()
     };
-    let tree = Arc::new(open_remote(&args, urls)?);
+    let tree = Arc::new(open_remote(&args, urls, Some(&desc.repository.name))?);
+    crate::thin::vouch(tree.remote(), &desc).with_context(|| label.clone())?;
     let flat = desc.flat.catalog_id()?;
     let context = || label.clone();
     check_pinned_catalog(&*tree.catalog(&flat)?, CatalogKind::Flat, &desc.flat.path)

@@ -27,18 +27,24 @@ pub struct TransportArgs {
     /// between [default: 3]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub retries: Option<u32>,
+    /// The repository name the signed manifest must carry: another
+    /// repository signed with the same key is refused. Default: the name in
+    /// a thin descriptor, else the name this cache recorded when the first
+    /// URL was first used with this key (trust on first use)
+    #[arg(long = "name", value_name = "NAME")]
+    pub repository_name: Option<String>,
 }
 
 impl TransportArgs {
     /// True when either flag was given.
     pub fn is_set(&self) -> bool {
-        self.timeout.is_some() || self.retries.is_some()
+        self.timeout.is_some() || self.retries.is_some() || self.repository_name.is_some()
     }
 
     /// Refuses the flags for a repository directory (no transport).
     pub fn refuse_for_directory(&self) -> Result<()> {
         if self.is_set() {
-            bail!("--timeout and --retries apply to a repository URL, not a directory");
+            bail!("--timeout, --retries and --name apply to a repository URL, not a directory");
         }
         Ok(())
     }
@@ -52,6 +58,21 @@ impl TransportArgs {
         if let Some(r) = self.retries {
             cfg.retries = r;
         }
+        if let Some(n) = &self.repository_name {
+            cfg.expected_name = Some(n.clone());
+        }
+    }
+
+    /// Sets the expected repository name to a thin descriptor's, refusing a
+    /// `--name` that names another repository.
+    pub fn expect_thin_name(&self, cfg: &mut RemoteConfig, desc_name: &str) -> Result<()> {
+        match &self.repository_name {
+            Some(n) if n != desc_name => bail!(
+                "--name {n:?} contradicts the thin descriptor, which names repository {desc_name:?}"
+            ),
+            _ => cfg.expected_name = Some(desc_name.to_owned()),
+        }
+        Ok(())
     }
 }
 

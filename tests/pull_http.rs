@@ -270,8 +270,140 @@ fn pull_by_thin_descriptor_and_refuse_an_altered_one() {
     std::fs::write(&altered, serde_json::to_vec(&desc).unwrap()).unwrap();
     let out = pull_thin(&altered, &repo.scratch("other")).assert_clean_failure();
     assert!(
-        out.stderr_str().contains("not the flat tree"),
+        out.stderr_str().contains("not the pinned catalog"),
         "{}",
         out.stderr_str()
+    );
+}
+
+/// The catalog id and namespace path of `image`'s flat tree in `repo`, from
+/// the descriptor `stratum thin` writes.
+fn flat_pin(repo: &TestRepo, image: &str) -> (String, String) {
+    let out = stratum([
+        OsStr::new("thin"),
+        repo.repo.as_os_str(),
+        OsStr::new("--image"),
+        OsStr::new(image),
+        OsStr::new("--url"),
+        OsStr::new("http://127.0.0.1:9/"),
+    ]);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        d["flat"]["catalog"].as_str().unwrap().to_owned(),
+        d["flat"]["path"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Regression (issue 12.1): `pull --thin` accepted any catalog whose BLAKE3
+/// matched the id the descriptor pins. An image author publishes the bytes
+/// of a crafted catalog (here: a flat tree with a setuid-root file, made in
+/// the attacker's own repository) as an ordinary file; a hostile mirror
+/// serves that content object at the catalog path; the descriptor pins it.
+/// The bytes hash right, but no revision signed by the key holds that
+/// catalog, so the node must refuse it and write nothing.
+#[test]
+fn thin_descriptor_pinning_a_catalog_no_signed_revision_holds_is_refused() {
+    let repo = published();
+    // The attacker's tree, built with their own key and repository.
+    let evil_repo = TestRepo::new("evil.test");
+    let el = Layout::create(&evil_repo.scratch("layout"));
+    el.add_image(
+        "1",
+        &[Layer::gzip(&[
+            TarEntry::dir(b"./"),
+            TarEntry::file(b"rootshell", b"#!/bin/sh\nid\n").mode(0o4755),
+        ])],
+    );
+    evil_repo.publish_one(&format!("oci:{}:1", el.dir.display()), Some("evil/tree:1"));
+    let (evil_id, evil_path) = flat_pin(&evil_repo, "evil/tree:1");
+    let id = stratum_catalog::ObjectId::from_hex(&evil_id).unwrap();
+    let encoded = std::fs::read(
+        evil_repo
+            .repo
+            .join(id.path(stratum_catalog::ObjectKind::Catalog)),
+    )
+    .unwrap();
+    let catalog_bytes = stratum_catalog::object::decode(&id, &encoded).unwrap();
+
+    // The victim repository publishes those bytes as a plain file.
+    let pl = Layout::create(&repo.scratch("payload"));
+    pl.add_image(
+        "1",
+        &[Layer::gzip(&[TarEntry::file(
+            b"innocent.db",
+            &catalog_bytes,
+        )])],
+    );
+    repo.publish_one(
+        &format!("oci:{}:1", pl.dir.display()),
+        Some("evil/payload:1"),
+    );
+    let content = repo
+        .repo
+        .join(id.path(stratum_catalog::ObjectKind::Content));
+    assert!(
+        content.is_file(),
+        "the payload was stored as content {evil_id}"
+    );
+
+    // A mirror of the victim repository that also serves the content
+    // object at the catalog path.
+    let mirror = repo.scratch("mirror");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&repo.repo)
+        .arg(&mirror)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::fs::copy(
+        &content,
+        mirror.join(id.path(stratum_catalog::ObjectKind::Catalog)),
+    )
+    .unwrap();
+    let server = Server::start(&mirror);
+
+    let desc_path = repo.scratch("desc").with_extension("json");
+    stratum([
+        OsStr::new("thin"),
+        repo.repo.as_os_str(),
+        OsStr::new("--image"),
+        OsStr::new(IMAGE),
+        OsStr::new("--url"),
+        OsStr::new(&server.url()),
+        OsStr::new("-o"),
+        desc_path.as_os_str(),
+    ]);
+    let mut desc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&desc_path).unwrap()).unwrap();
+    desc["flat"]["catalog"] = evil_id.clone().into();
+    desc["flat"]["path"] = evil_path.clone().into();
+    let evil_digest = evil_path.rsplit('/').next().unwrap();
+    desc["manifestDigest"] = format!("sha256:{evil_digest}").into();
+    let forged = repo.scratch("forged").with_extension("json");
+    std::fs::write(&forged, serde_json::to_vec(&desc).unwrap()).unwrap();
+
+    let dest = repo.scratch("dest");
+    let out = support::stratum_raw([
+        OsStr::new("pull"),
+        OsStr::new(&server.url()),
+        OsStr::new("--pubkey"),
+        pubkey(&repo).as_os_str(),
+        OsStr::new("--thin"),
+        forged.as_os_str(),
+        dest.as_os_str(),
+        OsStr::new("--cache"),
+        repo.scratch("cache").as_os_str(),
+    ])
+    .assert_clean_failure();
+    let err = out.stderr_str();
+    assert!(
+        err.contains("not vouched for by a signed revision"),
+        "{err}"
+    );
+    assert!(err.contains(&evil_path), "the error names the path: {err}");
+    assert!(
+        !dest.join("rootshell").exists(),
+        "the forged tree was written into DEST"
     );
 }

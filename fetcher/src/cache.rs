@@ -11,6 +11,9 @@
 //!                                 <name> signed by the key whose fingerprint starts
 //!                                 with <fp> (32 hex); one decimal line
 //! <cache>/revisions/.lock         flock(2) serializing revision updates
+//! <cache>/origins/<32 hex>        the repository name first verified at a URL with a
+//!                                 key (BLAKE3 of both, truncated); one line. Later
+//!                                 manifests from that URL must carry the same name
 //! ```
 //!
 //! `ab` is the first two hex digits of the id; files are named by the full
@@ -540,6 +543,51 @@ impl Cache {
         }
         drop(lock);
         Ok(Ok(()))
+    }
+
+    /// The repository name recorded for manifests fetched from `url` and
+    /// verified with the key of fingerprint `fp`, if any.
+    pub fn recorded_name(&self, url: &str, fp: &str) -> Result<Option<String>, FetchError> {
+        let path = self.origin_path(url, fp);
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s.trim_end_matches('\n').to_owned())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(cache_err(&path, e)),
+        }
+    }
+
+    /// Records `name` as the repository served at `url` under the key `fp`
+    /// (trust on first use). Written atomically; a concurrent first use that
+    /// recorded a name already wins, and the next open checks against it.
+    pub fn record_name(&self, url: &str, fp: &str, name: &str) -> Result<(), FetchError> {
+        let path = self.origin_path(url, fp);
+        let dir = self.root.join("origins");
+        fs::create_dir_all(&dir).map_err(|e| cache_err(&dir, format!("cannot create: {e}")))?;
+        let werr = |e: std::io::Error| cache_err(&path, format!("recording the name: {e}"));
+        let mut tmp = tempfile::Builder::new()
+            .prefix("origin-")
+            .tempfile_in(&self.tmp)
+            .map_err(werr)?;
+        writeln!(tmp, "{name}").map_err(werr)?;
+        tmp.as_file().sync_all().map_err(werr)?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(werr)?;
+        match tmp.persist_noclobber(&path) {
+            Ok(_) => {}
+            Err(e) if e.error.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(werr(e.error)),
+        }
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    fn origin_path(&self, url: &str, fp: &str) -> PathBuf {
+        let key = format!("{}\0{fp}", url.trim_end_matches('/'));
+        let hex = ObjectId::of(key.as_bytes()).to_hex();
+        self.root.join("origins").join(&hex[..32])
     }
 }
 

@@ -72,6 +72,12 @@ pub struct RemoteConfig {
     /// Extra rounds over the mirrors after a round in which all failed,
     /// with exponential backoff in between. Default 3.
     pub retries: u32,
+    /// The repository name the manifest must carry. `None`: the name this
+    /// cache recorded when the first URL was first used with this key
+    /// (trust on first use), or, on that first use, whatever name the
+    /// signed manifest carries. Another repository signed with the same
+    /// key is refused either way.
+    pub expected_name: Option<String>,
 }
 
 impl RemoteConfig {
@@ -84,6 +90,7 @@ impl RemoteConfig {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(20),
             retries: 3,
+            expected_name: None,
         }
     }
 }
@@ -276,6 +283,11 @@ impl Remote {
         let cache = Cache::open(&cfg.cache_dir, cfg.quota_bytes)?;
         let key = cfg.public_key;
         let fp = key_fingerprint(&key);
+        // The identity of the repository this node asked for: named by the
+        // caller, else what this cache recorded for the first URL and key.
+        let origin = cfg.urls.first().cloned().unwrap_or_default();
+        let recorded = cache.recorded_name(&origin, &fp)?;
+        let expected = cfg.expected_name.clone().or(recorded.clone());
         let (manifest, manifest_id) = transport.fetch(
             "manifest",
             MANIFEST_PATH,
@@ -288,6 +300,12 @@ impl Remote {
                     ),
                     other => Reject::Permanent(other.to_string()),
                 })?;
+                if let Some(want) = expected.as_deref().filter(|w| *w != m.name) {
+                    return Err(Reject::Permanent(format!(
+                        "the manifest is signed for repository {:?}, not {want:?} (another repository signed with the same key)",
+                        m.name
+                    )));
+                }
                 match cache.check_and_record_revision(&m.name, &fp, m.revision) {
                     Err(e) => Err(Reject::Fatal(e)),
                     Ok(Err(seen)) => Err(Reject::Rollback {
@@ -300,6 +318,9 @@ impl Remote {
             },
         )?;
         tracing::debug!(name = %manifest.name, revision = manifest.revision, root = %manifest.root, "manifest verified");
+        if recorded.is_none() {
+            cache.record_name(&origin, &fp, &manifest.name)?;
+        }
         Ok(Remote {
             transport,
             cache,
@@ -315,6 +336,29 @@ impl Remote {
     /// The verified manifest this remote was opened with.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// A manifest of this repository's signed history (the object a later
+    /// manifest names as `previous`): downloaded, hash-checked against
+    /// `id`, its signature verified with this remote's key, and its name
+    /// checked against the current manifest's. Not cached: history is read
+    /// rarely, and a manifest is small.
+    pub fn historic_manifest(&self, id: &ObjectId) -> Result<Manifest, FetchError> {
+        let bytes = self.download(id, ObjectKind::Manifest)?;
+        let m = Manifest::verify(&bytes, &self.key).map_err(|e| FetchError::Manifest {
+            id: *id,
+            reason: e.to_string(),
+        })?;
+        if m.name != self.manifest.name {
+            return Err(FetchError::Manifest {
+                id: *id,
+                reason: format!(
+                    "names repository {:?}, not {:?}",
+                    m.name, self.manifest.name
+                ),
+            });
+        }
+        Ok(m)
     }
 
     /// The id (BLAKE3 of the file bytes) of that manifest.

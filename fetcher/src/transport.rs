@@ -77,6 +77,10 @@ pub enum FetchError {
     /// version).
     #[error("catalog {id}: {reason}")]
     Catalog { id: ObjectId, reason: String },
+    /// A manifest object of the signed history does not verify (signature,
+    /// format, or another repository's name).
+    #[error("manifest object {id}: {reason}")]
+    Manifest { id: ObjectId, reason: String },
 }
 
 fn show_failures(f: &[MirrorFailure]) -> String {
@@ -126,9 +130,9 @@ impl From<FetchError> for std::io::Error {
         let kind = match &e {
             FetchError::NotFound { .. } => std::io::ErrorKind::NotFound,
             e if e.is_corrupt() => std::io::ErrorKind::InvalidData,
-            FetchError::Catalog { .. } | FetchError::Rollback { .. } => {
-                std::io::ErrorKind::InvalidData
-            }
+            FetchError::Catalog { .. }
+            | FetchError::Manifest { .. }
+            | FetchError::Rollback { .. } => std::io::ErrorKind::InvalidData,
             _ => std::io::ErrorKind::Other,
         };
         std::io::Error::new(kind, e)

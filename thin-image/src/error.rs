@@ -34,6 +34,10 @@ pub enum ThinImageError {
         "the thin-image descriptor names public key {expected}, but the key given has fingerprint {found}"
     )]
     KeyMismatch { expected: String, found: String },
+    /// No revision signed by the repository key holds the catalogs the
+    /// descriptor pins (see [`crate::vouch`]).
+    #[error("thin image {image}: its pinned catalogs are not vouched for by a signed revision: {reason}")]
+    Unvouched { image: String, reason: String },
 }
 
 impl ThinImageError {

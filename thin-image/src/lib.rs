@@ -46,6 +46,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod validate;
+pub mod vouch;
 
 pub use artifact::{
     ArtifactConfig, ANNOTATION_CREATED, ANNOTATION_PLATFORM, ANNOTATION_REF_NAME,
@@ -56,6 +57,7 @@ pub use ed25519_dalek::VerifyingKey;
 pub use error::ThinImageError;
 /// The artifact type [`ThinImage::to_artifact`] makes and [`ThinImage::from_artifact`] reads.
 pub use stratum_registry::Artifact;
+pub use vouch::vouch_for_pins;
 
 use validate::{
     check_clean_path, check_digest, check_hex64, check_image_name, check_platform_part,
