@@ -407,3 +407,127 @@ fn thin_descriptor_pinning_a_catalog_no_signed_revision_holds_is_refused() {
         "the forged tree was written into DEST"
     );
 }
+
+/// Regression (issue 12.9): `pull` by URL accepted any repository signed
+/// with the key, so a mirror could answer with another repository of the
+/// same key holder. The name is now checked: against `--name`, against the
+/// one a thin descriptor names, and otherwise against the name this cache
+/// recorded the first time it used that URL with that key.
+#[test]
+fn pull_by_url_refuses_another_repository_signed_with_the_same_key() {
+    let repo = published();
+    // Another repository, same key, its own name and image.
+    let other = repo.tmp.path().join("other-repo");
+    stratum([
+        OsStr::new("init"),
+        other.as_os_str(),
+        OsStr::new("--key"),
+        repo.key.as_os_str(),
+        OsStr::new("--name"),
+        OsStr::new("other.test"),
+    ]);
+    let l = Layout::create(&repo.scratch("other-layout"));
+    l.add_image("1", &[Layer::gzip(&[TarEntry::file(b"other", b"other\n")])]);
+    stratum([
+        OsStr::new("publish"),
+        OsStr::new(&format!("oci:{}:1", l.dir.display())),
+        OsStr::new("--repo"),
+        other.as_os_str(),
+        OsStr::new("--key"),
+        repo.key.as_os_str(),
+        OsStr::new("--as"),
+        OsStr::new(IMAGE),
+    ]);
+    let server = Server::start(&repo.repo);
+    let url = server.url();
+    let cache = repo.scratch("cache");
+    let key_pub = pubkey(&repo);
+    let pull = |extra: &[&OsStr], dest: &Path| {
+        let mut v = vec![
+            OsStr::new("pull"),
+            OsStr::new(&url),
+            OsStr::new("--pubkey"),
+            key_pub.as_os_str(),
+            OsStr::new("--image"),
+            OsStr::new(IMAGE),
+            dest.as_os_str(),
+            OsStr::new("--cache"),
+            cache.as_os_str(),
+        ];
+        v.extend_from_slice(extra);
+        support::stratum_raw(v.into_iter().map(|s| s.to_os_string()).collect::<Vec<_>>())
+    };
+    // First use: the cache records the name "http.test" for this URL and key.
+    pull(&[], &repo.scratch("first")).assert_success();
+
+    // The server now answers with the other repository.
+    server.set_root(&other);
+    let dest = repo.scratch("second");
+    let out = pull(&[], &dest).assert_clean_failure();
+    let err = out.stderr_str();
+    assert!(
+        err.contains("other.test") && err.contains("http.test"),
+        "the error names both repositories: {err}"
+    );
+    assert!(
+        !dest.join("other").exists(),
+        "the other repository was pulled"
+    );
+
+    // With a fresh cache, `--name` says which repository is wanted.
+    let fresh = repo.scratch("fresh-cache");
+    let named = |name: &str, dest: &Path| {
+        support::stratum_raw([
+            OsStr::new("pull"),
+            OsStr::new(&url),
+            OsStr::new("--pubkey"),
+            pubkey(&repo).as_os_str(),
+            OsStr::new("--image"),
+            OsStr::new(IMAGE),
+            dest.as_os_str(),
+            OsStr::new("--cache"),
+            fresh.as_os_str(),
+            OsStr::new("--name"),
+            OsStr::new(name),
+        ])
+    };
+    let out = named("http.test", &repo.scratch("third")).assert_clean_failure();
+    assert!(
+        out.stderr_str().contains("other.test"),
+        "{}",
+        out.stderr_str()
+    );
+    named("other.test", &repo.scratch("fourth")).assert_success();
+
+    // A thin descriptor names its repository: the other one is refused.
+    server.set_root(&repo.repo);
+    let desc = repo.scratch("desc").with_extension("json");
+    stratum([
+        OsStr::new("thin"),
+        repo.repo.as_os_str(),
+        OsStr::new("--image"),
+        OsStr::new(IMAGE),
+        OsStr::new("--url"),
+        OsStr::new(&url),
+        OsStr::new("-o"),
+        desc.as_os_str(),
+    ]);
+    server.set_root(&other);
+    let out = support::stratum_raw([
+        OsStr::new("pull"),
+        OsStr::new(&url),
+        OsStr::new("--pubkey"),
+        pubkey(&repo).as_os_str(),
+        OsStr::new("--thin"),
+        desc.as_os_str(),
+        repo.scratch("fifth").as_os_str(),
+        OsStr::new("--cache"),
+        repo.scratch("thin-cache").as_os_str(),
+    ])
+    .assert_clean_failure();
+    assert!(
+        out.stderr_str().contains("other.test"),
+        "{}",
+        out.stderr_str()
+    );
+}
