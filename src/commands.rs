@@ -33,6 +33,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             allow_other,
             suid,
             dev,
+            overlay_xattrs,
             registry,
             transport,
         } => crate::mount::mount(crate::mount::MountArgs {
@@ -50,6 +51,7 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             allow_other,
             suid,
             dev,
+            overlay_xattrs,
             registry,
             transport,
         }),

@@ -231,6 +231,14 @@ enum Command {
         /// repositories; overlayfs whiteouts do not need it.
         #[arg(long)]
         dev: bool,
+        /// Which overlayfs markers of opaque directories the per-layer trees show:
+        /// `trusted` (trusted.overlay.*, for overlayfs mounted by root), `user`
+        /// (user.overlay.*, for rootless overlayfs mounted with userxattr) or `both`.
+        /// A stack must get only the namespace it reads, or its merged view shows
+        /// overlayfs' private attributes. With --layers it also picks how the stack is
+        /// mounted. [default: trusted as root, else user]
+        #[arg(long, value_name = "WHICH", value_enum)]
+        overlay_xattrs: Option<mount::OverlayXattrsArg>,
         /// With --thin docker://…: how to reach the registry.
         #[command(flatten)]
         registry: registry_args::RegistryArgs,

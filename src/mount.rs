@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use stratum_catalog::catalog::CatalogKind;
 use stratum_catalog::{manifest, ObjectId};
 use stratum_fetcher::fs::{
-    self, LocalTree, MountConfig, PrefetchPlan, RemoteTree, StratumFs, TreeStore,
+    self, LocalTree, MountConfig, OverlayXattrs, PrefetchPlan, RemoteTree, StratumFs, TreeStore,
 };
 use stratum_thin_image::{check_pinned_catalog, ThinImage};
 
@@ -30,8 +30,30 @@ pub struct MountArgs {
     pub allow_other: bool,
     pub suid: bool,
     pub dev: bool,
+    pub overlay_xattrs: Option<OverlayXattrsArg>,
     pub registry: crate::registry_args::RegistryArgs,
     pub transport: crate::transport_args::TransportArgs,
+}
+
+/// `--overlay-xattrs`: see [`OverlayXattrs`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverlayXattrsArg {
+    Trusted,
+    User,
+    Both,
+}
+
+impl MountArgs {
+    /// The overlay markers to show: the flag, else what this process's
+    /// own overlayfs stack would read.
+    fn overlay_xattrs(&self) -> OverlayXattrs {
+        match self.overlay_xattrs {
+            Some(OverlayXattrsArg::Trusted) => OverlayXattrs::Trusted,
+            Some(OverlayXattrsArg::User) => OverlayXattrs::User,
+            Some(OverlayXattrsArg::Both) => OverlayXattrs::Both,
+            None => OverlayXattrs::for_this_process(),
+        }
+    }
 }
 
 pub fn mount(args: MountArgs) -> Result<ExitCode> {
@@ -218,8 +240,9 @@ fn serve_one<S: TreeStore>(
     fsname: &str,
     plan: Option<PrefetchPlan>,
 ) -> Result<ExitCode> {
-    let filesystem =
-        StratumFs::new(tree.clone(), &root, path).with_context(|| format!("opening {path}"))?;
+    let filesystem = StratumFs::new(tree.clone(), &root, path)
+        .with_context(|| format!("opening {path}"))?
+        .with_overlay_xattrs(args.overlay_xattrs());
     let plan = match plan {
         Some(p) => Some((root, p)),
         None if args.prefetch_all => Some((root, PrefetchPlan::All)),
@@ -264,6 +287,17 @@ fn mount_layers<S: TreeStore>(
     fsname: &str,
     plan: Option<(ObjectId, PrefetchPlan)>,
 ) -> Result<ExitCode> {
+    // The stack reads one namespace of overlay markers (root: trusted.*,
+    // else user.* with `userxattr`); the layer mounts show only that one,
+    // so the merged view shows none of them.
+    let markers = args.overlay_xattrs();
+    let userxattr = match markers {
+        OverlayXattrs::Trusted => false,
+        OverlayXattrs::User => true,
+        OverlayXattrs::Both => bail!(
+            "--layers stacks the layers with overlayfs, which reads one namespace of markers: give --overlay-xattrs trusted or user"
+        ),
+    };
     let work = tempfile::Builder::new()
         .prefix("stratum-layers-")
         .tempdir()
@@ -275,7 +309,8 @@ fn mount_layers<S: TreeStore>(
         let dir = work.path().join(format!("{i:03}"));
         std::fs::create_dir(&dir)?;
         let filesystem = StratumFs::new(tree.clone(), &layer.catalog_id()?, "/")
-            .with_context(|| format!("opening layer {i} ({})", layer.diff_id))?;
+            .with_context(|| format!("opening layer {i} ({})", layer.diff_id))?
+            .with_overlay_xattrs(markers);
         let cfg = mount_config(args, &format!("{fsname}:layer{i}"));
         let (tx, d) = (tx.clone(), dir.clone());
         threads.push(std::thread::spawn(move || {
@@ -311,7 +346,10 @@ fn mount_layers<S: TreeStore>(
         std::fs::create_dir(&empty)?;
         lowers.push(empty.display().to_string());
     }
-    let options = format!("lowerdir={}", lowers.join(":"));
+    let mut options = format!("lowerdir={}", lowers.join(":"));
+    if userxattr {
+        options.push_str(",userxattr");
+    }
     let mounted = std::process::Command::new("mount")
         .args(["-t", "overlay", "overlay", "-o", &options])
         .arg(mountpoint)

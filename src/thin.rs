@@ -747,6 +747,22 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a descriptor whose pinned catalogs no revision signed by the
+/// repository key holds (the current one, or the descriptor's own revision
+/// reached through the signed history): see `stratum_thin_image::vouch`.
+/// Returns the revision that vouched.
+pub fn vouch(
+    remote: &std::sync::Arc<stratum_fetcher::Remote>,
+    desc: &stratum_thin_image::ThinImage,
+) -> Result<u64> {
+    let loader = stratum_fetcher::RemoteLoader::new(remote.clone());
+    let revision = stratum_thin_image::vouch_for_pins(desc, remote.manifest(), &loader, |id| {
+        remote.historic_manifest(id)
+    })?;
+    tracing::debug!(image = %desc.image, revision, "pinned catalogs vouched for");
+    Ok(revision)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -849,20 +865,4 @@ mod tests {
         let e = platform_set(&images, "z:1", repo).unwrap_err().to_string();
         assert!(e.contains("no image z:1"), "{e}");
     }
-}
-
-/// Refuses a descriptor whose pinned catalogs no revision signed by the
-/// repository key holds (the current one, or the descriptor's own revision
-/// reached through the signed history): see `stratum_thin_image::vouch`.
-/// Returns the revision that vouched.
-pub fn vouch(
-    remote: &std::sync::Arc<stratum_fetcher::Remote>,
-    desc: &stratum_thin_image::ThinImage,
-) -> Result<u64> {
-    let loader = stratum_fetcher::RemoteLoader::new(remote.clone());
-    let revision = stratum_thin_image::vouch_for_pins(desc, remote.manifest(), &loader, |id| {
-        remote.historic_manifest(id)
-    })?;
-    tracing::debug!(image = %desc.image, revision, "pinned catalogs vouched for");
-    Ok(revision)
 }

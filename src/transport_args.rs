@@ -118,14 +118,20 @@ mod tests {
         let args = TransportArgs {
             timeout: Some(Duration::from_millis(1500)),
             retries: Some(0),
+            repository_name: Some("repo.example".into()),
         };
         args.apply(&mut cfg);
         assert_eq!(cfg.connect_timeout, Duration::from_millis(1500));
         assert_eq!(cfg.read_timeout, Duration::from_millis(1500));
         assert_eq!(cfg.retries, 0);
+        assert_eq!(cfg.expected_name.as_deref(), Some("repo.example"));
+        // A thin descriptor's name must agree with --name.
+        assert!(args.expect_thin_name(&mut cfg, "other.example").is_err());
+        args.expect_thin_name(&mut cfg, "repo.example").unwrap();
         let args = TransportArgs {
             timeout: Some(Duration::from_secs(60)),
             retries: None,
+            repository_name: None,
         };
         args.apply(&mut cfg);
         assert_eq!(cfg.connect_timeout, MAX_CONNECT_TIMEOUT);

@@ -584,10 +584,12 @@ fn rich_over_http_equals_umoci_unpack_image_thin_and_layers() {
         &[],
         true,
     );
+    // Exact, overlay xattrs included: the merged view of a root overlay
+    // mount shows none of overlayfs' markers (issue 12.14).
     assert_trees_equal(
         &oracle,
         m.path(),
-        &CompareOpts::overlay(),
+        &CompareOpts::default(),
         "mount --thin --layers (overlayfs of the layer trees) vs umoci unpack",
     );
     m.stop();
@@ -595,6 +597,82 @@ fn rich_over_http_equals_umoci_unpack_image_thin_and_layers() {
         "rich over HTTP: 3 mounts compared in {:?} in all",
         t0.elapsed()
     );
+}
+
+/// Regression (issue 12.14): the layer mounts under `mount --thin --layers`
+/// showed both `trusted.overlay.opaque` and `user.overlay.opaque`; a root
+/// overlay mount hides only the `trusted.` one, so the merged view showed
+/// `user.overlay.opaque` on opaque directories. The layer mounts now show
+/// only the namespace the stack reads; the image's own xattrs stay.
+#[test]
+fn thin_layers_merged_view_shows_no_overlay_xattrs() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempdir();
+    let repo = TestRepo::new("opaque.test");
+    let l = Layout::create(&tmp.path().join("layout"));
+    l.add_image(
+        "1",
+        &[
+            Layer::gzip(&[
+                TarEntry::dir(b"./"),
+                TarEntry::dir(b"etc/"),
+                TarEntry::file(b"etc/old", b"old\n"),
+            ]),
+            Layer::gzip(&[
+                TarEntry::dir(b"etc/").xattr("user.mine", b"kept"),
+                TarEntry::opaque(b"etc/"),
+                TarEntry::file(b"etc/new", b"new\n"),
+            ]),
+        ],
+    );
+    repo.publish_one(&format!("oci:{}:1", l.dir.display()), Some("test/opaque:1"));
+    let serve = StratumServe::start(&repo.repo, &[] as &[&str]);
+    let thin = tmp.path().join("opaque.thin.json");
+    stratum([
+        os("thin"),
+        os(&repo.repo),
+        os("--image"),
+        os("test/opaque:1"),
+        os("--url"),
+        os(&serve.url),
+        os("-o"),
+        os(&thin),
+    ]);
+    let mnt = tmp.path().join("mnt");
+    let m = ProcMount::start(
+        &[
+            os("--thin"),
+            os(&thin),
+            os(&mnt),
+            os("--pubkey"),
+            os(pubkey(&repo)),
+            os("--layers"),
+            os("--cache"),
+            os(tmp.path().join("cache")),
+        ],
+        &mnt,
+        &[],
+        true,
+    );
+    let etc = m.path().join("etc");
+    assert!(
+        !etc.join("old").exists(),
+        "the opaque directory hides etc/old"
+    );
+    assert!(etc.join("new").exists());
+    let names = support::fsutil::xattrs(&etc).unwrap();
+    let names: Vec<String> = names
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("overlay.")),
+        "the merged view shows overlayfs' markers: {names:?}"
+    );
+    assert!(names.iter().any(|n| n == "user.mine"), "{names:?}");
+    m.stop();
 }
 
 // ===========================================================================

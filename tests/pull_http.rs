@@ -531,3 +531,60 @@ fn pull_by_url_refuses_another_repository_signed_with_the_same_key() {
         out.stderr_str()
     );
 }
+
+/// A descriptor whose trees left the current revision (the image was
+/// removed and the grace period ended) is still vouched for by its own
+/// revision, reached through the signed history while `gc` keeps it.
+#[test]
+fn thin_descriptor_of_a_collected_image_is_vouched_for_by_the_signed_history() {
+    let repo = published();
+    let server = Server::start(&repo.repo);
+    let local = repo.scratch("local");
+    repo.pull_image(IMAGE, &local);
+    let desc = repo.scratch("desc").with_extension("json");
+    stratum([
+        OsStr::new("thin"),
+        repo.repo.as_os_str(),
+        OsStr::new("--image"),
+        OsStr::new(IMAGE),
+        OsStr::new("--url"),
+        OsStr::new(&server.url()),
+        OsStr::new("-o"),
+        desc.as_os_str(),
+    ]);
+    let r = repo.repo.as_os_str();
+    stratum([
+        OsStr::new("rm"),
+        r,
+        OsStr::new(IMAGE),
+        OsStr::new("--key"),
+        repo.key.as_os_str(),
+    ]);
+    stratum([
+        OsStr::new("gc"),
+        r,
+        OsStr::new("--key"),
+        repo.key.as_os_str(),
+        OsStr::new("--grace"),
+        OsStr::new("0s"),
+    ]);
+    let flat: serde_json::Value = serde_json::from_slice(&std::fs::read(&desc).unwrap()).unwrap();
+    let flat_path = flat["flat"]["path"].as_str().unwrap();
+    let ls = support::stratum_raw([OsStr::new("ls"), r, OsStr::new(flat_path)]);
+    assert!(!ls.success(), "gc left {flat_path} in the current revision");
+
+    let dest = repo.scratch("dest");
+    stratum([
+        OsStr::new("pull"),
+        OsStr::new(&server.url()),
+        OsStr::new("--pubkey"),
+        pubkey(&repo).as_os_str(),
+        OsStr::new("--thin"),
+        desc.as_os_str(),
+        dest.as_os_str(),
+        OsStr::new("--cache"),
+        repo.scratch("cache").as_os_str(),
+    ]);
+    support::compare::compare_trees(&local, &dest)
+        .unwrap_or_else(|d| panic!("pull --thin differs from pull --image:\n{}", d.join("\n")));
+}

@@ -742,7 +742,7 @@ fn tampered_artifacts_are_refused() {
     refused(&t, "abab");
     let payload = edit_payload(&|v| v["flat"]["catalog"] = layer_catalog.clone());
     let t = push_edited("other-tree", &|a| a.payload = payload.clone());
-    refused(&t, "not the flat tree");
+    refused(&t, "not the pinned catalog");
     let payload = edit_payload(&|v| v["flat"]["catalog"] = json!("AB".repeat(32)));
     let t = push_edited("bad-id", &|a| a.payload = payload.clone());
     refused(&t, "flat.catalog");

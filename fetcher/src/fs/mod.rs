@@ -101,9 +101,54 @@ pub struct StratumFs<S: TreeStore> {
     /// `+os-arch` of this node: `/images/NAME/TAG` shows `TAG+<this>` when
     /// the image was published for several platforms.
     platform_suffix: Vec<u8>,
+    overlay_xattrs: OverlayXattrs,
+}
+
+/// Which of the overlayfs markers that layer trees carry (FORMAT.md §5.3:
+/// `trusted.overlay.opaque` and `user.overlay.opaque` on opaque
+/// directories) a mount shows. overlayfs hides the markers of the namespace
+/// it uses from its merged view (`trusted.` normally, `user.` when mounted
+/// with `userxattr`) but passes the other namespace through as ordinary
+/// xattrs: a stack must be given exactly the namespace it reads, or its
+/// merged view shows overlayfs' private attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverlayXattrs {
+    /// `trusted.overlay.*` only: for overlayfs mounted by root.
+    Trusted,
+    /// `user.overlay.*` only: for overlayfs mounted with `userxattr` (rootless).
+    User,
+    /// Both, as stored.
+    Both,
+}
+
+impl OverlayXattrs {
+    /// What a stack built by this process would read: `Trusted` for root,
+    /// `User` otherwise (only root can mount overlayfs without `userxattr`).
+    pub fn for_this_process() -> Self {
+        if rustix::process::geteuid().is_root() {
+            OverlayXattrs::Trusted
+        } else {
+            OverlayXattrs::User
+        }
+    }
+
+    /// True when the xattr `name` is hidden by this choice.
+    pub fn hides(self, name: &[u8]) -> bool {
+        match self {
+            OverlayXattrs::Trusted => name.starts_with(b"user.overlay."),
+            OverlayXattrs::User => name.starts_with(b"trusted.overlay."),
+            OverlayXattrs::Both => false,
+        }
+    }
 }
 
 impl<S: TreeStore> StratumFs<S> {
+    /// Which overlayfs markers this mount shows (default: both).
+    pub fn with_overlay_xattrs(mut self, which: OverlayXattrs) -> Self {
+        self.overlay_xattrs = which;
+        self
+    }
+
     /// A filesystem showing the subtree at `path` (e.g. `/` or an image's
     /// `/flat/ab/<hex>`) of the namespace whose root catalog is `root`.
     pub fn new(store: Arc<S>, root: &ObjectId, path: &str) -> FsResult<Self> {
@@ -115,6 +160,7 @@ impl<S: TreeStore> StratumFs<S> {
             next_fh: AtomicU64::new(1),
             uid_gid_override: None,
             platform_suffix: format!("+{}", stratum_registry::Platform::host().slug()).into_bytes(),
+            overlay_xattrs: OverlayXattrs::Both,
         };
         let mut node = (fs.slot_of(root)?, ROOT_ID);
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
@@ -552,8 +598,10 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let hidden = self.overlay_xattrs.hides(name.as_bytes());
         let r = self.node(ino.0).and_then(|(_, _, e)| {
             e.xattr(name.as_bytes())
+                .filter(|_| !hidden)
                 .map(<[u8]>::to_vec)
                 .ok_or(FsError::NoXattr)
         });
@@ -567,7 +615,11 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
         match fail("listxattr", ino.0, self.node(ino.0)) {
             Ok((_, _, e)) => {
                 let mut names = Vec::new();
-                for (n, _) in &e.xattrs {
+                for (n, _) in e
+                    .xattrs
+                    .iter()
+                    .filter(|(n, _)| !self.overlay_xattrs.hides(n))
+                {
                     names.extend_from_slice(n);
                     names.push(0);
                 }
