@@ -42,7 +42,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -319,40 +318,52 @@ fn not_found() -> io::Error {
 /// server's.
 fn absent_as_not_found(e: io::Error) -> io::Error {
     match e.raw_os_error() {
+        // ELOOP is also what O_NOFOLLOW answers for a symlink.
         Some(libc::ENAMETOOLONG | libc::ENOTDIR | libc::ELOOP) => not_found(),
         _ => e,
     }
 }
 
 impl RepoBackend {
-    /// The canonical path to open for `path` (which `ServeDir` built as
-    /// root + request components), or `NotFound` when it may not be served:
-    /// not a served class, resolving (through symlinks) outside the root or
-    /// to a path of another class, or not a regular file.
-    fn resolve(&self, path: &Path) -> io::Result<(PathBuf, std::fs::Metadata)> {
-        let rel = path.strip_prefix(&self.root).map_err(|_| not_found())?;
-        let class = classify(rel).ok_or_else(not_found)?;
-        let real = std::fs::canonicalize(path).map_err(absent_as_not_found)?;
-        let real_rel = real.strip_prefix(&self.root).map_err(|_| not_found())?;
-        if classify(real_rel) != Some(class) {
-            return Err(not_found());
-        }
-        let meta = std::fs::symlink_metadata(&real).map_err(absent_as_not_found)?;
-        if !meta.file_type().is_file() {
-            return Err(not_found());
-        }
-        Ok((real, meta))
-    }
-
+    /// Opens the file `path` names (`ServeDir` built it as root + request
+    /// components), or `NotFound` when it may not be served: not a path the
+    /// format defines, a symlink anywhere below the root, or not a regular
+    /// file. Each component is opened relative to its parent with
+    /// `O_NOFOLLOW`, so a directory swapped for a symlink at any moment
+    /// (checking first and opening later would race with that) can never
+    /// lead outside the root or to another file of it.
     fn open_blocking(&self, path: &Path) -> io::Result<std::fs::File> {
-        let (real, _) = self.resolve(path)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            // Never follow a symlink swapped in since `resolve`, never block
-            // on a fifo swapped in either.
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&real)
-            .map_err(absent_as_not_found)?;
+        use rustix::fs::{openat, Mode, OFlags, CWD};
+        let rel = path.strip_prefix(&self.root).map_err(|_| not_found())?;
+        classify(rel).ok_or_else(not_found)?;
+        let comps: Vec<&std::ffi::OsStr> = rel.components().map(|c| c.as_os_str()).collect();
+        let (last, dirs) = comps.split_last().ok_or_else(not_found)?;
+        let flags = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut dir = openat(
+            CWD,
+            &self.root,
+            flags | OFlags::DIRECTORY | OFlags::PATH,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
+        for c in dirs {
+            dir = openat(
+                &dir,
+                *c,
+                flags | OFlags::DIRECTORY | OFlags::PATH,
+                Mode::empty(),
+            )
+            .map_err(|e| absent_as_not_found(e.into()))?;
+        }
+        // O_NONBLOCK: never block on a fifo planted under an object's name.
+        let fd = openat(
+            &dir,
+            *last,
+            flags | OFlags::RDONLY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(|e| absent_as_not_found(e.into()))?;
+        let file = std::fs::File::from(fd);
         if !file.metadata()?.file_type().is_file() {
             return Err(not_found());
         }
@@ -404,7 +415,7 @@ impl Backend for RepoBackend {
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
         let this = self.clone();
-        Box::pin(blocking(move || this.resolve(&path).map(|(_, m)| m)))
+        Box::pin(blocking(move || this.open_blocking(&path)?.metadata()))
     }
 }
 

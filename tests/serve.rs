@@ -599,3 +599,70 @@ fn serve_serves_only_format_paths_not_a_private_key_in_the_repo() {
         out.stderr_str()
     );
 }
+
+/// Regression (issue 12.11): `RepoBackend::resolve` canonicalized the path,
+/// checked it, and then opened it with `O_NOFOLLOW`, which protects only
+/// the last component: a `data/ab` directory swapped for a symlink between
+/// the check and the open led outside the repository. Every component is
+/// now opened relative to its parent with `O_NOFOLLOW`. Here `data/ab`
+/// flips between the real directory and a symlink to an outside directory
+/// holding a "secret" under the same object name, while requests run.
+#[test]
+fn a_directory_swapped_for_a_symlink_never_serves_outside_the_repository() {
+    let repo = TestRepo::new("serve-swap");
+    let name = "c".repeat(62);
+    let outside = repo.scratch("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join(&name), b"SECRET").unwrap();
+    let data = repo.repo.join("data");
+    let dir = data.join("ab");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(&name), b"GOOD").unwrap();
+    let link = data.join("ab-link");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let mut server = StratumServe::start(&repo.repo, &[] as &[&str]);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, dir, link) = (stop.clone(), dir.clone(), link.clone());
+        std::thread::spawn(move || {
+            let mut flips = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &dir,
+                    rustix::fs::CWD,
+                    &link,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .unwrap();
+                flips += 1;
+            }
+            flips
+        })
+    };
+    let path = format!("/data/ab/{name}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let (mut good, mut absent, mut leaked) = (0, 0, 0);
+    while std::time::Instant::now() < deadline {
+        let (code, text) = raw_request(server.addr, "GET", &path);
+        match code {
+            200 if text.ends_with("SECRET") => leaked += 1,
+            200 => good += 1,
+            404 => absent += 1,
+            other => panic!("GET {path}: {other}\n{text}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flips = flipper.join().unwrap();
+    eprintln!("{flips} flips; {good} good, {absent} 404, {leaked} leaked");
+    assert_eq!(
+        leaked, 0,
+        "served a file outside the repository {leaked} times"
+    );
+    assert!(
+        good > 0 && absent > 0,
+        "the swap never raced: {good} good, {absent} 404"
+    );
+    server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+}
