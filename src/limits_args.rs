@@ -1,13 +1,16 @@
-//! `--max-entries`, `--max-path-length`, `--max-file-size`, `--max-ratio`:
-//! the ingestion limits of `publish` and `sync` (see
+//! `--max-layers`, `--max-entries`, `--max-path-length`, `--max-file-size`,
+//! `--max-ratio`: the ingestion limits of `publish` and `sync` (see
 //! `stratum_publisher::Limits` and docs/SECURITY.md).
 
 use anyhow::{bail, Context, Result};
 use stratum_publisher::Limits;
 
 #[derive(clap::Args, Clone, Debug)]
-#[command(next_help_heading = "Limits on what one layer may hold (hostile images)")]
+#[command(next_help_heading = "Limits on what one image or layer may hold (hostile images)")]
 pub struct LimitsArgs {
+    /// Most layers in one image (Docker's limit is 127).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_layers)]
+    pub max_layers: usize,
     /// Most tar entries in one layer.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_entries)]
     pub max_entries: u64,
@@ -30,7 +33,11 @@ impl LimitsArgs {
         if self.max_path_length == 0 {
             bail!("--max-path-length must be at least 1");
         }
+        if self.max_layers == 0 {
+            bail!("--max-layers must be at least 1");
+        }
         Ok(Limits {
+            max_layers: self.max_layers,
             max_entries: self.max_entries,
             max_path_length: self.max_path_length,
             max_file_size,

@@ -14,8 +14,8 @@
 //!
 //! tests/bad_input.rs holds the older cases (truncated and corrupt gzip and
 //! zstd, wrong digests, missing blobs, escapes accepted either way); the
-//! limits of `--max-entries`, `--max-path-length`, `--max-file-size` and
-//! `--max-ratio` are tested at the end. Nothing here needs umoci; the device
+//! limits of `--max-layers`, `--max-entries`, `--max-path-length`,
+//! `--max-file-size` and `--max-ratio` are tested at the end. Nothing here needs umoci; the device
 //! checks of `pull` need root and are skipped otherwise.
 #![allow(clippy::unwrap_used)]
 
@@ -1392,6 +1392,37 @@ fn limit_case(s: &mut Setup, l: &Layout, flags: &[&str], needles: &[&str]) {
     s.accepted(l, &[], None);
 }
 
+/// Issue 12, item 5: an image may list at most 127 layers (Docker's
+/// limit; `--max-layers`), refused with its name before any layer is read.
+#[test]
+fn limit_max_layers() {
+    let mut s = setup();
+    let layers: Vec<Layer> = (0..4)
+        .map(|i| Layer::gzip(&[TarEntry::file(format!("f{i}").as_bytes(), b"x")]))
+        .collect();
+    let l = image(&s, "layers", &layers);
+    limit_case(
+        &mut s,
+        &l,
+        &["--max-layers", "3"],
+        &[
+            NAME,
+            "the image has 4 layers, more than the limit of 3 (--max-layers)",
+        ],
+    );
+    // 128 listings of one layer: over the default.
+    let one = Layer::gzip(&[TarEntry::file(b"f", b"x")]);
+    let l = image(&s, "layers-128", &vec![one; 128]);
+    s.refused(
+        &l,
+        &[],
+        &[
+            NAME,
+            "the image has 128 layers, more than the limit of 127 (--max-layers)",
+        ],
+    );
+}
+
 #[test]
 fn limit_max_entries() {
     let mut s = setup();
@@ -1476,12 +1507,14 @@ fn limit_flags_are_validated_and_offered_by_sync() {
         &["--max-entries", "-1"],
         &["--max-ratio", "lots"],
         &["--max-path-length", "0"],
+        &["--max-layers", "0"],
     ] {
         s.publish(&l, bad).assert_clean_failure();
         s.assert_unchanged();
     }
     let help = support::stratum(["sync", "--help"]).stdout_str();
     for flag in [
+        "--max-layers",
         "--max-entries",
         "--max-path-length",
         "--max-file-size",

@@ -323,3 +323,94 @@ fn an_empty_pax_value_deletes_the_key() {
         .iter()
         .all(|(n, _)| !n.starts_with(b"user.")));
 }
+
+/// Issue 12, item 5: an image listing one layer 100 times was merged 100
+/// times into its flat tree, under the repository lock. A run of one layer
+/// is now ingested and merged once; the layer whites out, makes opaque,
+/// hardlinks to and implicitly creates what lies below it, so that merging
+/// it again would show if it were not a no-op. The flat tree must equal
+/// umoci's of the same image, and that of the image listing it once.
+#[test]
+fn a_layer_repeated_many_times_is_merged_once() {
+    if !support::require_oracle_tools(false) {
+        return;
+    }
+    let tmp = tempdir();
+    let layout = Layout::create(&tmp.path().join("img"));
+    let mut base = vec![
+        TarEntry::dir(b"./"),
+        TarEntry::dir(b"etc/"),
+        TarEntry::file(b"etc/a", b"shared\n"),
+        TarEntry::hardlink(b"etc/b", b"etc/a"),
+        TarEntry::dir(b"opq/"),
+        TarEntry::file(b"opq/old", b"old\n"),
+        TarEntry::file(b"gone", b"gone\n"),
+        TarEntry::dir(b"d/"),
+        TarEntry::file(b"d/x", b"x\n"),
+    ];
+    // Enough files that a merge has a cost one can see.
+    for i in 0..300 {
+        base.push(TarEntry::file(format!("etc/f{i:03}").as_bytes(), b"f\n"));
+    }
+    let base = Layer::gzip(&base);
+    // Directories are listed (umoci gives the ones it creates implicitly,
+    // and a root it removes a whiteout from, the time of the unpack).
+    let mut upper = vec![
+        TarEntry::whiteout(b"", b"gone"),
+        TarEntry::dir(b"./").mtime(1_650_000_000, None),
+        TarEntry::dir(b"opq/"),
+        TarEntry::opaque(b"opq"),
+        TarEntry::file(b"opq/new", b"new\n"),
+        TarEntry::hardlink(b"c", b"etc/a"),
+        TarEntry::file(b"d", b"a file where a directory was\n"),
+        TarEntry::dir(b"deep/"),
+        TarEntry::dir(b"deep/x/"),
+        TarEntry::file(b"deep/x/y", b"deep\n"),
+        TarEntry::dir(b"etc/")
+            .mode(0o700)
+            .mtime(1_600_000_000, None),
+        TarEntry::dir(b"u/"),
+    ];
+    for i in 0..300 {
+        upper.push(TarEntry::file(format!("u/f{i:03}").as_bytes(), b"u\n"));
+    }
+    let upper = Layer::gzip(&upper);
+    let mut many = vec![base.clone()];
+    many.extend(std::iter::repeat_n(upper.clone(), 100));
+    layout.add_image("many", &many);
+    layout.add_image("once", &[base, upper]);
+    let rootfs = umoci_rootfs(tmp.path(), &layout, "many");
+
+    let repo = TestRepo::new("regressions.test");
+    let t = std::time::Instant::now();
+    let report = repo.publish_one(
+        &format!("oci:{}:many", layout.dir.display()),
+        Some("test/many:t"),
+    );
+    let took = t.elapsed();
+    eprintln!("publishing 1 + 100 x 1 layer took {took:?}: {report}");
+    assert_eq!(report["layers_ingested"].as_u64(), Some(2), "{report}");
+    assert_eq!(report["layers_skipped"].as_u64(), Some(99), "{report}");
+    assert_eq!(report["layers_merged"].as_u64(), Some(2), "{report}");
+    assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
+    repo.check();
+    let dest = repo.scratch("many");
+    repo.pull_image("test/many:t", &dest);
+    let ino = |p: &str| std::fs::symlink_metadata(dest.join(p)).unwrap().ino();
+    assert_eq!(ino("c"), ino("etc/a"));
+    assert_eq!(ino("etc/b"), ino("etc/a"));
+    support::compare::assert_trees_equal(&rootfs, &dest, &CompareOpts::default(), "flat vs umoci");
+
+    repo.publish_one(
+        &format!("oci:{}:once", layout.dir.display()),
+        Some("test/once:t"),
+    );
+    let once = repo.scratch("once");
+    repo.pull_image("test/once:t", &once);
+    support::compare::assert_trees_equal(
+        &once,
+        &dest,
+        &CompareOpts::default(),
+        "100 times vs once",
+    );
+}

@@ -4,12 +4,17 @@
 //! layer and the entry, instead of filling the disk, the memory or the day.
 //!
 //! The defaults are far above what real images need (docs/SECURITY.md);
-//! `stratum publish` and `stratum sync` change them with `--max-entries`,
-//! `--max-path-length`, `--max-file-size` and `--max-ratio`.
+//! `stratum publish` and `stratum sync` change them with `--max-layers`,
+//! `--max-entries`, `--max-path-length`, `--max-file-size` and
+//! `--max-ratio`.
 
 /// Limits enforced while a layer is ingested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
+    /// Most layers one image may list (Docker's own limit is 127): each
+    /// distinct layer is ingested once, but the flat tree is merged layer
+    /// by layer under the repository lock.
+    pub max_layers: usize,
     /// Most tar entries one layer may hold (every header that names a
     /// member: files, directories, links, whiteouts, PAX global headers).
     pub max_entries: u64,
@@ -42,6 +47,7 @@ pub const NAME_MAX: usize = 255;
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_layers: 127,
             max_entries: 1_000_000,
             max_path_length: 4096,
             max_name_length: NAME_MAX,

@@ -46,6 +46,9 @@ pub struct ImageReport {
     pub platform: String,
     pub layers_ingested: u64,
     pub layers_skipped: u64,
+    /// Layer trees merged into the flat tree: a layer listed again right
+    /// after itself is merged once (0 when the flat tree already existed).
+    pub layers_merged: u64,
     pub files: u64,
     pub bytes: u64,
     /// Compressed bytes of the layers read from the source.
@@ -380,6 +383,16 @@ fn publish_image(
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
+    if image.layers.len() > limits.max_layers {
+        return Err(PublishError::Image {
+            image: name,
+            reason: format!(
+                "the image has {} layers, more than the limit of {} (--max-layers)",
+                image.layers.len(),
+                limits.max_layers
+            ),
+        });
+    }
     objects.flush()?;
     let before = objects.stats();
     let mut layer_records = Vec::new();
@@ -407,6 +420,7 @@ fn publish_image(
         }
     }
     src.prepare(&needed, &repo.tmp_dir());
+    let mut previous = None;
     for layer in &image.layers {
         let diff_hex = layer.diff_id.hex();
         let (catalog_id, ingested) = match ns.layer(&store, &diff_hex)? {
@@ -439,7 +453,17 @@ fn publish_image(
                 (id, Some((catalog, file)))
             }
         };
-        if let Some(flat) = flat.as_mut() {
+        // Extracting a layer again right after itself changes nothing: what
+        // it whites out is gone, what it adds is there with its metadata,
+        // its opaque directories hold only its own entries, its hardlinks
+        // to lower files are joined already. So a run of one layer is
+        // merged once (an image listing one layer 100 times took 100
+        // merges). A layer repeated after another (A, B, A) is merged
+        // again: B may have changed what A sets.
+        let repeat = previous == Some(layer.diff_id);
+        previous = Some(layer.diff_id);
+        if let (Some(flat), false) = (flat.as_mut(), repeat) {
+            report.layers_merged += 1;
             match ingested {
                 Some((cat, _file)) => apply_layer(flat, &cat)?,
                 None => {
