@@ -319,7 +319,7 @@ fn info(repo: &Path, pubkey: Option<PathBuf>, json: bool) -> Result<ExitCode> {
     } else {
         outln!("name:         {}", m.name);
         outln!("revision:     {}", m.revision);
-        outln!("timestamp:    {}", m.timestamp);
+        outln!("timestamp:    {}", crate::show_time(m.timestamp));
         outln!("root catalog: {}", m.root);
     }
     Ok(ExitCode::SUCCESS)
@@ -340,7 +340,7 @@ fn type_char(e: &Entry) -> char {
 fn ls(repo: &Path, pubkey: Option<PathBuf>, path: &str, json: bool) -> Result<ExitCode> {
     let reader = open_reader(repo, pubkey)?;
     let ns = reader.namespace()?;
-    let node = ns.resolve(path)?;
+    let node = ns.resolve_following(path, path.ends_with('/'))?;
     let nodes: Vec<Node> = if node.entry.is_dir() {
         ns.children(&node)?
     } else {
@@ -390,7 +390,7 @@ fn ls(repo: &Path, pubkey: Option<PathBuf>, path: &str, json: bool) -> Result<Ex
 fn cat(repo: &Path, pubkey: Option<PathBuf>, path: &str) -> Result<ExitCode> {
     let reader = open_reader(repo, pubkey)?;
     let ns = reader.namespace()?;
-    let node = ns.resolve(path)?;
+    let node = ns.resolve_following(path, true)?;
     if node.entry.file_type() != Some(FileType::Regular) {
         bail!("{path} is not a regular file");
     }

@@ -144,7 +144,7 @@ pub fn run_history(a: HistoryArgs) -> Result<ExitCode> {
         outln!(
             "{:>6}  {}  manifest {}{tags}",
             r.revision,
-            r.timestamp,
+            crate::show_time(r.timestamp),
             &r.manifest_id[..16]
         );
     }

@@ -359,6 +359,12 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: not in files, pipes or
+        // journald, and never with NO_COLOR set (https://no-color.org).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let cli = Cli::parse();
     stratum_catalog::location::S3Options::set_defaults(stratum_catalog::location::S3Options {
@@ -371,10 +377,36 @@ fn main() -> ExitCode {
         // The reader went away (`| head`): what it wanted, it has; say nothing.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", show_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A manifest timestamp (Unix seconds) as people read it, in UTC:
+/// `2026-12-07T08:11:41Z`. `--json` keeps the number.
+fn show_time(unix_seconds: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The error and its causes, joined with `: ` as `{:#}` does, but without
+/// a cause whose text the message already holds: many library errors say
+/// their cause in their own message and also return it as `source()`, and
+/// "No such file or directory" twice helps nobody.
+fn show_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// True when writing our output failed because its reader closed the pipe.

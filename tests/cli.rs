@@ -208,6 +208,73 @@ fn output_into_a_closed_pipe_ends_quietly_without_a_panic() {
     }
 }
 
+/// Regression (issue 13 §6): `cat` through an `/images/...` symlink said
+/// `"etc" is below a non-directory`; paths now resolve as a file system
+/// would, through the image's symlink and through relative links inside
+/// the image.
+#[test]
+fn cat_and_ls_follow_the_images_symlink_into_the_flat_tree() {
+    let repo = TestRepo::new("follow.example.org");
+    publish_small(&repo);
+    let r = repo.repo.to_str().unwrap();
+    let cat = stratum([
+        OsStr::new("cat"),
+        OsStr::new(r),
+        OsStr::new("/images/test/small/1/etc/hello.txt"),
+    ]);
+    assert_eq!(cat.stdout, HELLO);
+    let cat = stratum([
+        OsStr::new("cat"),
+        OsStr::new(r),
+        OsStr::new("/images/test/small/1/etc/link"),
+    ]);
+    assert_eq!(cat.stdout, HELLO, "a relative link inside the image");
+    let ls = stratum([
+        OsStr::new("ls"),
+        OsStr::new(r),
+        OsStr::new("/images/test/small/1/etc"),
+    ]);
+    assert!(ls.stdout_str().contains("hello.txt"), "{}", ls.stdout_str());
+    let out = stratum_fails([
+        OsStr::new("cat"),
+        OsStr::new(r),
+        OsStr::new("/images/test/small/1/etc/hello.txt/x"),
+    ]);
+    assert!(
+        out.stderr_str()
+            .contains("/etc/hello.txt is not a directory"),
+        "{}",
+        out.stderr_str()
+    );
+}
+
+/// Regression (issue 13 §6): a missing blob printed its cause twice
+/// (`…: No such file or directory (os error 2): No such file or directory
+/// (os error 2)`): an error that says its cause and also returns it as its
+/// source is shown once.
+#[test]
+fn a_missing_blob_names_its_cause_once() {
+    let repo = TestRepo::new("missing-blob.example.org");
+    let l = small_image(&repo.scratch("layout"));
+    // The largest blob is the layer (the manifest and config are small).
+    let blobs = l.dir.join("blobs/sha256");
+    let layer = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    std::fs::remove_file(&layer).unwrap();
+    let out = repo
+        .publish_raw(&[&format!("oci:{}:1", l.dir.display())], None)
+        .assert_clean_failure();
+    let err = out.stderr_str();
+    assert!(
+        err.contains(layer.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
 #[test]
 fn empty_repository() {
     let repo = TestRepo::new("empty.example.org");

@@ -139,4 +139,83 @@ impl<L: CatalogLoader> Namespace<L> {
         }
         Ok(node)
     }
+
+    /// Resolves an absolute namespace path as a file system would, following
+    /// symlinks on the way (an absolute target from the namespace root, a
+    /// relative one from the link's directory; `..` stops at the root), and
+    /// the last component too when `follow_last`. So
+    /// `/images/NAME/TAG/etc/os-release` reaches the file in the image's
+    /// flat tree. At most [`MAX_SYMLINK_HOPS`] links are followed.
+    pub fn resolve_following(&self, path: &str, follow_last: bool) -> Result<Node> {
+        let err = |reason: String| Error::Path {
+            path: path.to_owned(),
+            reason,
+        };
+        let split = |p: &[u8]| -> std::collections::VecDeque<Vec<u8>> {
+            p.split(|b| *b == b'/')
+                .filter(|c| !c.is_empty() && *c != b".")
+                .map(<[u8]>::to_vec)
+                .collect()
+        };
+        // The directories walked so far, the root first; `where` names them.
+        let mut stack = vec![self.root()?];
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let shown = |names: &[Vec<u8>]| {
+            let mut s = String::new();
+            for n in names {
+                s.push('/');
+                s.push_str(&String::from_utf8_lossy(n));
+            }
+            if s.is_empty() {
+                s.push('/');
+            }
+            s
+        };
+        let mut pending = split(path.as_bytes());
+        let mut hops = 0;
+        while let Some(comp) = pending.pop_front() {
+            if comp == b".." {
+                if stack.len() > 1 {
+                    stack.pop();
+                    names.pop();
+                }
+                continue;
+            }
+            let dir = stack.last().ok_or_else(|| err("empty walk".into()))?;
+            if !dir.entry.is_dir() {
+                return Err(err(format!("{} is not a directory", shown(&names))));
+            }
+            let node = self.lookup(dir, &comp)?.ok_or_else(|| Error::NotFound {
+                path: path.to_owned(),
+            })?;
+            if let Some(target) = node
+                .entry
+                .symlink
+                .as_ref()
+                .filter(|_| follow_last || !pending.is_empty())
+            {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err(err(format!(
+                        "more than {MAX_SYMLINK_HOPS} symbolic links on the way"
+                    )));
+                }
+                if target.first() == Some(&b'/') {
+                    stack.truncate(1);
+                    names.clear();
+                }
+                let mut next = split(target);
+                next.extend(pending);
+                pending = next;
+                continue;
+            }
+            names.push(comp);
+            stack.push(node);
+        }
+        stack.pop().ok_or_else(|| err("empty walk".into()))
+    }
 }
+
+/// The most symlinks [`Namespace::resolve_following`] follows for one path
+/// (Linux's own limit).
+pub const MAX_SYMLINK_HOPS: usize = 40;
