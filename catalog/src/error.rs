@@ -18,6 +18,15 @@ pub enum Error {
     MissingObject(ObjectId),
     #[error("object {id} is {size} bytes, over the limit of {limit}")]
     ObjectTooLarge { id: ObjectId, size: u64, limit: u64 },
+    /// The object's frame declares another size than the catalog states:
+    /// refused before decoding (a small frame declaring a huge size is a
+    /// decompression bomb).
+    #[error("object {id} declares {declared} bytes, the catalog states {expected}")]
+    SizeMismatch {
+        id: ObjectId,
+        declared: u64,
+        expected: u64,
+    },
     #[error("I/O error on {path}: {error}")]
     Io {
         path: PathBuf,

@@ -46,23 +46,58 @@ impl Encoder {
     }
 }
 
-/// Decompresses an object and checks that it is exactly one frame whose
-/// declared size and BLAKE3 hash match; returns the bytes.
-pub fn decode(id: &ObjectId, encoded: &[u8]) -> Result<Vec<u8>> {
-    decode_with_limit(id, encoded, MAX_OBJECT_SIZE)
+/// The largest decoded catalog a reader accepts (FORMAT.md §3). A catalog
+/// holds about 0.5 KB per entry plus its inlined files (≤ 1 KiB each), so a
+/// layer at the publisher's default limit of a million entries fits; the
+/// bound exists so that a hostile frame cannot make a reader decode
+/// without end. Catalogs are decoded as a stream into a file, so this
+/// bounds disk and time, not memory.
+pub const MAX_CATALOG_SIZE: u64 = 1 << 30;
+
+/// The largest zstd window a reader accepts: 2^27 bytes, zstd's own default
+/// limit, which every level (1–22) stays within. The decoder's buffer is
+/// the smaller of the window and the frame's declared size, so this bounds
+/// the memory of decoding a catalog (FORMAT.md §3).
+pub const MAX_WINDOW_LOG: u32 = 27;
+
+/// What a reader knows of an object's decoded size before decoding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// Exactly this many bytes: the size a signed catalog states for a
+    /// file or a chunk. A frame declaring anything else is refused before
+    /// any byte is decoded.
+    Size(u64),
+    /// At most this many bytes (catalogs: [`MAX_CATALOG_SIZE`]).
+    AtMost(u64),
 }
 
-pub fn decode_with_limit(id: &ObjectId, encoded: &[u8], limit: u64) -> Result<Vec<u8>> {
+/// Decoded bytes are produced and hashed in pieces of this size.
+const STEP: usize = 128 << 10;
+
+/// Checks the frame of `encoded` against `expected` without decoding it:
+/// exactly one frame, with its content size declared and acceptable.
+/// Returns the declared size.
+pub fn check_frame(id: &ObjectId, encoded: &[u8], expected: Expected) -> Result<u64> {
     let corrupt = |reason: String| Error::CorruptObject { id: *id, reason };
     let size = zstd::zstd_safe::get_frame_content_size(encoded)
         .map_err(|_| corrupt("not a zstd frame".into()))?
         .ok_or_else(|| corrupt("zstd frame does not declare its content size".into()))?;
-    if size > limit {
-        return Err(Error::ObjectTooLarge {
-            id: *id,
-            size,
-            limit,
-        });
+    match expected {
+        Expected::Size(want) if size != want => {
+            return Err(Error::SizeMismatch {
+                id: *id,
+                declared: size,
+                expected: want,
+            })
+        }
+        Expected::AtMost(limit) if size > limit => {
+            return Err(Error::ObjectTooLarge {
+                id: *id,
+                size,
+                limit,
+            })
+        }
+        _ => {}
     }
     let frame_len = zstd::zstd_safe::find_frame_compressed_size(encoded)
         .map_err(|_| corrupt("truncated zstd frame".into()))?;
@@ -72,22 +107,94 @@ pub fn decode_with_limit(id: &ObjectId, encoded: &[u8], limit: u64) -> Result<Ve
             encoded.len().saturating_sub(frame_len)
         )));
     }
-    let size = usize::try_from(size).map_err(|_| corrupt("size overflows usize".into()))?;
-    let mut out = Vec::with_capacity(size);
-    let mut dctx = zstd::bulk::Decompressor::new().map_err(zstd_err)?;
-    dctx.decompress_to_buffer(encoded, &mut out)
-        .map_err(|e| corrupt(format!("zstd: {e}")))?;
-    if out.len() != size {
+    Ok(size)
+}
+
+/// Decodes an object as a stream into `out`, hashing as it goes, and checks
+/// that it is exactly one frame whose declared size is `expected`, which
+/// decodes to that many bytes hashing to `id`. Returns the size.
+///
+/// Memory stays bounded whatever the frame says: nothing is allocated from
+/// the declared size; the decoder's window is at most [`MAX_WINDOW_LOG`]
+/// and never more than the declared size; decoding stops at the first byte
+/// past the declared size. On error `out` holds a prefix of garbage, which
+/// the caller discards.
+pub fn decode_to(
+    id: &ObjectId,
+    encoded: &[u8],
+    expected: Expected,
+    out: &mut dyn std::io::Write,
+) -> Result<u64> {
+    use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer};
+    let corrupt = |reason: String| Error::CorruptObject { id: *id, reason };
+    let size = check_frame(id, encoded, expected)?;
+    let mut dctx = DCtx::try_create().ok_or_else(|| corrupt("zstd: out of memory".into()))?;
+    dctx.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
+        .map_err(|c| corrupt(format!("zstd: {}", zstd::zstd_safe::get_error_name(c))))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; STEP];
+    let mut input = InBuffer::around(encoded);
+    let mut total: u64 = 0;
+    loop {
+        let mut output = OutBuffer::around(buf.as_mut_slice());
+        let hint = dctx
+            .decompress_stream(&mut output, &mut input)
+            .map_err(|c| corrupt(format!("zstd: {}", zstd::zstd_safe::get_error_name(c))))?;
+        let n = output.pos();
+        total += n as u64;
+        if total > size {
+            return Err(corrupt(format!(
+                "decodes to more than the {size} bytes its frame declares"
+            )));
+        }
+        let piece = &buf[..n];
+        hasher.update(piece);
+        out.write_all(piece)
+            .map_err(|e| Error::io("<decoded object>", e))?;
+        if hint == 0 {
+            break;
+        }
+        if n == 0 && input.pos() == encoded.len() {
+            return Err(corrupt("truncated zstd frame".into()));
+        }
+    }
+    if total != size {
         return Err(corrupt(format!(
-            "decoded {} bytes, frame declares {size}",
-            out.len()
+            "decoded {total} bytes, frame declares {size}"
         )));
     }
-    let actual = ObjectId::of(&out);
+    let actual = ObjectId(*hasher.finalize().as_bytes());
     if actual != *id {
         return Err(corrupt(format!("content hashes to {actual}")));
     }
+    Ok(total)
+}
+
+/// Checks that an object decodes as `expected` to bytes hashing to `id`,
+/// keeping none of them (replication, `check`).
+pub fn verify(id: &ObjectId, encoded: &[u8], expected: Expected) -> Result<u64> {
+    decode_to(id, encoded, expected, &mut std::io::sink())
+}
+
+/// Decodes an object whose size is `expected` into memory (see
+/// [`decode_to`]); the buffer grows with what actually decodes, never from
+/// what the frame declares.
+pub fn decode_expected(id: &ObjectId, encoded: &[u8], expected: Expected) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decode_to(id, encoded, expected, &mut out)?;
     Ok(out)
+}
+
+/// Decompresses an object and checks that it is exactly one frame whose
+/// declared size and BLAKE3 hash match; returns the bytes. For readers that
+/// know no better bound than [`MAX_OBJECT_SIZE`]; a reader that knows the
+/// size (from a catalog) uses [`decode_expected`].
+pub fn decode(id: &ObjectId, encoded: &[u8]) -> Result<Vec<u8>> {
+    decode_with_limit(id, encoded, MAX_OBJECT_SIZE)
+}
+
+pub fn decode_with_limit(id: &ObjectId, encoded: &[u8], limit: u64) -> Result<Vec<u8>> {
+    decode_expected(id, encoded, Expected::AtMost(limit))
 }
 
 #[cfg(test)]

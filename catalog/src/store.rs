@@ -124,8 +124,10 @@ impl Store {
     }
 
     pub fn load_catalog(&self, id: &ObjectId) -> Result<Catalog> {
-        let bytes = self.get(id, ObjectKind::Catalog)?;
-        Catalog::from_bytes(*id, &bytes)
+        // Decoded into a temporary file, not memory (a catalog may be large,
+        // or a zstd bomb).
+        let enc = self.get_encoded(id, ObjectKind::Catalog)?;
+        Catalog::from_encoded(*id, &enc)
     }
 
     /// The current manifest, verified with `key`, and its id (the BLAKE3 of

@@ -31,6 +31,17 @@
 //! after a power loss alike; a leftover in `tmp/` is never looked at, and
 //! leftovers older than an hour are deleted when a cache is opened.
 //!
+//! # Reading
+//!
+//! The cache is not trusted (docs/SECURITY.md §1): anyone who can write to
+//! it must not be able to change what a node reads. A file is re-hashed
+//! before it is used; one that does not hash to its name is removed and
+//! counted as a miss, so the object is fetched and verified again. Each
+//! process remembers the files it verified by `(dev, inode, size, ctime)`
+//! and hashes again only when that changes: writing a file or changing its
+//! times changes its ctime, which only the kernel sets, so a FUSE mount
+//! reading a chunk in 128 KiB pieces hashes it once, not 32 times.
+//!
 //! # Quota and eviction
 //!
 //! The quota bounds the sum of the sizes (`st_size`) of everything under
@@ -148,6 +159,52 @@ pub(crate) struct Cache {
     last_scan: Mutex<Instant>,
     scanning: AtomicBool,
     pub evictions: AtomicU64,
+    /// Files that hashed to their name, by the identity they had then.
+    verified: Mutex<HashMap<Key, FileStamp>>,
+    /// Files found not to hash to their name (removed, refetched).
+    pub tampered: AtomicU64,
+}
+
+/// What identifies a file's bytes without reading them: a write or a
+/// change of times gives a new ctime, which user space cannot set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime: i64,
+    ctime_ns: i64,
+}
+
+impl FileStamp {
+    fn of(md: &fs::Metadata) -> Self {
+        FileStamp {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.len(),
+            ctime: md.ctime(),
+            ctime_ns: md.ctime_nsec(),
+        }
+    }
+}
+
+/// Whether the bytes of `f` hash to `id`.
+fn hashes_to(f: &File, id: &ObjectId) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    loop {
+        let n = match f.read_at(&mut buf, off) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(h.finalize().as_bytes() == &id.0)
 }
 
 fn cache_err(path: &Path, reason: impl std::fmt::Display) -> FetchError {
@@ -185,6 +242,8 @@ impl Cache {
             last_scan: Mutex::new(Instant::now()),
             scanning: AtomicBool::new(false),
             evictions: AtomicU64::new(0),
+            verified: Mutex::new(HashMap::new()),
+            tampered: AtomicU64::new(0),
         };
         cache.clean_tmp();
         let found = cache.scan()?;
@@ -336,7 +395,8 @@ impl Cache {
         }
     }
 
-    /// The file of a cached object or catalog, opened, or `None`.
+    /// The file of a cached object or catalog, opened and verified, or
+    /// `None`. A file that does not hash to `id` is removed: a miss.
     pub fn lookup(&self, kind: Kind, id: &ObjectId) -> Result<Option<(File, u64)>, FetchError> {
         let path = self.path(kind, id);
         match File::open(&path) {
@@ -345,7 +405,13 @@ impl Cache {
                 if self.note_use((kind, *id), len) {
                     let _ = f.set_modified(SystemTime::now());
                 }
-                Ok(Some((f, len)))
+                // Stamped after our own touch, which changes the ctime.
+                let md = f.metadata().map_err(|e| cache_err(&path, e))?;
+                if self.verify(kind, id, &f, &md, &path)? {
+                    Ok(Some((f, len)))
+                } else {
+                    Ok(None)
+                }
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let mut ix = self.lock();
@@ -356,6 +422,46 @@ impl Cache {
             }
             Err(e) => Err(cache_err(&path, e)),
         }
+    }
+
+    /// Whether the open file `f` of `id` holds its bytes (see "Reading");
+    /// if not, removes it (the name still leading to that inode) and
+    /// forgets it.
+    fn verify(
+        &self,
+        kind: Kind,
+        id: &ObjectId,
+        f: &File,
+        md: &fs::Metadata,
+        path: &Path,
+    ) -> Result<bool, FetchError> {
+        let stamp = FileStamp::of(md);
+        let known = |m: &HashMap<Key, FileStamp>| m.get(&(kind, *id)) == Some(&stamp);
+        if known(&self.verified.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(true);
+        }
+        if hashes_to(f, id).map_err(|e| cache_err(path, format!("reading: {e}")))? {
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((kind, *id), stamp);
+            return Ok(true);
+        }
+        tracing::warn!(path = %path.display(), "cached {} does not hash to its name; removed, fetching it again", kind.dir());
+        self.tampered.fetch_add(1, Ordering::Relaxed);
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(kind, *id));
+        if fs::symlink_metadata(path)
+            .is_ok_and(|now| now.dev() == stamp.dev && now.ino() == stamp.ino)
+        {
+            let _ = fs::remove_file(path);
+        }
+        let mut ix = self.lock();
+        ix.pinned.remove(&(kind, *id));
+        ix.remove(&(kind, *id));
+        Ok(false)
     }
 
     /// A cached catalog, opened and pinned: a shared flock is held on the
@@ -393,21 +499,27 @@ impl Cache {
         self.lock().pinned.remove(&(kind, *id));
     }
 
-    /// Inserts verified bytes; returns the file, open. A catalog is pinned
-    /// (flocked) before it gets its name.
-    pub fn insert(
+    /// A new file in `tmp/` for the decoded bytes of an object; give it to
+    /// [`Cache::insert_file`] once they verified.
+    pub fn new_file(&self) -> Result<tempfile::NamedTempFile, FetchError> {
+        tempfile::Builder::new()
+            .prefix("new-")
+            .tempfile_in(&self.tmp)
+            .map_err(|e| cache_err(&self.tmp, format!("creating a new file: {e}")))
+    }
+
+    /// Inserts a file of `tmp/` (from [`Cache::new_file`]) holding the
+    /// `len` verified bytes of `id`; returns the file, open.
+    pub fn insert_file(
         &self,
         kind: Kind,
         id: &ObjectId,
-        bytes: &[u8],
+        mut tmp: tempfile::NamedTempFile,
+        len: u64,
     ) -> Result<(File, u64), FetchError> {
         let path = self.path(kind, id);
         let tmp_err = |e: std::io::Error| cache_err(&self.tmp, format!("writing a new file: {e}"));
-        let mut tmp = tempfile::Builder::new()
-            .prefix("new-")
-            .tempfile_in(&self.tmp)
-            .map_err(tmp_err)?;
-        tmp.write_all(bytes).map_err(tmp_err)?;
+        tmp.as_file_mut().flush().map_err(tmp_err)?;
         // Durable before it has a name: after a power loss a name never
         // points at blocks that were not written.
         tmp.as_file().sync_data().map_err(tmp_err)?;
@@ -420,10 +532,16 @@ impl Cache {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| cache_err(dir, e))?;
         }
-        let len = bytes.len() as u64;
         for _ in 0..3 {
             match tmp.persist_noclobber(&path) {
                 Ok(file) => {
+                    // Verified while it was decoded: no need to hash it again.
+                    if let Ok(md) = file.metadata() {
+                        self.verified
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert((kind, *id), FileStamp::of(&md));
+                    }
                     let mut ix = self.lock();
                     if kind == Kind::Catalog {
                         ix.pinned.insert((kind, *id));

@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -33,7 +34,7 @@ use ed25519_dalek::VerifyingKey;
 use stratum_catalog::catalog::Catalog;
 use stratum_catalog::manifest::{key_fingerprint, Manifest, MANIFEST_PATH};
 use stratum_catalog::namespace::CatalogLoader;
-use stratum_catalog::object::{self, MAX_OBJECT_SIZE};
+use stratum_catalog::object::{self, Expected, MAX_CATALOG_SIZE, MAX_OBJECT_SIZE};
 use stratum_catalog::{ObjectId, ObjectKind};
 
 use crate::cache::{Cache, CacheUsage, Kind};
@@ -394,9 +395,18 @@ impl Remote {
         s
     }
 
-    /// Downloads, decodes and verifies one object; a body that does not
-    /// verify fails that mirror.
-    fn download(&self, id: &ObjectId, kind: ObjectKind) -> Result<Vec<u8>, FetchError> {
+    /// Downloads one object and decodes it as a stream into a new file of
+    /// the cache's `tmp/`, hashing as it goes (memory stays bounded, see
+    /// [`object::decode_to`]); returns the file and the decoded size. A
+    /// body that does not verify fails that mirror; one whose frame
+    /// declares another size than `expected` (a zstd bomb) fails it for
+    /// good, without decoding a byte and without retries.
+    fn download(
+        &self,
+        id: &ObjectId,
+        kind: ObjectKind,
+        expected: Expected,
+    ) -> Result<(tempfile::NamedTempFile, u64), FetchError> {
         let what = format!("{} {id}", kind_name(kind));
         self.transport.fetch(
             &what,
@@ -404,21 +414,65 @@ impl Remote {
             MAX_ENCODED_SIZE,
             false,
             |_url, body| {
-                object::decode(id, &body).map_err(|e| match e {
-                    stratum_catalog::Error::ObjectTooLarge { .. } => {
-                        Reject::Permanent(e.to_string())
+                let mut tmp = self.cache.new_file().map_err(Reject::Fatal)?;
+                let decoded = {
+                    let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+                    object::decode_to(id, &body, expected, &mut w).and_then(|n| {
+                        w.flush()
+                            .map(|()| n)
+                            .map_err(|e| stratum_catalog::Error::Io {
+                                path: self.cache.root().join("tmp"),
+                                error: e,
+                            })
+                    })
+                };
+                match decoded {
+                    Ok(n) => Ok((tmp, n)),
+                    Err(
+                        e @ (stratum_catalog::Error::ObjectTooLarge { .. }
+                        | stratum_catalog::Error::SizeMismatch { .. }),
+                    ) => Err(Reject::Permanent(e.to_string())),
+                    Err(stratum_catalog::Error::Io { path, error }) => {
+                        Err(Reject::Fatal(FetchError::Cache {
+                            path,
+                            reason: format!("writing a decoded object: {error}"),
+                        }))
                     }
-                    e => Reject::Corrupt(e.to_string()),
-                })
+                    Err(e) => Err(Reject::Corrupt(e.to_string())),
+                }
             },
         )
     }
 
-    /// A verified content object, from the cache or downloaded into it
-    /// (one download shared by all concurrent callers of the same id).
+    /// A verified content object of unknown size (at most
+    /// [`MAX_OBJECT_SIZE`]), from the cache or downloaded into it. Readers
+    /// that know the size from a catalog use [`Remote::object_sized`].
     pub fn object(&self, id: &ObjectId) -> Result<CachedObject, FetchError> {
+        self.object_expected(id, Expected::AtMost(MAX_OBJECT_SIZE))
+    }
+
+    /// A verified content object of `size` bytes (as its catalog entry or
+    /// chunk states), from the cache or downloaded into it (one download
+    /// shared by all concurrent callers of the same id). A cached file of
+    /// another size is not it.
+    pub fn object_sized(&self, id: &ObjectId, size: u64) -> Result<CachedObject, FetchError> {
+        self.object_expected(id, Expected::Size(size))
+    }
+
+    fn object_expected(
+        &self,
+        id: &ObjectId,
+        expected: Expected,
+    ) -> Result<CachedObject, FetchError> {
         let c = &self.transport.counters;
+        let fits = |len: u64| match expected {
+            Expected::Size(s) => len == s,
+            Expected::AtMost(m) => len <= m,
+        };
         if let Some((file, len)) = self.cache.lookup(Kind::Object, id)? {
+            if !fits(len) {
+                return Err(self.size_mismatch(id, len, expected));
+            }
             Counters::bump(&c.cache_hits);
             return Ok(CachedObject { file, len });
         }
@@ -428,16 +482,28 @@ impl Remote {
                 Counters::bump(&c.cache_hits);
                 return Ok((Arc::new(file), len));
             }
-            let bytes = self.download(id, ObjectKind::Content)?;
+            let (tmp, len) = self.download(id, ObjectKind::Content, expected)?;
             Counters::bump(&c.cache_misses);
-            let (file, len) = self.cache.insert(Kind::Object, id, &bytes)?;
+            let (file, len) = self.cache.insert_file(Kind::Object, id, tmp, len)?;
             Ok((Arc::new(file), len))
         })?;
+        if !fits(len) {
+            return Err(self.size_mismatch(id, len, expected));
+        }
         let file = file.try_clone().map_err(|e| FetchError::Cache {
             path: self.cache.path(Kind::Object, id),
             reason: format!("dup: {e}"),
         })?;
         Ok(CachedObject { file, len })
+    }
+
+    /// A verified object whose size is not what the catalog states: the
+    /// catalog is wrong (its id hashes the bytes, so no other copy helps).
+    fn size_mismatch(&self, id: &ObjectId, len: u64, expected: Expected) -> FetchError {
+        FetchError::Cache {
+            path: self.cache.path(Kind::Object, id),
+            reason: format!("object {id} is {len} bytes, the catalog states {expected:?}"),
+        }
     }
 
     /// A verified catalog: downloaded once, stored decoded in the cache,
@@ -467,9 +533,10 @@ impl Remote {
                     f
                 }
                 None => {
-                    let bytes = self.download(id, ObjectKind::Catalog)?;
+                    let (tmp, len) =
+                        self.download(id, ObjectKind::Catalog, Expected::AtMost(MAX_CATALOG_SIZE))?;
                     Counters::bump(&c.cache_misses);
-                    self.cache.insert(Kind::Catalog, id, &bytes)?.0
+                    self.cache.insert_file(Kind::Catalog, id, tmp, len)?.0
                 }
             };
             let path = self.cache.path(Kind::Catalog, id);
@@ -508,9 +575,9 @@ impl Remote {
 
 /// `materialize` reads content through this: verified bytes from the cache.
 impl ObjectSource for Remote {
-    fn content(&self, id: &ObjectId) -> Result<Vec<u8>, stratum_catalog::Error> {
+    fn content(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error> {
         let o = self
-            .object(id)
+            .object_sized(id, size)
             .map_err(|e| e.to_catalog_error(id, ObjectKind::Content))?;
         o.read_all().map_err(|error| stratum_catalog::Error::Io {
             path: self.cache.path(Kind::Object, id),

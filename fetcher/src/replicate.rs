@@ -70,7 +70,7 @@ use ed25519_dalek::VerifyingKey;
 use stratum_catalog::backend::{Backend, TMP_DIR};
 use stratum_catalog::catalog::{Catalog, Data};
 use stratum_catalog::manifest::{Manifest, MANIFEST_PATH};
-use stratum_catalog::object;
+use stratum_catalog::object::{self, Expected, MAX_CATALOG_SIZE};
 use stratum_catalog::{ObjectId, ObjectKind};
 
 use crate::remote::{kind_name, MAX_ENCODED_SIZE, MAX_MANIFEST_SIZE};
@@ -301,7 +301,14 @@ pub fn replicate(
         // The manifest object of the new revision (the history chain), as
         // the server has it; encoded here from the verified bytes if it has
         // none.
-        .and_then(|()| walker.ensure(&manifest_id, ObjectKind::Manifest, Some(&manifest_bytes)));
+        .and_then(|()| {
+            walker.ensure(
+                &manifest_id,
+                ObjectKind::Manifest,
+                Expected::Size(manifest_bytes.len() as u64),
+                Some(&manifest_bytes),
+            )
+        });
     if let Err(e) = walked {
         // A clean failure (the network, a corrupt object): what this run
         // stored is made durable, so that the next run need not verify it.
@@ -437,7 +444,8 @@ enum Task {
     /// replica's current tree has at the same mount path, if any.
     Catalog { id: ObjectId, old: Option<ObjectId> },
     /// Make content object `id` present.
-    Content(ObjectId),
+    /// Make content object `id` present; its catalog states `size` bytes.
+    Content(ObjectId, u64),
 }
 
 #[derive(Default)]
@@ -455,7 +463,7 @@ impl Queue {
     fn push(&mut self, t: Task) {
         let fresh = match t {
             Task::Catalog { id, .. } => self.seen_catalogs.insert(id),
-            Task::Content(id) => self.seen_contents.insert(id),
+            Task::Content(id, _) => self.seen_contents.insert(id),
         };
         if !fresh {
             return;
@@ -463,7 +471,7 @@ impl Queue {
         self.pending += 1;
         match t {
             Task::Catalog { .. } => self.catalogs.push(t),
-            Task::Content(_) => self.contents.push(t),
+            Task::Content(..) => self.contents.push(t),
         }
     }
 
@@ -524,7 +532,9 @@ impl Walker<'_> {
             let mut more = Vec::new();
             let r = match task {
                 Task::Catalog { id, old } => self.catalog(&id, old, &mut more),
-                Task::Content(id) => self.ensure(&id, ObjectKind::Content, None),
+                Task::Content(id, size) => {
+                    self.ensure(&id, ObjectKind::Content, Expected::Size(size), None)
+                }
             };
             let mut g = q.lock().unwrap_or_else(|p| p.into_inner());
             match r {
@@ -552,26 +562,29 @@ impl Walker<'_> {
         });
     }
 
-    /// Downloads and verifies one object: its encoded bytes as received,
-    /// and (with `keep`) the decoded ones. A body that does not verify fails
-    /// that mirror.
+    /// Downloads and verifies one object (decoded as a stream, hashed and
+    /// dropped: memory stays bounded whatever the frame declares); returns
+    /// its encoded bytes as received. A body that does not verify fails
+    /// that mirror; one declaring another size than `expected` (a zstd
+    /// bomb) fails it for good, before a byte is decoded.
     fn download(
         &self,
         id: &ObjectId,
         kind: ObjectKind,
-        keep: bool,
-    ) -> Result<(Vec<u8>, Option<Vec<u8>>), FetchError> {
+        expected: Expected,
+    ) -> Result<Vec<u8>, FetchError> {
         let what = format!("{} {id}", kind_name(kind));
         self.transport.fetch(
             &what,
             &id.path(kind),
             MAX_ENCODED_SIZE,
             false,
-            |_url, body| match object::decode(id, &body) {
-                Ok(decoded) => Ok((body, keep.then_some(decoded))),
-                Err(e @ stratum_catalog::Error::ObjectTooLarge { .. }) => {
-                    Err(Reject::Permanent(e.to_string()))
-                }
+            |_url, body| match object::verify(id, &body, expected) {
+                Ok(_) => Ok(body),
+                Err(
+                    e @ (stratum_catalog::Error::ObjectTooLarge { .. }
+                    | stratum_catalog::Error::SizeMismatch { .. }),
+                ) => Err(Reject::Permanent(e.to_string())),
                 Err(e) => Err(Reject::Corrupt(e.to_string())),
             },
         )
@@ -607,12 +620,13 @@ impl Walker<'_> {
         &self,
         id: &ObjectId,
         kind: ObjectKind,
+        expected: Expected,
         fallback: Option<&[u8]>,
     ) -> Result<(), ReplicateError> {
         let path = id.path(kind);
         let fetch = || -> Result<Vec<u8>, ReplicateError> {
-            match (self.download(id, kind, false), fallback) {
-                (Ok((enc, _)), _) => Ok(enc),
+            match (self.download(id, kind, expected), fallback) {
+                (Ok(enc), _) => Ok(enc),
                 (Err(FetchError::NotFound { .. }), Some(bytes)) => Ok(object::encode(bytes, 3)?),
                 (Err(e), _) => Err(e.into()),
             }
@@ -621,7 +635,7 @@ impl Walker<'_> {
             match self.dest.get(&path)? {
                 None => false,
                 Some(enc) => {
-                    if object::decode(id, &enc).is_ok() {
+                    if object::verify(id, &enc, expected).is_ok() {
                         self.found_present();
                         return Ok(());
                     }
@@ -649,16 +663,17 @@ impl Walker<'_> {
         self.report();
     }
 
-    /// The decoded bytes of catalog `id`: the replica's copy when it
-    /// verifies, else downloaded (and stored, or the damaged copy replaced).
-    fn catalog_bytes(&self, id: &ObjectId) -> Result<Vec<u8>, ReplicateError> {
+    /// Catalog `id`, opened: the replica's copy when it verifies, else
+    /// downloaded (and stored, or the damaged copy replaced). Decoded into
+    /// a temporary file ([`Catalog::from_encoded`]), not memory.
+    fn load_catalog(&self, id: &ObjectId) -> Result<Catalog, ReplicateError> {
         let path = id.path(ObjectKind::Catalog);
         let damaged = match self.dest.get(&path)? {
             None => false,
-            Some(enc) => match object::decode(id, &enc) {
-                Ok(bytes) => {
+            Some(enc) => match Catalog::from_encoded(*id, &enc) {
+                Ok(cat) => {
                     self.found_present();
-                    return Ok(bytes);
+                    return Ok(cat);
                 }
                 Err(e) => {
                     tracing::warn!(%id, error = %e, "the replica's copy of a catalog does not verify; fetching it again");
@@ -666,13 +681,16 @@ impl Walker<'_> {
                 }
             },
         };
-        let (enc, bytes) = self.download(id, ObjectKind::Catalog, true)?;
+        let enc = self.download(id, ObjectKind::Catalog, Expected::AtMost(MAX_CATALOG_SIZE))?;
         if damaged {
             self.repair(&path, &enc)?;
         } else {
             self.store(&path, &enc)?;
         }
-        Ok(bytes.unwrap_or_default())
+        Catalog::from_encoded(*id, &enc).map_err(|e| ReplicateError::Catalog {
+            id: *id,
+            reason: e.to_string(),
+        })
     }
 
     fn catalog(
@@ -685,20 +703,18 @@ impl Walker<'_> {
             self.unchanged.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let bytes = self.catalog_bytes(id)?;
+        let cat = self.load_catalog(id)?;
         let invalid = |e: stratum_catalog::Error| ReplicateError::Catalog {
             id: *id,
             reason: e.to_string(),
         };
-        let cat = Catalog::from_bytes(*id, &bytes).map_err(invalid)?;
-        drop(bytes);
         self.walked.fetch_add(1, Ordering::Relaxed);
         let mut contents = Vec::new();
         let mut nested = Vec::new();
         cat.for_each_entry(|e| {
             match &e.data {
-                Data::Object(oid) => contents.push(*oid),
-                Data::Chunks(chunks) => contents.extend(chunks.iter().map(|c| c.id)),
+                Data::Object(oid) => contents.push((*oid, e.size)),
+                Data::Chunks(chunks) => contents.extend(chunks.iter().map(|c| (c.id, c.size))),
                 Data::None | Data::Inline(_) => {}
             }
             if let Some(child) = e.nested {
@@ -734,7 +750,11 @@ impl Walker<'_> {
                 }
             }
         }
-        more.extend(contents.into_iter().map(Task::Content));
+        more.extend(
+            contents
+                .into_iter()
+                .map(|(id, size)| Task::Content(id, size)),
+        );
         Ok(())
     }
 
@@ -743,7 +763,7 @@ impl Walker<'_> {
             .dest
             .get(&id.path(ObjectKind::Catalog))?
             .ok_or(stratum_catalog::Error::MissingObject(*id))?;
-        Catalog::from_bytes(*id, &object::decode(id, &enc)?)
+        Catalog::from_encoded(*id, &enc)
     }
 }
 

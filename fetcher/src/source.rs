@@ -1,5 +1,6 @@
 //! Where content objects come from.
 
+use stratum_catalog::object::{self, Expected};
 use stratum_catalog::{ObjectId, ObjectKind, Store};
 
 /// A source of content objects (whole small files and chunks of large ones).
@@ -8,18 +9,23 @@ use stratum_catalog::{ObjectId, ObjectKind, Store};
 /// BLAKE3 of what they return must equal `id`, and anything else is an
 /// error, never data. [`Store`] does this through [`Store::get`]; an HTTP
 /// source must do the same (or go through a verifying cache).
+///
+/// `size` is what the catalog states for the object (a file's size, or a
+/// chunk's): an object whose frame declares anything else is refused before
+/// it is decoded, so a small zstd frame declaring a gigabyte costs nothing.
 pub trait ObjectSource {
-    fn content(&self, id: &ObjectId) -> Result<Vec<u8>, stratum_catalog::Error>;
+    fn content(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error>;
 }
 
 impl ObjectSource for Store {
-    fn content(&self, id: &ObjectId) -> Result<Vec<u8>, stratum_catalog::Error> {
-        self.get(id, ObjectKind::Content)
+    fn content(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error> {
+        let enc = self.get_encoded(id, ObjectKind::Content)?;
+        object::decode_expected(id, &enc, Expected::Size(size))
     }
 }
 
 impl<T: ObjectSource + ?Sized> ObjectSource for &T {
-    fn content(&self, id: &ObjectId) -> Result<Vec<u8>, stratum_catalog::Error> {
-        (**self).content(id)
+    fn content(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error> {
+        (**self).content(id, size)
     }
 }

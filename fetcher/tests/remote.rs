@@ -351,7 +351,7 @@ fn objects_and_catalogs_are_fetched_once() {
         "{st:?}"
     );
     assert!(st.bytes_downloaded > bytes.len() as u64 / 2);
-    assert_eq!(r.content(&id).unwrap(), bytes);
+    assert_eq!(r.content(&id, bytes.len() as u64).unwrap(), bytes);
 
     // Another Remote (as another process would) finds both in the cache.
     s.clear_log();
@@ -488,7 +488,7 @@ fn corrupt_bytes_everywhere_are_an_error_and_nothing_is_cached() {
     assert!(files_under(&f.cache("cache").join("objects")).is_empty());
     assert!(files_under(&f.cache("cache").join("tmp")).is_empty());
     // Through the ObjectSource seam: a CorruptObject error.
-    match r.content(&id) {
+    match r.content(&id, f.object("f1.bin").0.len() as u64) {
         Err(stratum_catalog::Error::CorruptObject { id: e, .. }) => assert_eq!(e, id),
         other => panic!("expected CorruptObject, got {other:?}"),
     }
@@ -620,7 +620,7 @@ fn a_missing_object_is_not_found_without_retries() {
         a.requests_for(&id.to_hex()[2..]) + b.requests_for(&id.to_hex()[2..]),
         2
     );
-    assert!(matches!(r.content(&id), Err(stratum_catalog::Error::MissingObject(m)) if m == id));
+    assert!(matches!(r.content(&id, 0), Err(stratum_catalog::Error::MissingObject(m)) if m == id));
 }
 
 #[test]

@@ -21,6 +21,12 @@ pub use reader::Catalog;
 /// The entry id of every catalog's root directory.
 pub const ROOT_ID: i64 = 1;
 
+/// The deepest tree a reader accepts, in directory levels below a catalog's
+/// root, and below the top of a pull (FORMAT.md §4). A path of that many
+/// one-byte components is already 8 KiB, twice `PATH_MAX`; deeper trees
+/// come only from hostile catalogs.
+pub const MAX_DEPTH: usize = 4096;
+
 /// What subtree a catalog covers; recorded in its `kind` property.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CatalogKind {
@@ -196,6 +202,102 @@ mod tests {
         ));
     }
 
+    /// A catalog with directories `/d/e`, patched by `sql` (ids: root 1,
+    /// d 2, e 3) as only a hostile writer would.
+    fn patched(sql: &str) -> crate::Result<Catalog> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = CatalogBuilder::create(
+            dir.path(),
+            CatalogKind::Flat,
+            "/",
+            &Entry::new(FileType::Directory, 0o755),
+        )
+        .unwrap();
+        let mut d = Entry::new(FileType::Directory, 0o755);
+        d.name = b"d".to_vec();
+        let d_id = b.insert(ROOT_ID, &d).unwrap();
+        d.name = b"e".to_vec();
+        b.insert(d_id, &d).unwrap();
+        let file = dir.path().join("cat.db");
+        std::fs::write(&file, b.finish().unwrap()).unwrap();
+        let conn = rusqlite::Connection::open(&file).unwrap();
+        conn.execute_batch(sql).unwrap();
+        drop(conn);
+        let bytes = std::fs::read(&file).unwrap();
+        Catalog::from_bytes(ObjectId::of(&bytes), &bytes)
+    }
+
+    fn refused(r: crate::Result<Catalog>, needle: &str) {
+        match r {
+            Err(crate::Error::InvalidCatalog { reason, .. }) => {
+                assert!(reason.contains(needle), "{reason}")
+            }
+            other => panic!("accepted or wrong error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn catalog_cycle_root_listed_as_its_own_child_is_refused() {
+        assert!(patched("").is_ok());
+        // `loop/loop/loop/…`: the root is a child of itself.
+        refused(
+            patched("UPDATE entries SET parent = 1, name = x'6c6f6f70' WHERE id = 1"),
+            "root entry has parent 1",
+        );
+        // The root as a child of its grandchild: `d/e/again/d/e/again/…`.
+        refused(
+            patched("UPDATE entries SET parent = 3, name = x'616761696e' WHERE id = 1"),
+            "root entry has parent 3",
+        );
+    }
+
+    #[test]
+    fn catalog_cycle_off_the_root_and_orphans_are_refused() {
+        // d and e each other's parent: a cycle the root never reaches.
+        refused(
+            patched("UPDATE entries SET parent = 3 WHERE id = 2"),
+            "not in the tree of its root",
+        );
+        // A directory that is its own parent.
+        refused(
+            patched("UPDATE entries SET parent = 3 WHERE id = 3"),
+            "not in the tree of its root",
+        );
+        // A parent that does not exist.
+        refused(
+            patched("UPDATE entries SET parent = 99 WHERE id = 3"),
+            "not in the tree of its root",
+        );
+    }
+
+    #[test]
+    fn catalog_deeper_than_max_depth_is_refused() {
+        let build = |levels: usize| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut b = CatalogBuilder::create(
+                dir.path(),
+                CatalogKind::Layer,
+                "/l",
+                &Entry::new(FileType::Directory, 0o755),
+            )
+            .unwrap();
+            let mut d = Entry::new(FileType::Directory, 0o755);
+            d.name = b"d".to_vec();
+            let mut parent = ROOT_ID;
+            for _ in 0..levels {
+                parent = b.insert(parent, &d).unwrap();
+            }
+            b.finish().unwrap()
+        };
+        let ok = build(MAX_DEPTH);
+        assert!(Catalog::from_bytes(ObjectId::of(&ok), &ok).is_ok());
+        let deep = build(MAX_DEPTH + 1);
+        refused(
+            Catalog::from_bytes(ObjectId::of(&deep), &deep),
+            "deeper than",
+        );
+    }
+
     fn arb_entry() -> impl Strategy<Value = Entry> {
         let data = prop_oneof![
             Just(Data::None),
@@ -269,6 +371,9 @@ mod tests {
                 let mut want = e.clone();
                 want.id = id;
                 want.parent = ROOT_ID;
+                if want.file_type() == Some(FileType::Symlink) {
+                    want.mode = FileType::Symlink.mode_bits() | 0o777;
+                }
                 prop_assert_eq!(&got, &want);
                 prop_assert_eq!(got.device(), (Entry::make_rdev(got.device().0, got.device().1) == got.rdev).then_some(got.device()).unwrap());
             }

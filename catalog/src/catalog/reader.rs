@@ -8,7 +8,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, MAIN_DB};
 use super::entry::Entry;
 use super::images::ImageRecord;
 use super::schema;
-use super::{rows, CatalogKind, ROOT_ID};
+use super::{rows, CatalogKind, MAX_DEPTH, ROOT_ID};
+use crate::object::{self, Expected, MAX_CATALOG_SIZE};
 use crate::{Error, ObjectId, Result, FORMAT_VERSION};
 
 /// Shareable between threads (FUSE serves requests in parallel): the
@@ -18,6 +19,9 @@ pub struct Catalog {
     conn: Mutex<Connection>,
     kind: CatalogKind,
     path: String,
+    /// The decoded file of a catalog opened with [`Catalog::from_encoded`],
+    /// removed when the catalog is dropped.
+    _scratch: Option<tempfile::TempPath>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -49,6 +53,27 @@ impl Catalog {
         conn.deserialize_read_exact(MAIN_DB, bytes, bytes.len(), true)
             .map_err(sql)?;
         Self::from_connection(id, conn)
+    }
+
+    /// Decodes catalog object `id` from its encoded bytes as a stream into
+    /// a temporary file, verifying it (at most [`MAX_CATALOG_SIZE`] bytes,
+    /// hashed while decoding), and opens that file: memory stays bounded
+    /// whatever the object holds (a zstd bomb, a huge catalog).
+    pub fn from_encoded(id: ObjectId, encoded: &[u8]) -> Result<Self> {
+        let io = |e| Error::io(std::env::temp_dir(), e);
+        let mut tmp = tempfile::Builder::new()
+            .prefix("stratum-catalog-")
+            .tempfile()
+            .map_err(io)?;
+        {
+            let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+            object::decode_to(&id, encoded, Expected::AtMost(MAX_CATALOG_SIZE), &mut w)?;
+            std::io::Write::flush(&mut w).map_err(io)?;
+        }
+        let path = tmp.into_temp_path();
+        let mut cat = Self::open_path(id, &path)?;
+        cat._scratch = Some(path);
+        Ok(cat)
     }
 
     /// Opens a decoded catalog file that was verified against `id` when it
@@ -135,11 +160,70 @@ impl Catalog {
             conn: Mutex::new(conn),
             kind,
             path,
+            _scratch: None,
         };
-        match cat.root()? {
-            e if e.is_dir() => Ok(cat),
-            _ => Err(invalid("root entry is not a directory".into())),
+        let root = cat.root()?;
+        if !root.is_dir() {
+            return Err(invalid("root entry is not a directory".into()));
         }
+        if root.parent != 0 {
+            return Err(invalid(format!(
+                "root entry has parent {} (must be 0): its tree would contain itself",
+                root.parent
+            )));
+        }
+        cat.check_tree()?;
+        Ok(cat)
+    }
+
+    /// Refuses a catalog whose parent links do not form one tree rooted at
+    /// the root entry, or whose tree is deeper than [`MAX_DEPTH`]: every
+    /// walker (pull, mount, check, replicate, ls) follows parent → children
+    /// links, and a cycle reachable from the root (the root listed as a
+    /// child of one of its descendants) is an endless path `loop/loop/…`.
+    ///
+    /// One recursive query down the `(parent, name)` index from the root:
+    /// in a tree it reaches every entry exactly once, so it reaches as many
+    /// entries as the table holds exactly when every entry's parent chain
+    /// ends at the root (entries on a cycle never do). The root is never
+    /// re-entered, depth and row count are capped, so the query ends even
+    /// on an index crafted to disagree with the table.
+    fn check_tree(&self) -> Result<()> {
+        let conn = self.conn();
+        let total: i64 = conn
+            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        let (reached, depth): (i64, i64) = conn
+            .query_row(
+                "WITH RECURSIVE t(id, depth) AS (
+                     SELECT ?1, 0
+                     UNION ALL
+                     SELECT e.id, t.depth + 1 FROM entries e JOIN t ON e.parent = t.id
+                     WHERE e.id != ?1 AND t.depth <= ?2
+                     LIMIT ?3
+                 )
+                 SELECT COUNT(*), COALESCE(MAX(depth), 0) FROM t",
+                rusqlite::params![ROOT_ID, MAX_DEPTH as i64, total.saturating_add(1)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.sql(e))?;
+        let invalid = |reason: String| Error::InvalidCatalog {
+            catalog: self.id.to_hex(),
+            reason,
+        };
+        if depth > MAX_DEPTH as i64 {
+            return Err(invalid(format!(
+                "its tree is deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        if reached != total {
+            return Err(invalid(format!(
+                "{} of its {total} entries are not in the tree of its root (a parent cycle, \
+                 or a parent that does not exist)",
+                (total - reached).abs()
+            )));
+        }
+        Ok(())
     }
 
     /// Opens a catalog file on disk read-only (a builder's output, for tests

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::entry::{Chunk, Data, Entry};
+use super::entry::{Chunk, Data, Entry, FileType};
 use crate::ObjectId;
 
 pub(crate) const COLUMNS: &str = "id, parent, name, mode, uid, gid, size, mtime, mtime_ns, rdev, \
@@ -67,11 +67,19 @@ pub(crate) fn entry_from_row(row: &Row) -> rusqlite::Result<Entry> {
         (None, None, Some(b)) => Data::Inline(b),
         _ => return Err(bad(14, "more than one of content, chunks, inline".into())),
     };
+    let mut mode: u32 = conv(row.get(3)?, 3)?;
+    if FileType::from_mode(mode) == Some(FileType::Symlink) {
+        // Symlink permissions mean nothing on Linux and every file system
+        // shows 0777 (as `umoci unpack` and CernVM-FS do), whatever the tar
+        // header said: every view of a catalog, old ones included, reports
+        // that (FORMAT.md §4.2).
+        mode = FileType::Symlink.mode_bits() | 0o777;
+    }
     Ok(Entry {
         id: row.get(0)?,
         parent: row.get(1)?,
         name: row.get(2)?,
-        mode: conv(row.get(3)?, 3)?,
+        mode,
         uid: conv(row.get(4)?, 4)?,
         gid: conv(row.get(5)?, 5)?,
         size: conv(row.get(6)?, 6)?,

@@ -335,7 +335,7 @@ impl<S: TreeStore> StratumFs<S> {
                 let start = offset as usize;
                 out.copy_from_slice(&b[start.min(b.len())..(end as usize).min(b.len())]);
             }
-            Data::Object(id) => read_full(&*self.store, id, offset, &mut out)?,
+            Data::Object(id) => read_full(&*self.store, id, e.size, offset, &mut out)?,
             Data::Chunks(chunks) => {
                 let mut pos = 0u64;
                 let mut filled = 0usize;
@@ -350,12 +350,18 @@ impl<S: TreeStore> StratumFs<S> {
                     }
                     let at = offset + filled as u64 - cstart;
                     let n = ((cend - cstart - at) as usize).min(out.len() - filled);
-                    read_full(&*self.store, &c.id, at, &mut out[filled..filled + n])?;
+                    read_full(
+                        &*self.store,
+                        &c.id,
+                        c.size,
+                        at,
+                        &mut out[filled..filled + n],
+                    )?;
                     filled += n;
                     if filled == out.len() {
                         // Sequential readers will want the next chunk next.
                         if let Some(next) = chunks.get(i + 1) {
-                            self.store.prefetch(&next.id);
+                            self.store.prefetch(&next.id, next.size);
                         }
                         break;
                     }
@@ -414,10 +420,16 @@ impl<S: TreeStore> StratumFs<S> {
     }
 }
 
-fn read_full(store: &dyn TreeStore, id: &ObjectId, offset: u64, buf: &mut [u8]) -> FsResult<()> {
+fn read_full(
+    store: &dyn TreeStore,
+    id: &ObjectId,
+    size: u64,
+    offset: u64,
+    buf: &mut [u8],
+) -> FsResult<()> {
     let mut done = 0;
     while done < buf.len() {
-        let n = store.read_at(id, offset + done as u64, &mut buf[done..])?;
+        let n = store.read_at(id, size, offset + done as u64, &mut buf[done..])?;
         if n == 0 {
             return Err(FsError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,

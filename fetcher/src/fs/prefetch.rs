@@ -48,10 +48,11 @@ pub fn prefetch<S: TreeStore>(
     std::thread::scope(|s| {
         for _ in 0..workers.max(1) {
             s.spawn(|| loop {
-                let Some(id) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+                let Some((id, size)) = queue.lock().unwrap_or_else(|p| p.into_inner()).next()
+                else {
                     break;
                 };
-                match store.read_at(&id, 0, &mut [0u8; 1]) {
+                match store.read_at(&id, size, 0, &mut [0u8; 1]) {
                     Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
                         tracing::warn!("prefetch of object {id}: {e}");
@@ -67,15 +68,21 @@ pub fn prefetch<S: TreeStore>(
     }
 }
 
-fn objects_of(data: &Data, out: &mut Vec<ObjectId>, seen: &mut HashSet<ObjectId>) {
-    let mut push = |id: ObjectId| {
+/// The content objects of an entry, with the sizes its catalog states.
+fn objects_of(
+    data: &Data,
+    size: u64,
+    out: &mut Vec<(ObjectId, u64)>,
+    seen: &mut HashSet<ObjectId>,
+) {
+    let mut push = |id: ObjectId, size: u64| {
         if seen.insert(id) {
-            out.push(id);
+            out.push((id, size));
         }
     };
     match data {
-        Data::Object(id) => push(*id),
-        Data::Chunks(c) => c.iter().for_each(|c| push(c.id)),
+        Data::Object(id) => push(*id, size),
+        Data::Chunks(c) => c.iter().for_each(|c| push(c.id, c.size)),
         Data::None | Data::Inline(_) => {}
     }
 }
@@ -84,7 +91,7 @@ fn collect(
     store: &dyn TreeStore,
     root: &ObjectId,
     plan: &PrefetchPlan,
-) -> Result<Vec<ObjectId>, stratum_catalog::Error> {
+) -> Result<Vec<(ObjectId, u64)>, stratum_catalog::Error> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     match plan {
@@ -107,7 +114,7 @@ fn collect(
                     entry = Some(e);
                 }
                 match entry {
-                    Some(e) => objects_of(&e.data, &mut out, &mut seen),
+                    Some(e) => objects_of(&e.data, e.size, &mut out, &mut seen),
                     None => tracing::debug!("prefetch: {p} is not in the image"),
                 }
             }
@@ -120,7 +127,7 @@ fn collect(
                     if let Some(child) = e.nested {
                         catalogs.push(child);
                     }
-                    objects_of(&e.data, &mut out, &mut seen);
+                    objects_of(&e.data, e.size, &mut out, &mut seen);
                     Ok(())
                 })?;
             }

@@ -8,16 +8,20 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use stratum_catalog::catalog::Catalog;
+use stratum_catalog::object::{self, Expected};
 use stratum_catalog::{ObjectId, ObjectKind, Store};
 
 pub trait TreeStore: Send + Sync + 'static {
     /// A verified catalog.
     fn catalog(&self, id: &ObjectId) -> Result<Arc<Catalog>, stratum_catalog::Error>;
-    /// Reads verified bytes of content object `id` at `offset`; returns how
-    /// many were read (short only at the object's end).
-    fn read_at(&self, id: &ObjectId, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
-    /// Hints that `id` will be read soon (read-ahead of the next chunk).
-    fn prefetch(&self, _id: &ObjectId) {}
+    /// Reads verified bytes of content object `id`, of `size` bytes as its
+    /// catalog states (an object declaring another size is refused before
+    /// it is decoded), at `offset`; returns how many were read (short only
+    /// at the object's end).
+    fn read_at(&self, id: &ObjectId, size: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// Hints that `id`, of `size` bytes, will be read soon (read-ahead of
+    /// the next chunk).
+    fn prefetch(&self, _id: &ObjectId, _size: u64) {}
 }
 
 /// A repository directory on this machine (or a shared filesystem): objects
@@ -74,7 +78,7 @@ impl LocalTree {
         }
     }
 
-    fn object(&self, id: &ObjectId) -> io::Result<Arc<Vec<u8>>> {
+    fn object(&self, id: &ObjectId, size: u64) -> io::Result<Arc<Vec<u8>>> {
         if let Some(v) = self
             .objects
             .lock()
@@ -85,7 +89,8 @@ impl LocalTree {
         }
         let bytes = self
             .store
-            .get(id, ObjectKind::Content)
+            .get_encoded(id, ObjectKind::Content)
+            .and_then(|enc| object::decode_expected(id, &enc, Expected::Size(size)))
             .map_err(io::Error::other)?;
         let v = Arc::new(bytes);
         self.objects
@@ -114,8 +119,8 @@ impl TreeStore for LocalTree {
         Ok(c)
     }
 
-    fn read_at(&self, id: &ObjectId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let data = self.object(id)?;
+    fn read_at(&self, id: &ObjectId, size: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let data = self.object(id, size)?;
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(data.len());
@@ -162,7 +167,7 @@ impl TreeStore for RemoteTree {
             .map_err(|e| e.to_catalog_error(id, ObjectKind::Catalog))
     }
 
-    fn read_at(&self, id: &ObjectId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    fn read_at(&self, id: &ObjectId, size: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         if let Some((when, why)) = self
             .failed
             .lock()
@@ -176,7 +181,7 @@ impl TreeStore for RemoteTree {
                 )));
             }
         }
-        let obj = match self.remote.object(id) {
+        let obj = match self.remote.object_sized(id, size) {
             Ok(o) => o,
             Err(e) => {
                 let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
@@ -202,7 +207,7 @@ impl TreeStore for RemoteTree {
         Ok(done)
     }
 
-    fn prefetch(&self, id: &ObjectId) {
+    fn prefetch(&self, id: &ObjectId, size: u64) {
         use std::sync::atomic::Ordering;
         if self.prefetching.fetch_add(1, Ordering::AcqRel) >= MAX_PREFETCH {
             self.prefetching.fetch_sub(1, Ordering::AcqRel);
@@ -211,7 +216,7 @@ impl TreeStore for RemoteTree {
         let (remote, counter, id) = (self.remote.clone(), self.prefetching.clone(), *id);
         std::thread::spawn(move || {
             // A failure here is retried by the demand read that needs it.
-            if let Err(e) = remote.object(&id) {
+            if let Err(e) = remote.object_sized(&id, size) {
                 tracing::debug!("read-ahead of {id}: {e}");
             }
             counter.fetch_sub(1, Ordering::AcqRel);

@@ -376,18 +376,34 @@ impl<L: CatalogLoader> Puller<'_, L> {
         Ok(())
     }
 
+    /// The verified bytes of content object `id`, which its catalog says
+    /// is `size` bytes (`what` names it in errors). An object of another
+    /// size is refused from its frame header, before it is decoded.
     pub(super) fn fetch(
         &self,
         id: &stratum_catalog::ObjectId,
+        size: u64,
+        what: &dyn Fn() -> String,
         loc: Loc<'_>,
     ) -> Result<Vec<u8>, PullError> {
         self.objects
-            .content(id)
-            .map_err(|source| PullError::Content {
-                path: loc.path.to_owned(),
-                dest: loc.dest.to_owned(),
-                id: *id,
-                source: Box::new(source),
+            .content(id, size)
+            .map_err(|source| match source {
+                stratum_catalog::Error::SizeMismatch {
+                    declared, expected, ..
+                } => PullError::Size {
+                    path: loc.path.to_owned(),
+                    dest: loc.dest.to_owned(),
+                    what: what(),
+                    expected,
+                    actual: declared,
+                },
+                source => PullError::Content {
+                    path: loc.path.to_owned(),
+                    dest: loc.dest.to_owned(),
+                    id: *id,
+                    source: Box::new(source),
+                },
             })
     }
 
@@ -418,7 +434,7 @@ impl<L: CatalogLoader> Puller<'_, L> {
                 self.write(file, b, loc)
             }
             Data::Object(id) => {
-                let b = self.fetch(id, loc)?;
+                let b = self.fetch(id, e.size, &|| format!("content object {id}"), loc)?;
                 if b.len() as u64 != e.size {
                     return Err(size_err(
                         format!("content object {id}"),
@@ -444,7 +460,12 @@ impl<L: CatalogLoader> Puller<'_, L> {
                 }
                 for (i, c) in chunks.iter().enumerate() {
                     // One chunk in memory at a time.
-                    let b = self.fetch(&c.id, loc)?;
+                    let b = self.fetch(
+                        &c.id,
+                        c.size,
+                        &|| format!("chunk {i} (object {})", c.id),
+                        loc,
+                    )?;
                     if b.len() as u64 != c.size {
                         return Err(size_err(
                             format!("chunk {i} (object {})", c.id),

@@ -52,7 +52,7 @@ use std::rc::Rc;
 
 use rustix::fs as rfs;
 use rustix::process::geteuid;
-use stratum_catalog::catalog::{Catalog, Entry};
+use stratum_catalog::catalog::{Catalog, Entry, MAX_DEPTH};
 use stratum_catalog::namespace::{CatalogLoader, Namespace, Node};
 
 use crate::{ObjectSource, PullError};
@@ -273,6 +273,18 @@ impl<L: CatalogLoader> Puller<'_, L> {
                 Some(node) => {
                     self.ensure_open(stack, top)?;
                     if let Some(frame) = self.child(stack, node)? {
+                        // Each catalog's tree is checked when it is opened;
+                        // this bounds the nesting of catalogs as well.
+                        if stack.len() > MAX_DEPTH {
+                            let loc = Loc {
+                                path: &frame.ns_path,
+                                dest: &frame.dest_path,
+                            };
+                            return Err(invalid(
+                                loc,
+                                format!("more than {MAX_DEPTH} directory levels below the top of the pull"),
+                            ));
+                        }
                         stack.push(frame);
                         let n = top + 1;
                         if n > FD_WINDOW {
