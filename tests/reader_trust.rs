@@ -271,7 +271,7 @@ fn assert_refused_bounded(what: &str, out: &Output, rss_kib: u64, needle: &str) 
 #[test]
 fn zstd_bomb_content_is_refused_with_bounded_memory() {
     let repo = content_bomb_repo();
-    let needle = "declares 1073741824 bytes, the catalog states 10";
+    let needle = "1073741824 bytes, the catalog";
     let t = Duration::from_secs(120);
 
     let dest = repo.scratch("dest");

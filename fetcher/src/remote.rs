@@ -345,7 +345,7 @@ impl Remote {
     /// checked against the current manifest's. Not cached: history is read
     /// rarely, and a manifest is small.
     pub fn historic_manifest(&self, id: &ObjectId) -> Result<Manifest, FetchError> {
-        let bytes = self.download(id, ObjectKind::Manifest)?;
+        let bytes = self.download_small(id, ObjectKind::Manifest, MAX_MANIFEST_SIZE)?;
         let m = Manifest::verify(&bytes, &self.key).map_err(|e| FetchError::Manifest {
             id: *id,
             reason: e.to_string(),
@@ -440,6 +440,31 @@ impl Remote {
                     }
                     Err(e) => Err(Reject::Corrupt(e.to_string())),
                 }
+            },
+        )
+    }
+
+    /// Downloads one small object (at most `limit` bytes decoded, as the
+    /// format bounds it) and returns its verified bytes.
+    fn download_small(
+        &self,
+        id: &ObjectId,
+        kind: ObjectKind,
+        limit: u64,
+    ) -> Result<Vec<u8>, FetchError> {
+        let what = format!("{} {id}", kind_name(kind));
+        self.transport.fetch(
+            &what,
+            &id.path(kind),
+            MAX_ENCODED_SIZE,
+            false,
+            |_url, body| {
+                object::decode_expected(id, &body, Expected::AtMost(limit)).map_err(|e| match e {
+                    stratum_catalog::Error::ObjectTooLarge { .. } => {
+                        Reject::Permanent(e.to_string())
+                    }
+                    e => Reject::Corrupt(e.to_string()),
+                })
             },
         )
     }
