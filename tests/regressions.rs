@@ -414,3 +414,133 @@ fn a_layer_repeated_many_times_is_merged_once() {
         "100 times vs once",
     );
 }
+
+/// The host's architecture in OCI spelling, and another one.
+fn host_and_other_arch() -> (&'static str, &'static str) {
+    match std::env::consts::ARCH {
+        "aarch64" => ("arm64", "amd64"),
+        _ => ("amd64", "arm64"),
+    }
+}
+
+/// Issue 12, item 15: `--platform` and `--all-platforms` were ignored for
+/// `oci:` layouts (`publish oci:multi:tag --platform linux/arm64` recorded
+/// the amd64 image). A layout holding two images (built with umoci, their
+/// configs set to two architectures) under a hand-written index — as an
+/// image index blob (`multi`) and as two descriptors sharing a tag
+/// (`pair`) — is published for the host's platform by default, for the
+/// one asked for, and for both; `images --json` records each platform.
+#[test]
+fn platform_flags_apply_to_oci_layouts() {
+    if !support::require_oracle_tools(false) {
+        return;
+    }
+    let (host, other) = host_and_other_arch();
+    let tmp = tempdir();
+    let dir = tmp.path().join("layout");
+    let mut digests = Vec::new();
+    for arch in [host, other] {
+        let mut b = support::umoci::ImageBuilder::new(&dir, arch);
+        b.add_layer(|root| std::fs::write(root.join("arch"), format!("{arch}\n")).unwrap());
+        let digest = b.oci().edit_image(arch, |_, config| {
+            config["architecture"] = serde_json::json!(arch);
+            config["os"] = serde_json::json!("linux");
+        });
+        digests.push((arch, digest));
+    }
+    let layout = Layout::open(&dir);
+    let entry = |arch: &str, digest: &str| {
+        let size = std::fs::metadata(layout.blob_path(digest)).unwrap().len();
+        serde_json::json!({
+            "mediaType": support::oci::MT_MANIFEST,
+            "digest": digest,
+            "size": size,
+            "platform": {"os": "linux", "architecture": arch},
+        })
+    };
+    let entries: Vec<serde_json::Value> = digests.iter().map(|(a, d)| entry(a, d)).collect();
+    let index_doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    });
+    let (index_digest, index_size) = layout.write_blob(&serde_json::to_vec(&index_doc).unwrap());
+    let mut index = layout.index();
+    let list = index["manifests"].as_array_mut().unwrap();
+    list.push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": index_digest,
+        "size": index_size,
+        "annotations": {support::oci::REF_NAME: "multi"},
+    }));
+    for mut e in entries {
+        e["annotations"] = serde_json::json!({support::oci::REF_NAME: "pair"});
+        list.push(e);
+    }
+    layout.write_index(&index);
+
+    let repo = TestRepo::new("regressions.test");
+    let publish = |tag: &str, name: &str, flags: &[&str]| -> support::Output {
+        let mut args = vec![
+            "publish".to_owned(),
+            format!("oci:{}:{tag}", dir.display()),
+            "--repo".into(),
+            repo.repo.to_str().unwrap().into(),
+            "--key".into(),
+            repo.key.to_str().unwrap().into(),
+            "--as".into(),
+            name.into(),
+            "--json".into(),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        support::stratum_raw(args)
+    };
+    let holds = |name: &str, arch: &str| {
+        let img = repo.image(name);
+        assert_eq!(img["platform"], format!("linux/{arch}"), "{name}: {img}");
+        let dest = repo.scratch("p");
+        repo.pull_image(name, &dest);
+        assert_eq!(
+            std::fs::read_to_string(dest.join("arch")).unwrap(),
+            format!("{arch}\n"),
+            "{name}"
+        );
+    };
+    for tag in ["multi", "pair"] {
+        publish(tag, &format!("test/{tag}:default"), &[]).assert_success();
+        holds(&format!("test/{tag}:default"), host);
+        let flag = format!("linux/{other}");
+        publish(tag, &format!("test/{tag}:other"), &["--platform", &flag]).assert_success();
+        holds(&format!("test/{tag}:other"), other);
+        let out = publish(tag, &format!("test/{tag}:all"), &["--all-platforms"]).assert_success();
+        let names: Vec<String> = out
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        holds(&format!("test/{tag}:all"), host);
+        holds(&format!("test/{tag}:all+linux-{host}"), host);
+        holds(&format!("test/{tag}:all+linux-{other}"), other);
+        let err = publish(
+            tag,
+            &format!("test/{tag}:none"),
+            &["--platform", "linux/s390x"],
+        )
+        .assert_clean_failure()
+        .stderr_str();
+        assert!(err.contains("linux/s390x"), "{err}");
+    }
+    // A plain manifest is taken for the host whatever its platform, and
+    // checked against an explicit --platform.
+    publish(other, "test/plain:default", &[]).assert_success();
+    holds("test/plain:default", other);
+    let flag = format!("linux/{host}");
+    let err = publish(other, "test/plain:host", &["--platform", &flag])
+        .assert_clean_failure()
+        .stderr_str();
+    assert!(err.contains(&flag), "{err}");
+    repo.check();
+}

@@ -265,14 +265,14 @@ pub trait ImageSource: Send + Sync {
 pub struct SourceContext {
     /// The registry client, for `docker://` sources.
     pub registry: Option<Arc<Registry>>,
-    /// Which platforms of an index to publish (registry sources).
+    /// Which platforms of an index to publish (registries, OCI layouts).
     pub platforms: PlatformSelection,
     /// What a layer may hold (entries, paths, sizes, compression ratio).
     pub limits: crate::Limits,
 }
 
 /// Opens `spec` as one or more images (one per selected platform of a
-/// registry index; local sources always give one).
+/// registry's or an OCI layout's index; a docker archive gives one).
 pub fn open_all(
     spec: &SourceRef,
     original: &str,
@@ -294,6 +294,15 @@ pub fn open_all(
                     .collect(),
             )
         }
+        SourceRef::OciLayout { dir, tag } => Ok(oci_layout::OciLayoutSource::open_all(
+            dir,
+            tag.as_deref(),
+            original,
+            &ctx.platforms,
+        )?
+        .into_iter()
+        .map(|s| Box::new(s) as Box<dyn ImageSource>)
+        .collect()),
         other => Ok(vec![open(other, original)?]),
     }
 }

@@ -4,21 +4,30 @@
 //! chosen in `index.json` by its `org.opencontainers.image.ref.name`
 //! annotation (= TAG); without a TAG the layout must hold exactly one
 //! manifest (or only untagged per-platform manifests, chosen like an index).
-//! An image index (OCI or Docker manifest list) is resolved to the host's
-//! platform, `linux/<arch>`, nesting at most [`MAX_INDEX_DEPTH`] levels and
-//! never visiting the same index twice. Blobs live at `blobs/sha256/<hex>`;
-//! every index, manifest and config is checked against its descriptor's size
-//! and digest before it is parsed, and layers are verified while they stream.
+//! An image index (OCI or Docker manifest list), and several descriptors
+//! sharing the TAG, are resolved like a registry's index: every image
+//! manifest listed (nesting at most [`MAX_INDEX_DEPTH`] levels, never
+//! visiting the same index twice) is a candidate, and the
+//! [`PlatformSelection`] (`--platform`, `--all-platforms`, by default the
+//! host's platform) picks one or several. Blobs live at
+//! `blobs/sha256/<hex>`; every index, manifest and config is checked against
+//! its descriptor's size and digest before it is parsed, and layers are
+//! verified while they stream.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use stratum_registry::Platform;
+
 use super::digest::Digest;
 use super::error::SourceError;
+use super::registry::{choose, join, primary_of, IndexEntry, PlatformSelection};
 use super::spec::{self, Descriptor, Kind};
 use super::verify::{open_regular, read_capped, read_verified};
 use super::MAX_DOCUMENT_SIZE;
-use super::{check_layer, ImageSource, LayerDescriptor, LayerStream, ResolvedImage};
+use super::{
+    check_layer, ImageSource, LayerDescriptor, LayerStream, PlatformPlacement, ResolvedImage,
+};
 
 /// How many image indexes may nest below `index.json`.
 pub const MAX_INDEX_DEPTH: usize = 4;
@@ -30,9 +39,35 @@ pub struct OciLayoutSource {
     image: ResolvedImage,
 }
 
+/// An image manifest chosen for publishing.
+struct Chosen {
+    digest: Digest,
+    size: u64,
+    /// Set when one of several platforms chosen from an index.
+    placement: Option<PlatformPlacement>,
+    /// Whether an index chose it (by its declared platform); otherwise a
+    /// `--platform` list is checked against its config.
+    from_index: bool,
+}
+
 impl OciLayoutSource {
-    /// Opens the image tagged `tag` (or the only one) in the layout at `dir`.
+    /// Opens the image tagged `tag` (or the only one) in the layout at
+    /// `dir`, for the host's platform if it is an index.
     pub fn open(dir: &Path, tag: Option<&str>, original: &str) -> Result<Self, SourceError> {
+        let all = Self::open_all(dir, tag, original, &PlatformSelection::Host)?;
+        all.into_iter()
+            .next()
+            .ok_or_else(|| SourceError::malformed(original, "index.json", "no image chosen"))
+    }
+
+    /// Opens the image tagged `tag` (or the only one) in the layout at
+    /// `dir`: one image per platform `platforms` selects from an index.
+    pub fn open_all(
+        dir: &Path,
+        tag: Option<&str>,
+        original: &str,
+        platforms: &PlatformSelection,
+    ) -> Result<Vec<Self>, SourceError> {
         let layout = Layout {
             dir,
             image: original,
@@ -47,29 +82,18 @@ impl OciLayoutSource {
         )?;
         let index = spec::parse_index(original, "index.json", &index_bytes)?;
         let chosen = layout.choose_top(&index, tag)?;
-        let (manifest_digest, manifest_bytes, manifest) = layout.resolve(chosen)?;
-
-        let config_desc = &manifest.config;
-        let what = format!("config {}", config_desc.digest);
-        let config_bytes = layout.read_blob(&what, config_desc)?;
-        let (config, platform) = spec::parse_config(original, &what, &config_bytes)?;
-        let layers = spec::layers_from(original, &manifest.layers, &config)?;
-
-        let image = ResolvedImage {
-            source: original.to_owned(),
-            default_name: default_name(dir, tag),
-            manifest_digest,
-            manifest: manifest_bytes,
-            config_digest: config_desc.digest,
-            config: config_bytes,
-            platform,
-            layers,
-            placement: None,
-        };
-        Ok(OciLayoutSource {
-            dir: dir.to_owned(),
-            image,
-        })
+        let default_name = default_name(dir, tag);
+        layout
+            .resolve(chosen, platforms)?
+            .into_iter()
+            .map(|c| {
+                let image = layout.open_image(&c, &default_name, platforms)?;
+                Ok(OciLayoutSource {
+                    dir: dir.to_owned(),
+                    image,
+                })
+            })
+            .collect()
     }
 
     /// Path of the blob with `digest`.
@@ -257,92 +281,156 @@ impl Layout<'_> {
         }
     }
 
-    /// Follows indexes down to one image manifest; returns its digest,
-    /// exact bytes and parsed form.
-    fn resolve(&self, top: Top<'_>) -> Result<(Digest, Vec<u8>, spec::Manifest), SourceError> {
-        let mut current: Descriptor = match top {
-            Top::One(d) => d.clone(),
-            Top::ByPlatform(candidates) => self.pick_platform("index.json", &candidates)?.clone(),
-        };
-        let mut visited: HashSet<Digest> = HashSet::new();
-        let mut depth = 0;
-        loop {
-            let media_type = current.media_type.clone().unwrap_or_default();
-            let kind =
-                spec::kind_of(&media_type).ok_or_else(|| SourceError::UnsupportedMediaType {
-                    image: self.image.to_owned(),
-                    what: format!("manifest {}", current.digest),
-                    media_type: media_type.clone(),
-                })?;
-            match kind {
-                Kind::Manifest => {
-                    let what = format!("manifest {}", current.digest);
-                    let bytes = self.read_blob(&what, &current)?;
-                    let manifest = spec::parse_manifest(self.image, &what, &bytes)?;
-                    return Ok((current.digest, bytes, manifest));
+    /// The image manifests `top` stands for that `sel` selects: a plain
+    /// manifest is taken as it is; indexes are flattened and chosen from
+    /// by their declared platforms.
+    fn resolve(&self, top: Top<'_>, sel: &PlatformSelection) -> Result<Vec<Chosen>, SourceError> {
+        let (what, listed): (String, Vec<&Descriptor>) = match top {
+            Top::One(d) => {
+                let media_type = d.media_type.clone().unwrap_or_default();
+                match spec::kind_of(&media_type) {
+                    Some(Kind::Manifest) => {
+                        return Ok(vec![Chosen {
+                            digest: d.digest,
+                            size: d.size,
+                            placement: None,
+                            from_index: false,
+                        }])
+                    }
+                    Some(Kind::Index) => (format!("image index {}", d.digest), vec![d]),
+                    None => {
+                        return Err(SourceError::UnsupportedMediaType {
+                            image: self.image.to_owned(),
+                            what: format!("manifest {}", d.digest),
+                            media_type,
+                        })
+                    }
                 }
-                Kind::Index => {
-                    if !visited.insert(current.digest) {
+            }
+            Top::ByPlatform(candidates) => ("index.json".to_owned(), candidates),
+        };
+        let mut entries = Vec::new();
+        let mut visited = HashSet::new();
+        self.collect(&listed, 0, &mut visited, &mut entries)?;
+        let chosen = choose(self.image, &what, &entries, sel)?;
+        let primary = primary_of(&chosen);
+        let many = chosen.len() > 1;
+        Ok(chosen
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Chosen {
+                digest: e.digest,
+                size: e.size,
+                placement: many.then(|| PlatformPlacement {
+                    slug: e.platform.slug(),
+                    primary: i == primary,
+                }),
+                from_index: true,
+            })
+            .collect())
+    }
+
+    /// Adds the image manifests `listed` (and the indexes among them, at
+    /// `depth`, recursively) to `out`. Like a registry's index: entries
+    /// without a platform, build attestations (`unknown/unknown`) and
+    /// unknown media types are no candidates.
+    fn collect(
+        &self,
+        listed: &[&Descriptor],
+        depth: usize,
+        visited: &mut HashSet<Digest>,
+        out: &mut Vec<IndexEntry>,
+    ) -> Result<(), SourceError> {
+        for d in listed {
+            match spec::kind_of(d.media_type.as_deref().unwrap_or_default()) {
+                Some(Kind::Manifest) => {
+                    let Some(p) = &d.platform else { continue };
+                    if p.os == "unknown" || p.architecture == "unknown" {
+                        continue;
+                    }
+                    out.push(IndexEntry {
+                        digest: d.digest,
+                        size: d.size,
+                        platform: Platform::new(&p.os, &p.architecture, p.variant.as_deref()),
+                    });
+                }
+                Some(Kind::Index) => {
+                    if !visited.insert(d.digest) {
                         return Err(SourceError::IndexNesting {
                             image: self.image.to_owned(),
-                            digest: current.digest,
+                            digest: d.digest,
                             reason: "it refers to itself (an index loop)".to_owned(),
                         });
                     }
-                    depth += 1;
-                    if depth > MAX_INDEX_DEPTH {
+                    if depth + 1 > MAX_INDEX_DEPTH {
                         return Err(SourceError::IndexNesting {
                             image: self.image.to_owned(),
-                            digest: current.digest,
+                            digest: d.digest,
                             reason: format!("indexes nest more than {MAX_INDEX_DEPTH} levels deep"),
                         });
                     }
-                    let what = format!("image index {}", current.digest);
-                    let bytes = self.read_blob(&what, &current)?;
+                    let what = format!("image index {}", d.digest);
+                    let bytes = self.read_blob(&what, d)?;
                     let index = spec::parse_index(self.image, &what, &bytes)?;
-                    let candidates: Vec<&Descriptor> = index.manifests.iter().collect();
-                    current = self.pick_platform(&what, &candidates)?.clone();
+                    let nested: Vec<&Descriptor> = index.manifests.iter().collect();
+                    self.collect(&nested, depth + 1, visited, out)?;
                 }
+                None => tracing::debug!(
+                    image = self.image,
+                    digest = %d.digest,
+                    "skipping an index entry of unknown type"
+                ),
             }
         }
+        Ok(())
     }
 
-    /// The candidate for the host's platform: `linux/<arch>`, preferring no
-    /// variant or the usual one (`v8` on arm64).
-    fn pick_platform<'d>(
+    /// Reads the chosen manifest and its config.
+    fn open_image(
         &self,
-        what: &str,
-        candidates: &[&'d Descriptor],
-    ) -> Result<&'d Descriptor, SourceError> {
-        let (os, arch) = spec::host_platform();
-        let matching: Vec<&'d Descriptor> = candidates
-            .iter()
-            .copied()
-            .filter(|d| {
-                d.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == os && p.architecture == arch)
-            })
-            .collect();
-        let preferred = matching.iter().copied().find(|d| {
-            let variant = d.platform.as_ref().and_then(|p| p.variant.as_deref());
-            matches!(variant, None | Some("") | Some("v8")) || arch != "arm64"
-        });
-        preferred
-            .or_else(|| matching.first().copied())
-            .ok_or_else(|| SourceError::PlatformNotFound {
-                image: self.image.to_owned(),
-                index: what.to_owned(),
-                wanted: format!("{os}/{arch}"),
-                available: candidates
-                    .iter()
-                    .map(|d| {
-                        d.platform
-                            .as_ref()
-                            .map_or_else(|| "(no platform)".to_owned(), spec::Platform::display)
-                    })
-                    .collect(),
-            })
+        chosen: &Chosen,
+        default_name: &str,
+        sel: &PlatformSelection,
+    ) -> Result<ResolvedImage, SourceError> {
+        let desc = Descriptor {
+            media_type: None,
+            digest: chosen.digest,
+            size: chosen.size,
+            annotations: None,
+            platform: None,
+        };
+        let what = format!("manifest {}", chosen.digest);
+        let manifest_bytes = self.read_blob(&what, &desc)?;
+        let manifest = spec::parse_manifest(self.image, &what, &manifest_bytes)?;
+        let config_desc = &manifest.config;
+        let config_what = format!("config {}", config_desc.digest);
+        let config_bytes = self.read_blob(&config_what, config_desc)?;
+        let (config, platform) = spec::parse_config(self.image, &config_what, &config_bytes)?;
+        // A plain manifest has no declared platform: an explicit list is
+        // checked against its config, as for a registry's.
+        if let (false, PlatformSelection::List(wanted)) = (chosen.from_index, sel) {
+            let have: Platform = platform.parse().map_err(SourceError::from)?;
+            if !wanted.iter().any(|w| w.matches(&have)) {
+                return Err(SourceError::PlatformNotFound {
+                    image: self.image.to_owned(),
+                    index: what,
+                    wanted: join(wanted),
+                    available: vec![platform],
+                });
+            }
+        }
+        let layers = spec::layers_from(self.image, &manifest.layers, &config)?;
+        Ok(ResolvedImage {
+            source: self.image.to_owned(),
+            default_name: default_name.to_owned(),
+            manifest_digest: chosen.digest,
+            manifest: manifest_bytes,
+            config_digest: config_desc.digest,
+            config: config_bytes,
+            platform,
+            layers,
+            placement: chosen.placement.clone(),
+        })
     }
 }
 

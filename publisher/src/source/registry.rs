@@ -102,7 +102,8 @@ pub fn resolve(
                 &mut seen,
                 &mut entries,
             )?;
-            let chosen = choose(original, &raw.digest, &entries, platforms)?;
+            let what = format!("image index {}", raw.digest);
+            let chosen = choose(original, &what, &entries, platforms)?;
             let primary = primary_of(&chosen);
             let many = chosen.len() > 1;
             Ok(chosen
@@ -220,10 +221,11 @@ fn guess_kind(bytes: &[u8]) -> Option<Kind> {
     }
 }
 
-struct IndexEntry {
-    digest: Digest,
-    size: u64,
-    platform: Platform,
+/// One image manifest an index lists, for a platform.
+pub(crate) struct IndexEntry {
+    pub digest: Digest,
+    pub size: u64,
+    pub platform: Platform,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -285,15 +287,17 @@ fn collect_index(
     Ok(())
 }
 
-fn choose<'a>(
+/// The entries of the index `what` that `sel` selects (for registries and
+/// OCI layouts alike).
+pub(crate) fn choose<'a>(
     original: &str,
-    digest: &str,
+    what: &str,
     entries: &'a [IndexEntry],
     sel: &PlatformSelection,
 ) -> Result<Vec<&'a IndexEntry>, SourceError> {
     let not_found = |wanted: String| SourceError::PlatformNotFound {
         image: original.to_owned(),
-        index: format!("image index {digest}"),
+        index: what.to_owned(),
         wanted,
         available: entries.iter().map(|e| e.platform.to_string()).collect(),
     };
@@ -335,7 +339,7 @@ fn choose<'a>(
 
 /// The image `NAME:TAG` itself points to: the host's platform when chosen,
 /// else the first chosen.
-fn primary_of(chosen: &[&IndexEntry]) -> usize {
+pub(crate) fn primary_of(chosen: &[&IndexEntry]) -> usize {
     let host = Platform::host();
     chosen
         .iter()
@@ -343,7 +347,7 @@ fn primary_of(chosen: &[&IndexEntry]) -> usize {
         .unwrap_or(0)
 }
 
-fn join(ps: &[Platform]) -> String {
+pub(crate) fn join(ps: &[Platform]) -> String {
     ps.iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()

@@ -79,13 +79,6 @@ pub(crate) struct Platform {
     pub variant: Option<String>,
 }
 
-impl Platform {
-    /// `os/arch[/variant]`.
-    pub fn display(&self) -> String {
-        platform_string(&self.os, &self.architecture, self.variant.as_deref())
-    }
-}
-
 /// `os/arch[/variant]`.
 pub(crate) fn platform_string(os: &str, arch: &str, variant: Option<&str>) -> String {
     match variant {
@@ -295,20 +288,6 @@ pub(crate) struct OutManifest<'a> {
     pub media_type: &'a str,
     pub config: OutDescriptor<'a>,
     pub layers: Vec<OutDescriptor<'a>>,
-}
-
-/// The host's platform in OCI spelling: `linux` and `amd64`, `arm64`…
-pub(crate) fn host_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-        "loongarch64" => "loong64",
-        "mips64" if cfg!(target_endian = "little") => "mips64le",
-        other => other,
-    };
-    ("linux", arch)
 }
 
 #[cfg(test)]
