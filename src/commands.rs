@@ -119,7 +119,19 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
             repo,
             listen,
             max_age,
-        } => crate::serve::run(&repo, &listen, max_age),
+            header_timeout,
+            idle_timeout,
+            max_connections,
+        } => crate::serve::run(
+            &repo,
+            &listen,
+            max_age,
+            crate::serve::ConnLimits {
+                header_timeout: std::time::Duration::from_secs(header_timeout),
+                idle_timeout: std::time::Duration::from_secs(idle_timeout),
+                max_connections,
+            },
+        ),
     }
 }
 

@@ -255,7 +255,8 @@ enum Command {
     /// data/<2 hex>/<62 hex>[C|M]): writer files (.stratum/lock, .stratum/dirty, .stratum/tmp/),
     /// a key or any other file left in the directory get 404. Warns about private keys inside REPO.
     /// Prints `listening on http://ADDR` once bound (`--listen 127.0.0.1:0` picks a free port).
-    /// Stops on SIGINT/SIGTERM. Access log: RUST_LOG=stratum::serve=info.
+    /// Connections are capped and timed out (--max-connections, --header-timeout,
+    /// --idle-timeout). Stops on SIGINT/SIGTERM. Access log: RUST_LOG=stratum::serve=info.
     Serve {
         /// The repository directory.
         repo: PathBuf,
@@ -265,6 +266,35 @@ enum Command {
         /// Cache lifetime of the immutable objects under data/, in seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = serve::DEFAULT_MAX_AGE)]
         max_age: u64,
+        /// Close a connection that has not sent a complete request head within SECONDS of
+        /// connecting or of the end of its previous response (so also how long an idle
+        /// kept-alive connection stays open).
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = serve::DEFAULT_HEADER_TIMEOUT.as_secs(),
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        header_timeout: u64,
+        /// Close a connection on which no byte could be read or written for SECONDS (a client
+        /// that stopped reading a response).
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = serve::DEFAULT_IDLE_TIMEOUT.as_secs(),
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        idle_timeout: u64,
+        /// Serve at most N connections at once; further ones wait in the listen backlog until
+        /// one closes. Lowered, with a warning, when the file-descriptor limit (raised up to its
+        /// hard limit if needed) cannot hold two descriptors per connection.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = serve::DEFAULT_MAX_CONNECTIONS,
+            value_parser = clap::value_parser!(u32).range(1..)
+        )]
+        max_connections: u32,
     },
     /// Write the thin-image descriptor of a published image (JSON, see docs/THIN-IMAGE.md).
     ///

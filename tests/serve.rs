@@ -7,8 +7,10 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{self, HeaderMap};
@@ -268,7 +270,7 @@ fn stratum_serve_serves_a_repository() {
         "{large_url}"
     );
     check_ranges(&client, &large_url, &large);
-    // Several ranges: the whole body, 200 (documented in src/serve.rs).
+    // Several ranges: the whole body, 200 (documented in src/serve/mod.rs).
     let r = get(&client, &url, &[(header::RANGE, "bytes=0-9,20-29")]);
     assert_eq!(r.status(), StatusCode::OK, "multi-range");
     assert_eq!(r.bytes().unwrap().as_ref(), obj.as_slice());
@@ -665,4 +667,200 @@ fn a_directory_swapped_for_a_symlink_never_serves_outside_the_repository() {
         "the swap never raced: {good} good, {absent} 404"
     );
     server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+}
+
+/// Issue 12, item 3: `stratum serve` never timed out a connection, so 300
+/// half-sent requests under a 256-descriptor limit stopped it from answering
+/// anyone. With a header timeout and a connection cap, a normal client is
+/// answered within a few header timeouts and the half-sent connections are
+/// closed by the server.
+#[test]
+fn half_sent_requests_do_not_stop_serve_from_answering() {
+    const HALF_SENT: usize = 300;
+    const CAP: usize = 100;
+    let repo = TestRepo::new("serve-half-sent");
+    let mut server = StratumServe::start(
+        &repo.repo,
+        &[
+            "--header-timeout",
+            "1",
+            "--max-connections",
+            &CAP.to_string(),
+        ],
+    );
+    // The review's conditions: 256 file descriptors.
+    let pid = server.pid();
+    rustix::process::prlimit(
+        Some(pid),
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(256),
+            maximum: Some(256),
+        },
+    )
+    .unwrap();
+
+    let attack = Instant::now();
+    let half = format!(
+        "GET /.stratum/manifest HTTP/1.1\r\nHost: {}\r\nUser-Agent: slow",
+        server.addr
+    );
+    let mut half_sent: Vec<TcpStream> = (0..HALF_SENT)
+        .map(|i| {
+            let mut s = TcpStream::connect_timeout(&server.addr, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("half-sent connection {i}: {e}"));
+            s.write_all(half.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", pid.as_raw_nonzero()))
+        .unwrap()
+        .count();
+    assert!(
+        fds < 256 - 16,
+        "{fds} descriptors open with {HALF_SENT} connections pending and a cap of {CAP}"
+    );
+
+    // A normal client, behind all of them in the listen backlog: each round
+    // of CAP half-sent connections holds the slots for one header timeout.
+    let client = Instant::now();
+    let r = http_client()
+        .get(server.at("/.stratum/manifest"))
+        .timeout(Duration::from_secs(20))
+        .send();
+    let answered_in = client.elapsed();
+    let r = r.unwrap_or_else(|e| {
+        panic!(
+            "no answer within 20 s behind {HALF_SENT} half-sent requests: {e}\n{}",
+            server.stderr()
+        )
+    });
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.bytes().unwrap().as_ref(),
+        repo.manifest_bytes().as_slice()
+    );
+    let bound = Duration::from_secs((HALF_SENT / CAP + 3) as u64);
+    assert!(
+        answered_in < bound,
+        "answered after {answered_in:?}, more than {bound:?}"
+    );
+
+    // Every half-sent connection is closed by the server, unanswered.
+    let deadline = attack + Duration::from_secs(20);
+    for (i, s) in half_sent.iter_mut().enumerate() {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        s.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Ok(n) => panic!(
+                "half-sent connection {i} was answered: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) => panic!(
+                "half-sent connection {i} still open {:?} after the attack began: {e}",
+                attack.elapsed()
+            ),
+        }
+    }
+    let all_closed_in = attack.elapsed();
+    eprintln!(
+        "{HALF_SENT} half-sent requests, cap {CAP}, header timeout 1 s, 256 descriptors: \
+         {fds} descriptors open, normal client answered in {answered_in:?}, \
+         all half-sent connections closed {all_closed_in:?} after the first"
+    );
+    assert!(raw_get(server.addr, "/.stratum/manifest") == 200);
+    let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+    assert!(st.success(), "exit status {st}\n{}", server.stderr());
+}
+
+/// Issue 12, item 3, the other ways to hold a connection: a kept-alive
+/// connection left idle is closed after the header timeout, and a client
+/// that stops reading a large response is cut off after the idle timeout
+/// (it gets far less than the whole body).
+#[test]
+fn serve_times_out_idle_and_stalled_connections() {
+    let repo = TestRepo::new("serve-stalled");
+    let dir = repo.repo.join("data/ab");
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = support::fsutil::Rng::new(5).bytes(32 << 20);
+    let name = "e".repeat(62);
+    std::fs::write(dir.join(&name), &big).unwrap();
+    let big_path = format!("/data/ab/{name}");
+    let mut server = StratumServe::start(
+        &repo.repo,
+        &["--header-timeout", "2", "--idle-timeout", "1"],
+    );
+
+    // Kept alive, then idle: closed after the header timeout.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "HEAD /.stratum/manifest HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.addr
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the response");
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    let idle = Instant::now();
+    let r = s.read(&mut buf);
+    let closed_after = idle.elapsed();
+    assert!(
+        matches!(r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "an idle kept-alive connection must be closed: {r:?} after {closed_after:?}"
+    );
+    assert!(
+        closed_after >= Duration::from_millis(1500) && closed_after < Duration::from_secs(8),
+        "closed {closed_after:?} after the response; the header timeout is 2 s"
+    );
+
+    // A client that asks for 32 MiB and does not read: cut off.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&server.addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    write!(
+        s,
+        "GET {big_path} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.addr
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut got = 0usize;
+    let end = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break "EOF".to_string(),
+            Ok(n) => got += n,
+            Err(e) => break e.to_string(),
+        }
+    };
+    eprintln!(
+        "stalled reader: got {got} of {} bytes, then {end}",
+        big.len()
+    );
+    assert!(
+        got < big.len() / 2,
+        "a client that stopped reading for 4 s still got {got} of {} bytes ({end})",
+        big.len()
+    );
+    assert!(end == "EOF" || end.contains("reset"), "{end}");
+
+    // The server is fine.
+    assert_eq!(raw_get(server.addr, "/.stratum/manifest"), 200);
+    let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+    assert!(st.success(), "exit status {st}\n{}", server.stderr());
 }

@@ -121,6 +121,11 @@ impl StratumServe {
         guard
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> rustix::process::Pid {
+        rustix::process::Pid::from_child(self.child.as_ref().expect("server already stopped"))
+    }
+
     /// `URL` + `path` (which starts with `/`).
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)

@@ -37,6 +37,10 @@
 //!   `stratum::serve::access`, when the body has been sent (or dropped): client,
 //!   method, path, status, body bytes actually sent, duration, and whether the
 //!   body was sent completely. Show it with `RUST_LOG=stratum::serve=info`.
+//! - Connections ([`conn`]): at most `--max-connections` at once (the rest
+//!   wait in the listen backlog), closed when a complete request head has
+//!   not arrived within `--header-timeout` or when nothing moved for
+//!   `--idle-timeout`.
 //! - Shutdown: SIGINT or SIGTERM stops accepting connections and waits up to
 //!   [`SHUTDOWN_GRACE`] for requests in flight; a second signal exits at once.
 
@@ -59,6 +63,10 @@ use axum::Router;
 use stratum_catalog::ObjectId;
 use tower_http::services::fs::{Backend, File as BackendFile, ServeDir};
 
+mod conn;
+
+pub use conn::{ConnLimits, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+
 /// Default `max-age` of objects under `data/`: one year, the customary
 /// maximum (RFC 9111 caches treat larger values the same).
 pub const DEFAULT_MAX_AGE: u64 = 365 * 24 * 60 * 60;
@@ -66,9 +74,9 @@ pub const DEFAULT_MAX_AGE: u64 = 365 * 24 * 60 * 60;
 /// How long a shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// `stratum serve REPO --listen ADDR --max-age SECONDS`: serves until SIGINT
-/// or SIGTERM.
-pub fn run(repo: &Path, listen: &str, max_age: u64) -> Result<ExitCode> {
+/// `stratum serve REPO --listen ADDR --max-age SECONDS` with the connection
+/// limits: serves until SIGINT or SIGTERM.
+pub fn run(repo: &Path, listen: &str, max_age: u64, limits: ConnLimits) -> Result<ExitCode> {
     if repo.to_str().is_some_and(|r| r.starts_with("s3://")) {
         bail!(
             "{} is an S3 bucket: nodes read it from the bucket's own HTTP(S) endpoint \
@@ -85,16 +93,20 @@ pub fn run(repo: &Path, listen: &str, max_age: u64) -> Result<ExitCode> {
         );
     }
     crate::stray_keys::warn_about_private_keys(&root);
+    let limits = ConnLimits {
+        max_connections: conn::fit_fd_limit(limits.max_connections),
+        ..limits
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stratum-serve")
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(root, listen, max_age))?;
+    rt.block_on(serve(root, listen, max_age, limits))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(root: PathBuf, listen: &str, max_age: u64) -> Result<()> {
+async fn serve(root: PathBuf, listen: &str, max_age: u64, limits: ConnLimits) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -105,36 +117,29 @@ async fn serve(root: PathBuf, listen: &str, max_age: u64) -> Result<()> {
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
     }
-    tracing::info!(root = %root.display(), %addr, max_age, "serving repository");
+    tracing::info!(
+        root = %root.display(),
+        %addr,
+        max_age,
+        header_timeout = ?limits.header_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        max_connections = limits.max_connections,
+        "serving repository"
+    );
 
     let app = router(root, max_age)?;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    // Objects are fetched one small request after another on a kept-alive
-    // connection: without TCP_NODELAY each response waits on delayed ACKs.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
-        }
-    });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    });
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
-
+    let (signal_tx, signal_rx) = tokio::sync::oneshot::channel();
+    let stop = async move {
+        let s = shutdown_signal().await;
+        let _ = signal_tx.send(s);
+    };
+    let graceful = conn::accept_loop(listener, app, limits, stop).await;
+    // The accept loop ends only on a signal (or when the signal handler
+    // could not be installed, reported here).
+    let s = signal_rx.await.context("waiting for a signal")?;
+    tracing::info!(signal = s?, "shutting down: finishing requests in flight");
     tokio::select! {
-        r = &mut server => return r.context("serving"),
-        s = shutdown_signal() => {
-            tracing::info!(signal = s?, "shutting down: finishing requests in flight");
-        }
-    }
-    let _ = stop_tx.send(true);
-    tokio::select! {
-        r = &mut server => r.context("serving")?,
+        () = graceful.shutdown() => {}
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; closing them");
         }
