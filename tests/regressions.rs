@@ -544,3 +544,110 @@ fn platform_flags_apply_to_oci_layouts() {
     assert!(err.contains(&flag), "{err}");
     repo.check();
 }
+
+/// A `docker save`-style archive at `path` holding one image per
+/// architecture in `archs` (a file `arch` naming it), in this order.
+fn docker_archive_of(path: &std::path::Path, archs: &[&str]) {
+    let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut manifest = Vec::new();
+    for arch in archs {
+        let tar = support::oci::build_tar(&[
+            TarEntry::dir(b"./"),
+            TarEntry::file(b"arch", format!("{arch}\n").as_bytes()),
+        ]);
+        let diff = support::oci::sha256_hex(&tar);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff}")]},
+        }))
+        .unwrap();
+        let config_name = format!("{}.json", support::oci::sha256_hex(&config));
+        let layer_name = format!("{diff}/layer.tar");
+        manifest.push(serde_json::json!({
+            "Config": config_name,
+            "RepoTags": [format!("multi:{arch}")],
+            "Layers": [layer_name],
+        }));
+        members.push((config_name, config));
+        members.push((layer_name, tar));
+    }
+    members.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    ));
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in &members {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    std::fs::write(path, b.into_inner().unwrap()).unwrap();
+}
+
+/// Issue 12, item 15, for `docker-archive:`: an archive holding images of
+/// two platforms gave the first one whatever `--platform` said. Its images
+/// are now chosen by their configs' platforms like an index's entries.
+#[test]
+fn platform_flags_apply_to_docker_archives() {
+    let (host, other) = host_and_other_arch();
+    let tmp = tempdir();
+    let multi = tmp.path().join("multi.tar");
+    // The other platform first: the default must not just take the first.
+    docker_archive_of(&multi, &[other, host]);
+    let single = tmp.path().join("single.tar");
+    docker_archive_of(&single, &[other]);
+    let repo = TestRepo::new("regressions.test");
+    let publish = |file: &std::path::Path, name: &str, flags: &[&str]| -> support::Output {
+        let mut args = vec![
+            "publish".to_owned(),
+            format!("docker-archive:{}", file.display()),
+            "--repo".into(),
+            repo.repo.to_str().unwrap().into(),
+            "--key".into(),
+            repo.key.to_str().unwrap().into(),
+            "--as".into(),
+            name.into(),
+            "--json".into(),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        support::stratum_raw(args)
+    };
+    let holds = |name: &str, arch: &str| {
+        let img = repo.image(name);
+        assert_eq!(img["platform"], format!("linux/{arch}"), "{name}: {img}");
+        let dest = repo.scratch("p");
+        repo.pull_image(name, &dest);
+        assert_eq!(
+            std::fs::read_to_string(dest.join("arch")).unwrap(),
+            format!("{arch}\n"),
+            "{name}"
+        );
+    };
+    publish(&multi, "test/a:default", &[]).assert_success();
+    holds("test/a:default", host);
+    let flag = format!("linux/{other}");
+    publish(&multi, "test/a:other", &["--platform", &flag]).assert_success();
+    holds("test/a:other", other);
+    let out = publish(&multi, "test/a:all", &["--all-platforms"]).assert_success();
+    assert_eq!(out.json().as_array().unwrap().len(), 3, "{}", out.json());
+    holds("test/a:all", host);
+    holds(&format!("test/a:all+linux-{host}"), host);
+    holds(&format!("test/a:all+linux-{other}"), other);
+    let err = publish(&multi, "test/a:none", &["--platform", "linux/s390x"])
+        .assert_clean_failure()
+        .stderr_str();
+    assert!(err.contains("linux/s390x"), "{err}");
+    // One image: taken by default whatever its platform, checked against
+    // an explicit --platform.
+    publish(&single, "test/s:default", &[]).assert_success();
+    holds("test/s:default", other);
+    let flag = format!("linux/{host}");
+    let err = publish(&single, "test/s:host", &["--platform", &flag])
+        .assert_clean_failure()
+        .stderr_str();
+    assert!(err.contains(&flag), "{err}");
+    repo.check();
+}

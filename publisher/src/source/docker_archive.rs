@@ -9,8 +9,10 @@
 //! later streamed straight out of the archive with seek + take.
 //!
 //! `manifest.json` is `[{"Config": …, "RepoTags": […], "Layers": […]}]`; an
-//! archive holding several images yields the **first** one (a warning is
-//! logged). Layer paths are `<id>/layer.tar`, `<hex>.tar` (skopeo) or
+//! archive holding several images is chosen from like a registry's index,
+//! by the platforms of their configs and the [`PlatformSelection`]
+//! (`--platform`, `--all-platforms`, by default the host's platform), the
+//! first image of each platform. Layer paths are `<id>/layer.tar`, `<hex>.tar` (skopeo) or
 //! `blobs/sha256/<hex>` (docker ≥ 25). A layer's digest is the hex of a
 //! `blobs/sha256/` path; otherwise, for a plain tar, its diff_id; for a
 //! gzip/zstd layer under another name (detected by magic bytes; docker
@@ -29,14 +31,18 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use stratum_registry::Platform;
 
 use super::decompress::{oci_media_type, sniff, SNIFF_LEN};
 use super::digest::{Digest, Sha256};
 use super::error::SourceError;
 use super::oci_layout::{sanitize_repository, sanitize_tag};
+use super::registry::{choose, join, primary_of, IndexEntry, PlatformSelection};
 use super::spec::{self, OutDescriptor, OutManifest, OCI_CONFIG, OCI_MANIFEST};
 use super::verify::open_regular;
-use super::{check_layer, ImageSource, LayerDescriptor, LayerStream, ResolvedImage};
+use super::{
+    check_layer, ImageSource, LayerDescriptor, LayerStream, PlatformPlacement, ResolvedImage,
+};
 use super::{Compression, MAX_DOCUMENT_SIZE};
 
 /// Most members an archive may have.
@@ -83,23 +89,87 @@ struct ArchiveImage {
 }
 
 impl DockerArchiveSource {
-    /// Opens the archive at `file` and resolves its (first) image.
+    /// Opens the archive at `file` and resolves its image (for the host's
+    /// platform, if it holds several).
     pub fn open(file: &Path, original: &str) -> Result<Self, SourceError> {
+        let all = Self::open_all(file, original, &PlatformSelection::Host)?;
+        all.into_iter()
+            .next()
+            .ok_or_else(|| SourceError::malformed(original, "manifest.json", "it lists no image"))
+    }
+
+    /// Opens the archive at `file`: its one image, or, when `manifest.json`
+    /// lists several, those `platforms` selects by their configs' platforms
+    /// (like the entries of a registry's index; the first image per
+    /// platform).
+    pub fn open_all(
+        file: &Path,
+        original: &str,
+        platforms: &PlatformSelection,
+    ) -> Result<Vec<Self>, SourceError> {
         let archive = Archive::open(file, original)?;
         let manifest_bytes = archive.read_member("manifest.json")?;
         let entries: Vec<ArchiveImage> =
             spec::parse_json(original, "manifest.json", &manifest_bytes)?;
-        let entry = entries.first().ok_or_else(|| {
-            SourceError::malformed(original, "manifest.json", "it lists no image")
-        })?;
-        if entries.len() > 1 {
-            tracing::warn!(
-                source = original,
-                images = entries.len(),
-                "the docker archive holds several images; using the first"
-            );
+        if let [entry] = entries.as_slice() {
+            let one = Self::open_entry(&archive, file, original, entry, None)?;
+            // Like a registry's plain manifest: an explicit list is checked
+            // against the config.
+            if let PlatformSelection::List(wanted) = platforms {
+                let have: Platform = one.image.platform.parse().map_err(SourceError::from)?;
+                if !wanted.iter().any(|w| w.matches(&have)) {
+                    return Err(SourceError::PlatformNotFound {
+                        image: original.to_owned(),
+                        index: "manifest.json".to_owned(),
+                        wanted: join(wanted),
+                        available: vec![one.image.platform.clone()],
+                    });
+                }
+            }
+            return Ok(vec![one]);
         }
+        let mut candidates = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let config_what = format!("config {}", entry.config);
+            let config_bytes = archive.read_member(&entry.config)?;
+            let (_, platform) = spec::parse_config(original, &config_what, &config_bytes)?;
+            candidates.push(IndexEntry {
+                digest: Digest::of(&config_bytes),
+                size: config_bytes.len() as u64,
+                platform: platform.parse().map_err(SourceError::from)?,
+            });
+        }
+        let chosen = choose(original, "manifest.json", &candidates, platforms)?;
+        let primary = primary_of(&chosen);
+        let many = chosen.len() > 1;
+        chosen
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let at = candidates
+                    .iter()
+                    .position(|e| std::ptr::eq(e, *c))
+                    .unwrap_or_default();
+                let entry = entries.get(at).ok_or_else(|| {
+                    SourceError::malformed(original, "manifest.json", "internal: lost an entry")
+                })?;
+                let placement = many.then(|| PlatformPlacement {
+                    slug: c.platform.slug(),
+                    primary: i == primary,
+                });
+                Self::open_entry(&archive, file, original, entry, placement)
+            })
+            .collect()
+    }
 
+    /// Resolves one image of the archive.
+    fn open_entry(
+        archive: &Archive<'_>,
+        file: &Path,
+        original: &str,
+        entry: &ArchiveImage,
+        placement: Option<PlatformPlacement>,
+    ) -> Result<Self, SourceError> {
         let config_what = format!("config {}", entry.config);
         let config_bytes = archive.read_member(&entry.config)?;
         let config_digest = Digest::of(&config_bytes);
@@ -156,7 +226,7 @@ impl DockerArchiveSource {
             config: config_bytes,
             platform,
             layers,
-            placement: None,
+            placement,
         };
         Ok(DockerArchiveSource {
             file: file.to_owned(),

@@ -272,7 +272,7 @@ pub struct SourceContext {
 }
 
 /// Opens `spec` as one or more images (one per selected platform of a
-/// registry's or an OCI layout's index; a docker archive gives one).
+/// registry's or an OCI layout's index, or of a docker archive).
 pub fn open_all(
     spec: &SourceRef,
     original: &str,
@@ -303,7 +303,14 @@ pub fn open_all(
         .into_iter()
         .map(|s| Box::new(s) as Box<dyn ImageSource>)
         .collect()),
-        other => Ok(vec![open(other, original)?]),
+        SourceRef::DockerArchive { file } => {
+            Ok(
+                docker_archive::DockerArchiveSource::open_all(file, original, &ctx.platforms)?
+                    .into_iter()
+                    .map(|s| Box::new(s) as Box<dyn ImageSource>)
+                    .collect(),
+            )
+        }
     }
 }
 
