@@ -1,17 +1,32 @@
-//! The stratum client.
+//! The stratum client: what a node (or a replica) needs to read a published
+//! repository, verifying everything it reads.
 //!
-//! This crate reads a published repository on a node. It keeps the reading
-//! of catalogs and content separate from where the bytes come from:
-//! [`ObjectSource`] is the one seam between them (a local [`Store`] now, an
-//! HTTP transport with a verified cache later).
+//! Reading catalogs and content is kept apart from where the bytes come
+//! from. [`ObjectSource`] (content, for [`materialize`]) and
+//! [`fs::TreeStore`] (catalogs and content, for the FUSE file system) are the
+//! seams: a repository read directly through its [`Store`] (a directory or an
+//! `s3://` bucket) and a [`Remote`] over HTTP(S) both implement them.
 //!
+//! - [`Remote`]: a repository over HTTP(S) ([`transport`]: mirrors, retries,
+//!   timeouts) through the node's verified, quota-bounded [`cache`], which
+//!   also refuses older revisions and another repository's manifest
+//!   ([`RemoteConfig::expected_name`]); [`RemoteLoader`] loads a namespace's
+//!   catalogs from it.
 //! - [`materialize`]: the eager `stratum pull`, which writes a subtree of the
 //!   namespace into a local directory, never writing outside it.
-//! - [`Remote`]: a repository over HTTP(S) ([`transport`]: mirrors, retries,
-//!   timeouts) through the node's verified, quota-bounded [`cache`]; it is an
-//!   [`ObjectSource`], and [`RemoteLoader`] loads a namespace's catalogs.
-//! - [`replicate`]: mirrors a served repository into a storage backend,
-//!   incrementally, every object verified, the manifest written last.
+//! - [`fs`]: the read-only FUSE file system over a namespace or one tree
+//!   ([`fs::StratumFs`], [`fs::serve`]), the background prefetch, and which
+//!   overlayfs markers layer trees show ([`fs::OverlayXattrs`]).
+//! - [`replicate`]: mirrors a served repository into a storage backend (a
+//!   directory or an S3 bucket prefix), incrementally, every object
+//!   verified, the manifest written last.
+//!
+//! Not here: path resolution across catalogs is
+//! `stratum_catalog::namespace`; whether a signed revision vouches for a
+//! thin descriptor's pinned catalogs is `stratum_thin_image::vouch_for_pins`;
+//! the `stratum mount` command (signals, the `--layers` overlay stack) and
+//! fetching descriptors from registries are in the CLI (`src/mount.rs`,
+//! `src/thin.rs`).
 //!
 //! [`Store`]: stratum_catalog::Store
 

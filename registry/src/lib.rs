@@ -1,14 +1,21 @@
 //! stratum's OCI registry client.
 //!
-//! One blocking [`Registry`] per process, shared by the publisher (registry
-//! sources, tag lists, thin-image pushes) and the fetcher (thin images by
-//! reference). It owns how registries are reached ([`RegistryConfig`]: plain
-//! HTTP only for hosts named insecure, extra CAs, credentials from flags, the
-//! environment, `$REGISTRY_AUTH_FILE`, `~/.docker/config.json` and credential
-//! helpers) and how failures are survived ([`RetryPolicy`]: 429 and 5xx back
-//! off and retry, honouring `Retry-After`; broken blob transfers resume).
-//! It checks digests of what it reads whole (manifests, configs, artifacts);
-//! layer blobs are streamed and verified by their consumer.
+//! One blocking [`Registry`] per process. The publisher uses it for
+//! `docker://` sources and the tag lists of wishlist globs
+//! (`stratum_publisher::source`, `stratum_publisher::sync`); the CLI uses it
+//! to push thin images as artifacts and to fetch them back by reference
+//! (`src/thin.rs`, `src/sync.rs`). It owns how registries are reached
+//! ([`RegistryConfig`]: plain HTTP only for hosts named insecure, extra CAs,
+//! credentials from flags, the environment, `$REGISTRY_AUTH_FILE`,
+//! `~/.docker/config.json` and credential helpers) and how failures are
+//! survived ([`RetryPolicy`]: 429 and 5xx back off and retry, honouring
+//! `Retry-After`; broken blob transfers resume). It checks digests of what it
+//! reads whole (manifests, configs, artifacts); layer blobs are streamed and
+//! verified by their consumer.
+//!
+//! Its plain types are used without a client too: `stratum-thin-image`
+//! wraps descriptors as an [`Artifact`] and names their [`Platform`], and
+//! `stratum-fetcher` takes the node's platform from [`Platform::host`].
 
 mod artifact;
 mod blob;
