@@ -383,19 +383,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal: not in files, pipes or
-        // journald, and never with NO_COLOR set (https://no-color.org).
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-        )
-        .init();
+    init_tracing();
     let cli = Cli::parse();
     stratum_catalog::location::S3Options::set_defaults(stratum_catalog::location::S3Options {
         endpoint: cli.s3.s3_endpoint,
@@ -410,6 +398,51 @@ fn main() -> ExitCode {
             eprintln!("error: {}", show_chain(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG`; and the libraries' notices for
+/// the user ([`stratum_catalog::NOTICE`]) as plain lines on stderr, always.
+fn init_tracing() {
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let is_notice = |m: &tracing::Metadata<'_>| m.target() == stratum_catalog::NOTICE;
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error"));
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: not in files, pipes or
+        // journald, and never with NO_COLOR set (https://no-color.org).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
+        .with_filter(env.and(filter_fn(move |m| !is_notice(m))));
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(NoticeLayer.with_filter(filter_fn(is_notice)))
+        .init();
+}
+
+/// Writes the message of each [`stratum_catalog::NOTICE`] event to stderr,
+/// as the line it is (no time, level or target).
+struct NoticeLayer;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for NoticeLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        eprintln!("{}", message.0);
     }
 }
 

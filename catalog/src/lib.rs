@@ -36,3 +36,10 @@ pub use store::{Put, Store};
 /// The repository format version this crate reads and writes. Readers refuse
 /// manifests and catalogs that declare another version.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The `tracing` target of notices for the person running a command, such
+/// as "waiting for the repository lock …": libraries never print; they emit
+/// an event with this target, and the `stratum` binary writes its message
+/// as a plain line on stderr (whatever `RUST_LOG` says), while any other
+/// program sees an ordinary `tracing` event.
+pub const NOTICE: &str = "stratum::notice";

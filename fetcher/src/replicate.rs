@@ -188,7 +188,8 @@ pub enum ReplicateError {
 /// Serializes writers of a repository directory: an exclusive `flock` on
 /// `DIR/.stratum/lock` (the publisher's lock, so a replica is never
 /// published into while it is replicated, and two replications wait for
-/// each other), waiting when another process holds it. Leftover temporary
+/// each other), waiting when another process holds it (and saying so in a
+/// [`stratum_catalog::NOTICE`] event). Leftover temporary
 /// files of a killed writer (`.stratum/tmp/`) are removed once it is held.
 /// Released when the returned file is dropped, or the process dies.
 pub fn lock_local_dir(dir: &Path) -> std::io::Result<File> {
@@ -202,7 +203,8 @@ pub fn lock_local_dir(dir: &Path) -> std::io::Result<File> {
         .write(true)
         .open(&path)?;
     if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
-        eprintln!(
+        tracing::info!(
+            target: stratum_catalog::NOTICE,
             "waiting for the repository lock ({}) held by another stratum process…",
             path.display()
         );

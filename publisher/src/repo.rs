@@ -239,7 +239,8 @@ impl Repository {
                 "{}: another publisher holds the lock; waiting for it",
                 self.dir.display()
             );
-            eprintln!(
+            tracing::info!(
+                target: stratum_catalog::NOTICE,
                 "waiting for the repository lock ({}) held by another stratum process…",
                 path.display()
             );
@@ -313,8 +314,9 @@ impl Repository {
 }
 
 /// Takes the writer lock object `.stratum/lock` of a remote repository
-/// (see [`stratum_catalog::lock`]), telling the user when it waits for
-/// another writer or breaks a stale lock. Every writer of a remote
+/// (see [`stratum_catalog::lock`]), telling the user (a
+/// [`stratum_catalog::NOTICE`] event) when it waits for another writer or
+/// breaks a stale lock. Every writer of a remote
 /// repository (publisher, `replicate` into a bucket) takes it here, so they
 /// exclude each other. The staleness limit comes from [`LOCK_STALE_ENV`].
 pub fn lock_object(backend: Arc<dyn Backend>, location: &RepoLocation) -> Result<ObjectLock> {
@@ -334,7 +336,8 @@ pub fn lock_object(backend: Arc<dyn Backend>, location: &RepoLocation) -> Result
         &mut |e| match e {
             LockEvent::Waiting(holder) => {
                 tracing::warn!("{where_}: another writer holds the lock; waiting for it");
-                eprintln!(
+                tracing::info!(
+                    target: stratum_catalog::NOTICE,
                     "waiting for the repository lock ({where_}) held by {holder}; \
                  it is broken if not refreshed for {}s ({LOCK_STALE_ENV})…",
                     opts.stale_after.as_secs()
@@ -342,7 +345,8 @@ pub fn lock_object(backend: Arc<dyn Backend>, location: &RepoLocation) -> Result
             }
             LockEvent::BrokeStale(holder) => {
                 tracing::warn!("{where_}: broke a stale lock held by {holder}");
-                eprintln!(
+                tracing::warn!(
+                    target: stratum_catalog::NOTICE,
                     "warning: broke the stale repository lock ({where_}) of {holder}: that \
                  writer stopped refreshing it more than {}s ago",
                     opts.stale_after.as_secs()
