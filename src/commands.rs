@@ -474,7 +474,7 @@ fn check(repo: &Path, pubkey: Option<PathBuf>, json: bool) -> Result<ExitCode> {
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        for p in &report.problems {
+        for p in &report.findings {
             outln!("PROBLEM: {p}");
         }
         outln!(

@@ -512,5 +512,47 @@ fn check_fails_when_an_object_is_missing() {
         .max_by_key(|f| std::fs::metadata(f).unwrap().len())
         .unwrap();
     std::fs::remove_file(victim).unwrap();
-    stratum_raw([OsStr::new("check"), repo.repo.as_os_str()]).assert_clean_failure_with_report();
+    let text = stratum_raw([OsStr::new("check"), repo.repo.as_os_str()])
+        .assert_clean_failure_with_report();
+    // --json: the sentences under `problems`, the same findings typed under
+    // `findings`, each naming the missing object and the entry that uses it.
+    let out = stratum_raw([
+        OsStr::new("check"),
+        repo.repo.as_os_str(),
+        OsStr::new("--json"),
+    ])
+    .assert_clean_failure_with_report();
+    let report = out.json();
+    let problems = report["problems"].as_array().unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert!(!findings.is_empty(), "{report:#}");
+    assert_eq!(problems.len(), findings.len(), "{report:#}");
+    let victim_name = victim.file_name().unwrap().to_str().unwrap();
+    let missing = findings
+        .iter()
+        .find(|f| {
+            f["object"]
+                .as_str()
+                .is_some_and(|o| victim_name.starts_with(&o[2..]))
+        })
+        .unwrap_or_else(|| panic!("no finding names {victim_name}: {report:#}"));
+    assert_eq!(missing["kind"], "bad_object", "{report:#}");
+    assert!(
+        missing["path"].as_str().unwrap().starts_with('/'),
+        "{report:#}"
+    );
+    assert!(missing["entry"]["name"].is_string(), "{report:#}");
+    assert!(
+        !missing["detail"].as_str().unwrap().is_empty(),
+        "{report:#}"
+    );
+    // The text lists the same sentences.
+    for p in problems {
+        let line = format!("PROBLEM: {}", p.as_str().unwrap());
+        assert!(
+            text.stdout_str().lines().any(|l| l == line),
+            "{line}\n{}",
+            text.stdout_str()
+        );
+    }
 }

@@ -10,7 +10,7 @@ use crate::catalog::{Catalog, CatalogKind, Data, FileType};
 use crate::object::Expected;
 use crate::{ObjectId, ObjectKind, Result, Store};
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct CheckReport {
     pub revision: u64,
     pub catalogs: u64,
@@ -18,17 +18,145 @@ pub struct CheckReport {
     pub objects: u64,
     pub stored_bytes: u64,
     /// Every problem found, each naming the catalog, path or object.
-    pub problems: Vec<String>,
+    pub findings: Vec<Finding>,
 }
 
 impl CheckReport {
     pub fn ok(&self) -> bool {
-        self.problems.is_empty()
+        self.findings.is_empty()
+    }
+}
+
+/// Serialized with `problems` (each finding as the sentence its `Display`
+/// writes) next to the typed `findings`.
+impl serde::Serialize for CheckReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Wire<'a> {
+            revision: u64,
+            catalogs: u64,
+            entries: u64,
+            objects: u64,
+            stored_bytes: u64,
+            problems: Vec<String>,
+            findings: &'a [Finding],
+        }
+        Wire {
+            revision: self.revision,
+            catalogs: self.catalogs,
+            entries: self.entries,
+            objects: self.objects,
+            stored_bytes: self.stored_bytes,
+            problems: self.findings.iter().map(Finding::to_string).collect(),
+            findings: &self.findings,
+        }
+        .serialize(s)
+    }
+}
+
+/// One problem `check` found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// Hex id of the object at fault: the catalog, the content object, or
+    /// the catalog an image record names.
+    pub object: Option<String>,
+    /// Namespace path of the catalog concerned (where it is mounted).
+    pub path: Option<String>,
+    /// The catalog entry concerned, for [`FindingKind::BadEntry`] and
+    /// [`FindingKind::BadObject`].
+    pub entry: Option<EntryRef>,
+    /// The image concerned, for [`FindingKind::MissingCatalog`].
+    pub image: Option<String>,
+    /// What is wrong, in words.
+    pub detail: String,
+}
+
+/// A catalog entry a [`Finding`] is about.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EntryRef {
+    /// Hex id of the catalog holding the entry.
+    pub catalog: String,
+    /// The entry's id in that catalog.
+    pub id: i64,
+    /// The entry's name (lossy UTF-8).
+    pub name: String,
+}
+
+/// What kind of problem a [`Finding`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// A catalog is missing, or does not hash to its id or decode.
+    UnreadableCatalog,
+    /// A catalog says it is at another path than where its parent mounts it.
+    MisplacedCatalog,
+    /// The root catalog's kind is not `root`.
+    WrongRootKind,
+    /// Walking a catalog's entries failed midway.
+    UnreadableEntries,
+    /// An entry breaks a rule of the format: its name, file type, nested
+    /// catalog, or data against its size.
+    BadEntry,
+    /// A content object an entry names is missing, or does not hash to its
+    /// id or decode to the stated size.
+    BadObject,
+    /// The image records of an images catalog cannot be read.
+    UnreadableImages,
+    /// An image record names a catalog that is not in the store.
+    MissingCatalog,
+}
+
+impl Finding {
+    fn catalog(kind: FindingKind, id: &ObjectId, path: &str, detail: String) -> Finding {
+        Finding {
+            kind,
+            object: Some(id.to_hex()),
+            path: Some(path.to_owned()),
+            entry: None,
+            image: None,
+            detail,
+        }
+    }
+}
+
+/// The sentence `stratum check` prints after `PROBLEM: `.
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let object = self.object.as_deref().unwrap_or("?");
+        let path = self.path.as_deref().unwrap_or("?");
+        let detail = &self.detail;
+        match self.kind {
+            FindingKind::UnreadableCatalog => {
+                write!(f, "catalog {object} mounted at {path}: {detail}")
+            }
+            FindingKind::MisplacedCatalog => {
+                write!(f, "catalog {object} is mounted at {path} but {detail}")
+            }
+            FindingKind::WrongRootKind => write!(f, "root catalog {object} {detail}"),
+            FindingKind::UnreadableEntries => write!(f, "catalog {object} ({path}): {detail}"),
+            FindingKind::BadEntry | FindingKind::BadObject => match &self.entry {
+                Some(e) => write!(
+                    f,
+                    "catalog {} ({path}) entry {} {:?}: {detail}",
+                    e.catalog, e.id, e.name
+                ),
+                None => write!(f, "catalog {object} ({path}): {detail}"),
+            },
+            FindingKind::UnreadableImages => {
+                write!(f, "image records of catalog {object}: {detail}")
+            }
+            FindingKind::MissingCatalog => write!(
+                f,
+                "image {}: {detail}",
+                self.image.as_deref().unwrap_or("?")
+            ),
+        }
     }
 }
 
 /// Verifies the repository. A bad signature or an unreadable manifest is an
-/// `Err`; damage below the root is collected in [`CheckReport::problems`].
+/// `Err`; damage below the root is collected in [`CheckReport::findings`].
 pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Result<CheckReport> {
     let (manifest, _) = store.manifest(key)?;
     let mut report = CheckReport {
@@ -45,35 +173,48 @@ pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Resul
         let cat = match load(store, &id, &mut report) {
             Ok(c) => c,
             Err(e) => {
-                report
-                    .problems
-                    .push(format!("catalog {id} mounted at {path}: {e}"));
+                report.findings.push(Finding::catalog(
+                    FindingKind::UnreadableCatalog,
+                    &id,
+                    &path,
+                    e.to_string(),
+                ));
                 continue;
             }
         };
         report.catalogs += 1;
         if cat.path() != path {
-            report.problems.push(format!(
-                "catalog {id} is mounted at {path} but says it is {}",
-                cat.path()
+            report.findings.push(Finding::catalog(
+                FindingKind::MisplacedCatalog,
+                &id,
+                &path,
+                format!("says it is {}", cat.path()),
             ));
         }
         if path == "/" && cat.kind() != CatalogKind::Root {
-            report.problems.push(format!(
-                "root catalog {id} has kind {}",
-                cat.kind().as_str()
+            report.findings.push(Finding::catalog(
+                FindingKind::WrongRootKind,
+                &id,
+                &path,
+                format!("has kind {}", cat.kind().as_str()),
             ));
         }
         let mut problems = Vec::new();
         let walked = cat.for_each_entry(|e| {
             report.entries += 1;
-            let where_ = || {
-                format!(
-                    "catalog {id} ({path}) entry {} {:?}",
-                    e.id,
-                    String::from_utf8_lossy(&e.name)
-                )
+            let finding = |kind, object: Option<&ObjectId>, detail: String| Finding {
+                kind,
+                object: Some(object.unwrap_or(&id).to_hex()),
+                path: Some(path.clone()),
+                entry: Some(EntryRef {
+                    catalog: id.to_hex(),
+                    id: e.id,
+                    name: String::from_utf8_lossy(&e.name).into_owned(),
+                }),
+                image: None,
+                detail,
             };
+            let bad_entry = |detail: String| finding(FindingKind::BadEntry, None, detail);
             if e.id != 1
                 && (e.name.is_empty()
                     || e.name == b"."
@@ -81,19 +222,15 @@ pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Resul
                     || e.name.contains(&b'/')
                     || e.name.contains(&0))
             {
-                problems.push(format!("{}: invalid name", where_()));
+                problems.push(bad_entry("invalid name".into()));
             }
             let Some(ft) = e.file_type() else {
-                problems.push(format!(
-                    "{}: unknown file type in mode {:o}",
-                    where_(),
-                    e.mode
-                ));
+                problems.push(bad_entry(format!("unknown file type in mode {:o}", e.mode)));
                 return Ok(());
             };
             if let Some(child) = e.nested {
                 if ft != FileType::Directory {
-                    problems.push(format!("{}: nested catalog on a non-directory", where_()));
+                    problems.push(bad_entry("nested catalog on a non-directory".into()));
                 }
                 let child_path = if e.id == 1 {
                     path.clone()
@@ -101,7 +238,7 @@ pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Resul
                     match entry_path(&cat, e.id) {
                         Ok(rel) => join(&path, &rel),
                         Err(err) => {
-                            problems.push(format!("{}: {err}", where_()));
+                            problems.push(bad_entry(err.to_string()));
                             return Ok(());
                         }
                     }
@@ -110,40 +247,36 @@ pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Resul
             }
             let declared = e.size;
             match (&e.data, ft) {
-                (Data::None, FileType::Regular) if declared != 0 => problems.push(format!(
-                    "{}: {declared} bytes declared but no data",
-                    where_()
-                )),
+                (Data::None, FileType::Regular) if declared != 0 => {
+                    problems.push(bad_entry(format!("{declared} bytes declared but no data")))
+                }
                 (Data::None, _) => {}
                 (_, t) if t != FileType::Regular => {
-                    problems.push(format!("{}: data on a non-regular file", where_()))
+                    problems.push(bad_entry("data on a non-regular file".into()))
                 }
-                (Data::Inline(b), _) if b.len() as u64 != declared => problems.push(format!(
-                    "{}: inline data is {} bytes, size says {declared}",
-                    where_(),
-                    b.len()
+                (Data::Inline(b), _) if b.len() as u64 != declared => problems.push(bad_entry(
+                    format!("inline data is {} bytes, size says {declared}", b.len()),
                 )),
                 (Data::Inline(_), _) => {}
                 (Data::Object(oid), _) => {
                     if let Some(p) =
                         verify_object(store, oid, Some(declared), &mut seen, &mut report)
                     {
-                        problems.push(format!("{}: {p}", where_()));
+                        problems.push(finding(FindingKind::BadObject, Some(oid), p));
                     }
                 }
                 (Data::Chunks(chunks), _) => {
                     let total: u64 = chunks.iter().map(|c| c.size).sum();
                     if total != declared {
-                        problems.push(format!(
-                            "{}: chunks add up to {total} bytes, size says {declared}",
-                            where_()
-                        ));
+                        problems.push(bad_entry(format!(
+                            "chunks add up to {total} bytes, size says {declared}"
+                        )));
                     }
                     for c in chunks {
                         if let Some(p) =
                             verify_object(store, &c.id, Some(c.size), &mut seen, &mut report)
                         {
-                            problems.push(format!("{}: {p}", where_()));
+                            problems.push(finding(FindingKind::BadObject, Some(&c.id), p));
                         }
                     }
                 }
@@ -152,12 +285,17 @@ pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Resul
             Ok(())
         });
         if let Err(e) = walked {
-            problems.push(format!("catalog {id} ({path}): {e}"));
+            problems.push(Finding::catalog(
+                FindingKind::UnreadableEntries,
+                &id,
+                &path,
+                e.to_string(),
+            ));
         }
         if matches!(cat.kind(), CatalogKind::Images | CatalogKind::Partition) {
             check_images(store, &cat, &mut problems);
         }
-        report.problems.extend(problems);
+        report.findings.extend(problems);
     }
     Ok(report)
 }
@@ -197,11 +335,16 @@ fn verify_object(
 }
 
 /// Every image record must point at flat and layer catalogs that exist.
-fn check_images(store: &Store, cat: &Catalog, problems: &mut Vec<String>) {
+fn check_images(store: &Store, cat: &Catalog, problems: &mut Vec<Finding>) {
     let images = match cat.images() {
         Ok(i) => i,
         Err(e) => {
-            problems.push(format!("image records of catalog {}: {e}", cat.id()));
+            problems.push(Finding::catalog(
+                FindingKind::UnreadableImages,
+                &cat.id(),
+                cat.path(),
+                e.to_string(),
+            ));
             return;
         }
     };
@@ -210,7 +353,14 @@ fn check_images(store: &Store, cat: &Catalog, problems: &mut Vec<String>) {
         for hex in ids {
             match ObjectId::from_hex(hex) {
                 Ok(id) if store.exists(&id, ObjectKind::Catalog).unwrap_or(false) => {}
-                _ => problems.push(format!("image {}: catalog {hex} is missing", img.name)),
+                _ => problems.push(Finding {
+                    kind: FindingKind::MissingCatalog,
+                    object: Some(hex.clone()),
+                    path: Some(cat.path().to_owned()),
+                    entry: None,
+                    image: Some(img.name.clone()),
+                    detail: format!("catalog {hex} is missing"),
+                }),
             }
         }
     }
