@@ -2,7 +2,6 @@
 //! and read them back. This file only parses arguments and dispatches; the
 //! work lives in the library crates.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -17,11 +16,14 @@ macro_rules! outln {
     }};
 }
 
-mod commands;
+mod init;
+mod inspect;
 mod lifecycle;
 mod limits_args;
 mod mount;
 mod progress;
+mod publish;
+mod pull;
 mod registry_args;
 mod replicate;
 mod serve;
@@ -70,20 +72,9 @@ enum Command {
     /// Generate an Ed25519 signing key: private key in KEYFILE (mode 0600), public key in KEYFILE.pub.
     ///
     /// Keep the private key outside the repository; give KEYFILE.pub to the nodes that read it.
-    Keygen { keyfile: PathBuf },
+    Keygen(init::KeygenArgs),
     /// Create an empty repository (revision 1) signed with KEYFILE.
-    Init {
-        repo: PathBuf,
-        #[arg(long)]
-        key: PathBuf,
-        /// Repository name recorded in every manifest (default: the directory name).
-        #[arg(long)]
-        name: Option<String>,
-        /// Base URL nodes will fetch the repository from, recorded in REPO/.stratum/urls as
-        /// the default of `thin`, `thin push` and `publish --thin-dir`; repeat for mirrors.
-        #[arg(long = "url", value_name = "URL", value_parser = thin::parse_url)]
-        urls: Vec<String>,
-    },
+    Init(init::InitArgs),
     /// Ingest images and publish them as one new signed revision.
     ///
     /// SOURCE is oci:DIR[:TAG] (an OCI image layout), docker-archive:FILE (docker save) or
@@ -91,90 +82,24 @@ enum Command {
     /// repository are never downloaded, the others download in parallel).
     /// Layers already in the repository are not ingested again; an image whose manifest
     /// is already published under the same name is left as it is.
-    Publish {
-        #[arg(required = true)]
-        sources: Vec<String>,
-        #[arg(long)]
-        repo: PathBuf,
-        #[arg(long)]
-        key: PathBuf,
-        /// Name for a single SOURCE under /images (default: local/<layout dir name>:<tag>).
-        #[arg(long = "as", value_name = "NAME:TAG")]
-        as_name: Option<String>,
-        /// Print a JSON array with one report object per image instead of text.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        platforms: registry_args::PlatformArgs,
-        #[command(flatten)]
-        registry: registry_args::RegistryArgs,
-        #[command(flatten)]
-        thin: thin::PublishThinArgs,
-        #[command(flatten)]
-        limits: limits_args::LimitsArgs,
-    },
+    Publish(publish::PublishArgs),
     /// List the published images.
-    Images {
-        repo: PathBuf,
-        #[arg(long)]
-        json: bool,
-        /// Verify the manifest with this public key (default: the repository's own copy).
-        #[arg(long)]
-        pubkey: Option<PathBuf>,
-    },
+    Images(inspect::ImagesArgs),
     /// Show the current revision: name, revision, timestamp, root catalog.
-    Info {
-        repo: PathBuf,
-        #[arg(long)]
-        json: bool,
-        #[arg(long)]
-        pubkey: Option<PathBuf>,
-    },
+    Info(inspect::InfoArgs),
     /// List a directory of the repository namespace (e.g. /images, /layers/ab/<hex>/usr).
-    Ls {
-        repo: PathBuf,
-        #[arg(default_value = "/")]
-        path: String,
-        #[arg(long)]
-        json: bool,
-        #[arg(long)]
-        pubkey: Option<PathBuf>,
-    },
+    Ls(inspect::LsArgs),
     /// Write a file of the repository namespace to stdout.
-    Cat {
-        repo: PathBuf,
-        path: String,
-        #[arg(long)]
-        pubkey: Option<PathBuf>,
-    },
+    Cat(inspect::CatArgs),
     /// Re-encode objects published since the last run at a dense zstd level.
     ///
     /// Object ids do not depend on the encoding, so no catalog or manifest changes and
     /// readers are never disturbed. Publishing uses a fast level; run this off-peak.
-    Compact {
-        repo: PathBuf,
-        /// zstd level (1-22); 19 is about 15% smaller than the publish level, and slow.
-        #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
-        level: i32,
-        /// Look at every object, not only those published since the last run.
-        #[arg(long)]
-        all: bool,
-        /// Worker threads (default: the number of CPUs).
-        #[arg(long)]
-        threads: Option<usize>,
-        #[arg(long)]
-        json: bool,
-    },
+    Compact(lifecycle::CompactArgs),
     /// Verify the signature and every catalog and object reachable from the manifest.
     ///
     /// Exits 0 only when everything verifies; every problem found is listed.
-    Check {
-        repo: PathBuf,
-        #[arg(long)]
-        json: bool,
-        #[arg(long)]
-        pubkey: Option<PathBuf>,
-    },
+    Check(inspect::CheckArgs),
     /// Mount the repository (or one image's flat rootfs) read-only with FUSE.
     ///
     /// Serves until unmounted (`stratum umount MOUNTPOINT`) or interrupted (SIGINT/SIGTERM).
@@ -182,72 +107,9 @@ enum Command {
     ///
     /// With --thin FILE, mounts the image a thin descriptor names, by the catalog ids it pins:
     /// `stratum mount --thin FILE MOUNTPOINT [--url URL] --pubkey KEY.pub [--layers]`.
-    Mount {
-        /// A repository: an http(s):// URL (needs --pubkey) or a local directory.
-        /// With --thin, the only operand is MOUNTPOINT.
-        source: String,
-        mountpoint: Option<PathBuf>,
-        /// Mount the image described by this thin-image descriptor (see docs/THIN-IMAGE.md):
-        /// a file, or docker://HOST/REPO:TAG pushed by `stratum thin push` (this host's platform).
-        #[arg(long, value_name = "FILE|docker://REF")]
-        thin: Option<PathBuf>,
-        /// With --thin: fetch from these URLs instead of the descriptor's.
-        #[arg(long = "url", value_name = "URL", requires = "thin")]
-        urls: Vec<String>,
-        /// With --thin: mount each per-layer tree and stack them with overlayfs at MOUNTPOINT
-        /// (the same view as the flat tree, for layer-aware runtimes).
-        #[arg(long, requires = "thin")]
-        layers: bool,
-        /// Fetch the whole image in the background while the mount is already usable
-        /// (eager mode for bad networks). Without it, a thin image's prioritized files are
-        /// prefetched.
-        #[arg(long)]
-        prefetch_all: bool,
-        /// Verify the manifest with this public key (required for a URL; default for a
-        /// directory: the repository's own copy).
-        #[arg(long)]
-        pubkey: Option<PathBuf>,
-        /// More URLs serving the same repository, tried in turn when one fails.
-        #[arg(long = "mirror", value_name = "URL")]
-        mirrors: Vec<String>,
-        /// The node's cache directory, shared by all mounts and pulls
-        /// (default: /var/cache/stratum as root, else $XDG_CACHE_HOME/stratum).
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Cache quota; least recently used content is evicted beyond it (e.g. 500M, 4G).
-        #[arg(long, value_name = "SIZE", default_value = "4G")]
-        quota: String,
-        /// Mount only this image's flat rootfs at MOUNTPOINT.
-        #[arg(long, value_name = "NAME:TAG")]
-        image: Option<String>,
-        /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root).
-        #[arg(long)]
-        allow_other: bool,
-        /// Honour the image's setuid/setgid bits (the mount is nosuid by default: an image
-        /// author must not be able to give root to local users). Only for trusted repositories.
-        #[arg(long)]
-        suid: bool,
-        /// Let device nodes of the image be opened (nodev by default). Only for trusted
-        /// repositories; overlayfs whiteouts do not need it.
-        #[arg(long)]
-        dev: bool,
-        /// Which overlayfs markers of opaque directories the per-layer trees show:
-        /// `trusted` (trusted.overlay.*, for overlayfs mounted by root), `user`
-        /// (user.overlay.*, for rootless overlayfs mounted with userxattr) or `both`.
-        /// A stack must get only the namespace it reads, or its merged view shows
-        /// overlayfs' private attributes. With --layers it also picks how the stack is
-        /// mounted. [default: trusted as root, else user]
-        #[arg(long, value_name = "WHICH", value_enum)]
-        overlay_xattrs: Option<mount::OverlayXattrsArg>,
-        /// With --thin docker://…: how to reach the registry.
-        #[command(flatten)]
-        registry: registry_args::RegistryArgs,
-        /// With a URL: timeouts and retries.
-        #[command(flatten)]
-        transport: transport_args::TransportArgs,
-    },
+    Mount(mount::MountArgs),
     /// Unmount a stratum mount.
-    Umount { mountpoint: PathBuf },
+    Umount(mount::UmountArgs),
     /// Serve a repository read-only over HTTP (GET/HEAD, byte ranges, strong ETags).
     ///
     /// Objects under data/ get `Cache-Control: public, max-age=SECONDS, immutable`; the manifest
@@ -257,45 +119,7 @@ enum Command {
     /// Prints `listening on http://ADDR` once bound (`--listen 127.0.0.1:0` picks a free port).
     /// Connections are capped and timed out (--max-connections, --header-timeout,
     /// --idle-timeout). Stops on SIGINT/SIGTERM. Access log: RUST_LOG=stratum::serve=info.
-    Serve {
-        /// The repository directory.
-        repo: PathBuf,
-        /// Address to listen on, HOST:PORT.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// Cache lifetime of the immutable objects under data/, in seconds.
-        #[arg(long, value_name = "SECONDS", default_value_t = serve::DEFAULT_MAX_AGE)]
-        max_age: u64,
-        /// Close a connection that has not sent a complete request head within SECONDS of
-        /// connecting or of the end of its previous response (so also how long an idle
-        /// kept-alive connection stays open).
-        #[arg(
-            long,
-            value_name = "SECONDS",
-            default_value_t = serve::DEFAULT_HEADER_TIMEOUT.as_secs(),
-            value_parser = clap::value_parser!(u64).range(1..)
-        )]
-        header_timeout: u64,
-        /// Close a connection on which no byte could be read or written for SECONDS (a client
-        /// that stopped reading a response).
-        #[arg(
-            long,
-            value_name = "SECONDS",
-            default_value_t = serve::DEFAULT_IDLE_TIMEOUT.as_secs(),
-            value_parser = clap::value_parser!(u64).range(1..)
-        )]
-        idle_timeout: u64,
-        /// Serve at most N connections at once; further ones wait in the listen backlog until
-        /// one closes. Lowered, with a warning, when the file-descriptor limit (raised up to its
-        /// hard limit if needed) cannot hold two descriptors per connection.
-        #[arg(
-            long,
-            value_name = "N",
-            default_value_t = serve::DEFAULT_MAX_CONNECTIONS,
-            value_parser = clap::value_parser!(u32).range(1..)
-        )]
-        max_connections: u32,
-    },
+    Serve(serve::ServeArgs),
     /// Write the thin-image descriptor of a published image (JSON, see docs/THIN-IMAGE.md).
     ///
     /// The descriptor pins the image's flat and per-layer catalog ids, the revision and the
@@ -341,45 +165,7 @@ enum Command {
     /// (`stratum pull https://host/repo --pubkey KEY.pub --image NAME:TAG DEST`).
     /// DEST must not exist or be empty. Owners and device nodes are reproduced when run as root.
     /// Nothing is ever written outside DEST.
-    Pull {
-        /// A repository directory, or the http(s):// URL of one (then --pubkey is required).
-        repo: PathBuf,
-        /// An image name with tag, as listed by `stratum images`.
-        #[arg(
-            long,
-            value_name = "NAME:TAG",
-            conflicts_with_all = ["path", "thin"],
-            required_unless_present_any = ["path", "thin"]
-        )]
-        image: Option<String>,
-        /// A namespace path, e.g. a layer tree /layers/ab/<diff_id hex>.
-        #[arg(long, conflicts_with = "thin")]
-        path: Option<String>,
-        /// The image a thin-image descriptor names, by the flat catalog id it pins: a file, or
-        /// docker://HOST/REPO:TAG pushed by `stratum thin push` (this host's platform).
-        #[arg(long, value_name = "FILE|docker://REF")]
-        thin: Option<PathBuf>,
-        dest: PathBuf,
-        #[arg(long)]
-        json: bool,
-        /// Verify the manifest with this public key (required with a URL; default for a
-        /// directory: the repository's own copy).
-        #[arg(long)]
-        pubkey: Option<PathBuf>,
-        /// Cache directory for a URL, shared with `stratum mount` (default: /var/cache/stratum
-        /// as root, else $XDG_CACHE_HOME/stratum or ~/.cache/stratum).
-        #[arg(long, value_name = "DIR")]
-        cache: Option<PathBuf>,
-        /// With a URL: more URLs serving the same repository, tried in turn when one fails.
-        #[arg(long = "mirror", value_name = "URL")]
-        mirrors: Vec<String>,
-        /// With --thin docker://…: how to reach the registry.
-        #[command(flatten)]
-        registry: registry_args::RegistryArgs,
-        /// With a URL: timeouts and retries.
-        #[command(flatten)]
-        transport: transport_args::TransportArgs,
-    },
+    Pull(pull::PullArgs),
 }
 
 fn main() -> ExitCode {
@@ -390,7 +176,7 @@ fn main() -> ExitCode {
         region: cli.s3.s3_region,
         ..Default::default()
     });
-    match commands::run(cli.command) {
+    match run(cli.command) {
         Ok(code) => code,
         // The reader went away (`| head`): what it wanted, it has; say nothing.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -398,6 +184,34 @@ fn main() -> ExitCode {
             eprintln!("error: {}", show_chain(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs a subcommand: each takes its `Args` and prints what its library
+/// call returns.
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Keygen(a) => init::keygen(a),
+        Command::Init(a) => init::init(a),
+        Command::Publish(a) => publish::publish(a),
+        Command::Images(a) => inspect::images(a),
+        Command::Info(a) => inspect::info(a),
+        Command::Ls(a) => inspect::ls(a),
+        Command::Cat(a) => inspect::cat(a),
+        Command::Compact(a) => lifecycle::run_compact(a),
+        Command::Check(a) => inspect::check(a),
+        Command::Mount(a) => mount::mount(a),
+        Command::Umount(a) => mount::umount(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Thin(a) => thin::run(a),
+        Command::Sync(a) => sync::run(a),
+        Command::Rm(a) => lifecycle::run_rm(a),
+        Command::Gc(a) => lifecycle::run_gc(a),
+        Command::History(a) => lifecycle::run_history(a),
+        Command::Tag(a) => lifecycle::run_tag(a),
+        Command::Rollback(a) => lifecycle::run_rollback(a),
+        Command::Replicate(a) => replicate::run(a),
+        Command::Pull(a) => pull::pull(a),
     }
 }
 

@@ -15,23 +15,70 @@ use stratum_fetcher::fs::{
 };
 use stratum_thin_image::{check_pinned_catalog, ThinImage};
 
+#[derive(clap::Args)]
 pub struct MountArgs {
+    /// A repository: an http(s):// URL (needs --pubkey) or a local directory.
+    /// With --thin, the only operand is MOUNTPOINT.
     pub source: String,
+    /// The directory to mount on (it must exist); with --thin it is the only operand.
     pub mountpoint: Option<PathBuf>,
+    /// Mount the image described by this thin-image descriptor (see docs/THIN-IMAGE.md):
+    /// a file, or docker://HOST/REPO:TAG pushed by `stratum thin push` (this host's platform).
+    #[arg(long, value_name = "FILE|docker://REF")]
     pub thin: Option<PathBuf>,
+    /// With --thin: fetch from these URLs instead of the descriptor's.
+    #[arg(long = "url", value_name = "URL", requires = "thin")]
     pub urls: Vec<String>,
+    /// With --thin: mount each per-layer tree and stack them with overlayfs at MOUNTPOINT
+    /// (the same view as the flat tree, for layer-aware runtimes).
+    #[arg(long, requires = "thin")]
     pub layers: bool,
+    /// Fetch the whole image in the background while the mount is already usable
+    /// (eager mode for bad networks). Without it, a thin image's prioritized files are
+    /// prefetched.
+    #[arg(long)]
     pub prefetch_all: bool,
+    /// Verify the manifest with this public key (required for a URL; default for a
+    /// directory: the repository's own copy).
+    #[arg(long)]
     pub pubkey: Option<PathBuf>,
+    /// More URLs serving the same repository, tried in turn when one fails.
+    #[arg(long = "mirror", value_name = "URL")]
     pub mirrors: Vec<String>,
+    /// The node's cache directory, shared by all mounts and pulls
+    /// (default: /var/cache/stratum as root, else $XDG_CACHE_HOME/stratum).
+    #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Cache quota; least recently used content is evicted beyond it (e.g. 500M, 4G).
+    #[arg(long, value_name = "SIZE", default_value = "4G")]
     pub quota: String,
+    /// Mount only this image's flat rootfs at MOUNTPOINT.
+    #[arg(long, value_name = "NAME:TAG")]
     pub image: Option<String>,
+    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root).
+    #[arg(long)]
     pub allow_other: bool,
+    /// Honour the image's setuid/setgid bits (the mount is nosuid by default: an image
+    /// author must not be able to give root to local users). Only for trusted repositories.
+    #[arg(long)]
     pub suid: bool,
+    /// Let device nodes of the image be opened (nodev by default). Only for trusted
+    /// repositories; overlayfs whiteouts do not need it.
+    #[arg(long)]
     pub dev: bool,
+    /// Which overlayfs markers of opaque directories the per-layer trees show:
+    /// `trusted` (trusted.overlay.*, for overlayfs mounted by root), `user`
+    /// (user.overlay.*, for rootless overlayfs mounted with userxattr) or `both`.
+    /// A stack must get only the namespace it reads, or its merged view shows
+    /// overlayfs' private attributes. With --layers it also picks how the stack is
+    /// mounted. [default: trusted as root, else user]
+    #[arg(long, value_name = "WHICH", value_enum)]
     pub overlay_xattrs: Option<OverlayXattrsArg>,
+    /// With --thin docker://…: how to reach the registry.
+    #[command(flatten)]
     pub registry: crate::registry_args::RegistryArgs,
+    /// With a URL: timeouts and retries.
+    #[command(flatten)]
     pub transport: crate::transport_args::TransportArgs,
 }
 
@@ -435,7 +482,14 @@ fn unmount_all(unmounters: &mut Vec<fs::SessionUnmounter>) {
     unmounters.clear();
 }
 
-pub fn umount(mountpoint: &Path) -> Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct UmountArgs {
+    /// The directory a `stratum mount` is mounted on.
+    mountpoint: PathBuf,
+}
+
+pub fn umount(a: UmountArgs) -> Result<ExitCode> {
+    let mountpoint = a.mountpoint.as_path();
     fs::unmount(mountpoint).with_context(|| format!("unmounting {}", mountpoint.display()))?;
     Ok(ExitCode::SUCCESS)
 }

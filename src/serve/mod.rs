@@ -74,9 +74,56 @@ pub const DEFAULT_MAX_AGE: u64 = 365 * 24 * 60 * 60;
 /// How long a shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The repository directory.
+    repo: PathBuf,
+    /// Address to listen on, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Cache lifetime of the immutable objects under data/, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_MAX_AGE)]
+    max_age: u64,
+    /// Close a connection that has not sent a complete request head within SECONDS of
+    /// connecting or of the end of its previous response (so also how long an idle
+    /// kept-alive connection stays open).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    header_timeout: u64,
+    /// Close a connection on which no byte could be read or written for SECONDS (a client
+    /// that stopped reading a response).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    idle_timeout: u64,
+    /// Serve at most N connections at once; further ones wait in the listen backlog until
+    /// one closes. Lowered, with a warning, when the file-descriptor limit (raised up to its
+    /// hard limit if needed) cannot hold two descriptors per connection.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_connections: u32,
+}
+
 /// `stratum serve REPO --listen ADDR --max-age SECONDS` with the connection
 /// limits: serves until SIGINT or SIGTERM.
-pub fn run(repo: &Path, listen: &str, max_age: u64, limits: ConnLimits) -> Result<ExitCode> {
+pub fn run(a: ServeArgs) -> Result<ExitCode> {
+    let (repo, listen, max_age) = (a.repo.as_path(), a.listen.as_str(), a.max_age);
+    let limits = ConnLimits {
+        header_timeout: Duration::from_secs(a.header_timeout),
+        idle_timeout: Duration::from_secs(a.idle_timeout),
+        max_connections: a.max_connections,
+    };
     if repo.to_str().is_some_and(|r| r.starts_with("s3://")) {
         bail!(
             "{} is an S3 bucket: nodes read it from the bucket's own HTTP(S) endpoint \

@@ -1,0 +1,105 @@
+//! `stratum publish`: ingest images into a new signed revision.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use stratum_catalog::manifest;
+use stratum_publisher::source::SourceContext;
+use stratum_publisher::{PublishRequest, Repository};
+
+use crate::progress;
+
+#[derive(clap::Args)]
+pub struct PublishArgs {
+    /// The images to publish: oci:DIR[:TAG], docker-archive:FILE or
+    /// docker://HOST[:PORT]/REPO[:TAG|@sha256:…].
+    #[arg(required = true)]
+    sources: Vec<String>,
+    /// The repository to publish into: a directory made by `stratum init`, or
+    /// s3://BUCKET/PREFIX.
+    #[arg(long)]
+    repo: PathBuf,
+    /// The repository's private key (PEM, from `stratum keygen`); signs the new revision.
+    #[arg(long)]
+    key: PathBuf,
+    /// Name for a single SOURCE under /images (default: local/<layout dir name>:<tag>).
+    #[arg(long = "as", value_name = "NAME:TAG")]
+    as_name: Option<String>,
+    /// Print a JSON array with one report object per image instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    platforms: crate::registry_args::PlatformArgs,
+    #[command(flatten)]
+    registry: crate::registry_args::RegistryArgs,
+    #[command(flatten)]
+    thin: crate::thin::PublishThinArgs,
+    #[command(flatten)]
+    limits: crate::limits_args::LimitsArgs,
+}
+
+pub fn publish(a: PublishArgs) -> Result<ExitCode> {
+    let PublishArgs {
+        sources,
+        repo,
+        key,
+        as_name,
+        json,
+        platforms,
+        registry,
+        thin,
+        limits,
+    } = a;
+    let (repo, key) = (repo.as_path(), key.as_path());
+    if as_name.is_some() && sources.len() != 1 {
+        bail!(
+            "--as names a single source, but {} were given",
+            sources.len()
+        );
+    }
+    let thin = thin.resolve_urls(repo)?;
+    let sk = manifest::load_signing_key(key)?;
+    let r = Repository::open(repo)?;
+    let hosts = crate::registry_args::hosts_of(&sources);
+    let ctx = SourceContext {
+        registry: if hosts.is_empty() {
+            None
+        } else {
+            Some(registry.client(&hosts)?)
+        },
+        platforms: platforms.selection()?,
+        limits: limits.limits()?,
+    };
+    let requests: Vec<_> = sources
+        .into_iter()
+        .map(|source| PublishRequest {
+            source,
+            name: as_name.clone(),
+        })
+        .collect();
+    let bar = progress::PublishBar(progress::bytes_bar("publishing"));
+    let outcome = stratum_publisher::publish(&r, &sk, &requests, &ctx, &bar)
+        .with_context(|| format!("publishing into {}", repo.display()))?;
+    bar.0.finish_and_clear();
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&outcome.images)?);
+    } else {
+        for i in &outcome.images {
+            outln!(
+                "{} {} {}: {} layers ingested, {} skipped, {} files, {} bytes, {} new objects ({} bytes stored), {:.2}s",
+                i.status, i.name, i.manifest_digest, i.layers_ingested, i.layers_skipped, i.files, i.bytes, i.new_objects, i.new_stored_bytes, i.seconds
+            );
+        }
+        if outcome.new_revision {
+            outln!("published revision {}", outcome.revision);
+        } else {
+            outln!(
+                "nothing changed; revision {} stays current",
+                outcome.revision
+            );
+        }
+    }
+    crate::thin::after_publish(repo, &sk.verifying_key(), &outcome, &thin, json)?;
+    Ok(ExitCode::SUCCESS)
+}
