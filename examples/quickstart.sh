@@ -1,24 +1,44 @@
 #!/usr/bin/env bash
-# stratum quickstart: build a small two-layer OCI image with umoci, publish it into a
-# fresh local repository, inspect it, verify it and pull its flat rootfs back out.
+# stratum quickstart: the main job end to end. Builds stratum, builds a small
+# two-layer OCI image with umoci (a static busybox and some files), publishes
+# it into a fresh local repository, inspects and verifies it, pulls its flat
+# rootfs back out and runs the image's busybox from it.
 #
-#   examples/quickstart.sh                 # uses `cargo run --release -q --`
-#   STRATUM=target/release/stratum examples/quickstart.sh
-#   KEEP=1 examples/quickstart.sh          # keep the temp dir for a look afterwards
+#   bash examples/quickstart.sh                  # builds target/release/stratum first
+#   STRATUM=target/release/stratum bash examples/quickstart.sh
+#   KEEP=1 bash examples/quickstart.sh           # keep the temp dir for a look afterwards
 #
-# Needs: umoci (Debian package `umoci`). Everything happens in a temp dir.
+# Needs: cargo (a Rust toolchain, e.g. from rustup), umoci and busybox-static
+# (Debian packages; installed here when run as root, else named). Everything
+# else happens in a temp dir.
 set -euo pipefail
 
-if ! command -v umoci >/dev/null 2>&1; then
-    echo "quickstart: skipped, umoci is not installed (Debian: apt-get install -y umoci)" >&2
-    exit 0
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# What it needs: install the Debian packages when we can, else say how.
+missing=()
+command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+[[ -x /bin/busybox ]] || missing+=(busybox-static)
+if ((${#missing[@]})); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing ${missing[*]} (Debian packages)"
+        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+    else
+        echo "quickstart: needs ${missing[*]}: run it as root, or first: sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
 fi
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ -n ${STRATUM:-} ]]; then
     stratum=("$STRATUM")
 else
-    stratum=(cargo run --release -q --manifest-path "$root/Cargo.toml" --)
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "quickstart: needs cargo (install a Rust toolchain, e.g. with rustup)" >&2
+        exit 1
+    fi
+    echo "==> building stratum (cargo build --release): the first run compiles every dependency, a few minutes on 2 cores"
+    cargo build --release --manifest-path "$root/Cargo.toml" --bin stratum
+    stratum=("${CARGO_TARGET_DIR:-$root/target}/release/stratum")
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/stratum-quickstart.XXXXXX")
@@ -46,8 +66,11 @@ run umoci init --layout "$layout"
 run umoci new --image "$layout:$tag"
 run umoci unpack "${rootless[@]}" --image "$layout:$tag" "$bundle"
 
-step "   layer 1: a few directories, text files, a symlink and a hardlink"
+step "   layer 1: a static busybox, a few directories, text files, a symlink and a hardlink"
 rootfs=$bundle/rootfs
+mkdir -p "$rootfs/bin"
+cp /bin/busybox "$rootfs/bin/busybox"
+ln -s busybox "$rootfs/bin/sh"
 mkdir -p "$rootfs/etc" "$rootfs/usr/bin" "$rootfs/usr/share/doc/hello" "$rootfs/var/tmp" "$rootfs/srv/data"
 printf 'quickstart\n' >"$rootfs/etc/hostname"
 printf 'NAME="stratum quickstart"\nVERSION="%s"\n' "$tag" >"$rootfs/etc/os-release"
@@ -110,4 +133,11 @@ if ! st pull "$tmp/repo" --image "local/$name:$tag" "$dest"; then
 fi
 run ls -la "$dest" "$dest/srv" "$dest/srv/data"
 
-step "done: the image was published, verified and pulled"
+step "9. Run the image's own program from the pulled rootfs"
+if [[ $(id -u) -eq 0 ]]; then
+    run chroot "$dest" /bin/sh -c '. /etc/os-release; echo "hello from inside $NAME $VERSION"; /usr/bin/hello'
+else
+    run "$dest/bin/busybox" sh -c "echo 'hello from the image busybox (not root: no chroot)'; cat '$dest/etc/os-release'"
+fi
+
+step "done: the image was published, verified, pulled and run"

@@ -256,9 +256,32 @@ pub fn test_name() -> String {
         .to_string()
 }
 
-/// Prints `SKIP: <test>: <why>` on stderr. Use as `return skip("…")`.
+/// Prints `SKIP: <test>: <why>` on stderr and records it for the summary
+/// that `scripts/test.sh` prints at the end of the run (libtest swallows the
+/// output of passing tests). Under CI (`CI` set and not `false`/`0`) a skip
+/// is a failure instead: `.ci/run` installs everything, so CI runs every
+/// test. Use as `return skip("…")`.
 pub fn skip(why: &str) {
-    eprintln!("SKIP: {}: {why}", test_name());
+    let line = format!("SKIP: {}: {why}", test_name());
+    if under_ci() {
+        panic!("{line}; under CI every test must run (scripts/test.sh installs what they need)");
+    }
+    eprintln!("{line}");
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("stratum-skipped.log");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        use std::io::Write as _;
+        // One write of one line: appends from parallel tests do not interleave.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
+    }
+}
+
+/// True under CI: `CI` set to anything but empty, `false` or `0`.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
 /// True when `program` is on PATH; otherwise prints a SKIP line and returns false.
