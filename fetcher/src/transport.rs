@@ -286,7 +286,10 @@ impl Transport {
             // The blocking client applies this to waiting for the response
             // head and to every read of the body: a read timeout.
             .timeout(read_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the idle limits servers put on kept-alive connections
+            // (`stratum serve --header-timeout` 10 s, nginx 75 s): reusing a
+            // connection the server is closing at that moment costs a retry.
+            .pool_idle_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .user_agent(concat!("stratum/", env!("CARGO_PKG_VERSION")))
             .build()
