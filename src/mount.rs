@@ -211,11 +211,13 @@ fn mount_thin(spec: &Path, args: MountArgs) -> Result<ExitCode> {
     };
     desc.check_key(&manifest::load_verifying_key(pubkey)?)
         .with_context(|| label.clone())?;
-    let urls = if args.urls.is_empty() {
+    let mut urls = if args.urls.is_empty() {
         desc.repository.urls.clone()
     } else {
         args.urls.clone()
     };
+    // --mirror adds to them, as for a repository URL.
+    urls.extend(args.mirrors.iter().cloned());
     let tree = Arc::new(open_remote(&args, urls, Some(&desc.repository.name))?);
     crate::thin::vouch(tree.remote(), &desc).with_context(|| label.clone())?;
     let flat = desc.flat.catalog_id()?;

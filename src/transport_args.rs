@@ -1,4 +1,5 @@
-//! `--timeout SECONDS` and `--retries N` of `mount` and `pull` from a URL:
+//! `--timeout SECONDS`, `--retries N` and `--name NAME` of `mount` and `pull`
+//! from a URL: the repository name the manifest must carry, and
 //! how long a request to a mirror may wait, and how many extra rounds over
 //! the mirrors a fetch runs (`fetcher/src/transport.rs`, defaults in
 //! `RemoteConfig::new`, docs/DEPLOYMENT.md §4.5).

@@ -599,6 +599,64 @@ fn rich_over_http_equals_umoci_unpack_image_thin_and_layers() {
     );
 }
 
+/// Regression: `mount --thin` ignored `--mirror` and used only the
+/// descriptor's URLs (or `--url`). With the descriptor's URL down, the
+/// mirror serves the image.
+#[test]
+fn mount_thin_fails_over_to_a_mirror() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempdir();
+    let repo = TestRepo::new("thin-mirror.test");
+    let l = Layout::create(&tmp.path().join("layout"));
+    l.add_image(
+        "1",
+        &[Layer::gzip(&[TarEntry::file(
+            b"hello",
+            b"hello via the mirror\n",
+        )])],
+    );
+    repo.publish_one(&format!("oci:{}:1", l.dir.display()), Some("test/mirror:1"));
+    let serve = StratumServe::start(&repo.repo, &[] as &[&str]);
+    let thin = tmp.path().join("mirror.thin.json");
+    // The descriptor names a URL where nothing listens.
+    stratum([
+        os("thin"),
+        os(&repo.repo),
+        os("--image"),
+        os("test/mirror:1"),
+        os("--url"),
+        os("http://127.0.0.1:9/"),
+        os("-o"),
+        os(&thin),
+    ]);
+    let mnt = tmp.path().join("mnt");
+    let m = ProcMount::start(
+        &[
+            os("--thin"),
+            os(&thin),
+            os(&mnt),
+            os("--pubkey"),
+            os(pubkey(&repo)),
+            os("--mirror"),
+            os(&serve.url),
+            os("--retries"),
+            os("0"),
+            os("--cache"),
+            os(tmp.path().join("cache")),
+        ],
+        &mnt,
+        &[],
+        false,
+    );
+    assert_eq!(
+        std::fs::read(m.path().join("hello")).unwrap(),
+        b"hello via the mirror\n"
+    );
+    m.stop();
+}
+
 /// Regression (issue 12.14): the layer mounts under `mount --thin --layers`
 /// showed both `trusted.overlay.opaque` and `user.overlay.opaque`; a root
 /// overlay mount hides only the `trusted.` one, so the merged view showed
