@@ -70,7 +70,7 @@ pub fn init(a: InitArgs) -> Result<ExitCode> {
         crate::thin::write_default_urls(repo, urls).with_context(|| {
             format!(
                 "the repository is initialized, but recording its URLs in {} failed",
-                repo.join(crate::thin::URLS_FILE).display()
+                repo.join(crate::thin::URLS_PATH).display()
             )
         })?;
         outln!("default URLs: {}", urls.join(" "));

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use stratum_catalog::backend::{Backend, LocalDir};
+use stratum_catalog::layout::{self, DATA_DIR, META_DIR};
 use stratum_catalog::manifest::{self, MANIFEST_PATH};
 use stratum_fetcher::replicate::{self, ReplicateConfig};
 
@@ -47,7 +48,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
     let (backend, _lock): (Arc<dyn Backend>, Box<dyn std::any::Any>) = match location.local_dir() {
         Some(dir) => {
             prepare_dest(dir)?;
-            let lock = replicate::lock_local_dir(dir)
+            let lock = layout::lock_dir(dir, &mut |_| {})
                 .with_context(|| format!("locking {}", dir.display()))?;
             (Arc::new(LocalDir::open(dir)?), Box::new(lock))
         }
@@ -145,7 +146,7 @@ fn prepare_dest(dest: &Path) -> Result<()> {
     let rd = std::fs::read_dir(dest).with_context(|| format!("reading {}", dest.display()))?;
     for ent in rd {
         let name = ent?.file_name();
-        if !matches!(name.to_str(), Some(".stratum" | "data" | "lost+found")) {
+        if !matches!(name.to_str(), Some(META_DIR | DATA_DIR | "lost+found")) {
             bail!(
                 "{} is neither empty nor a stratum repository (it holds {:?}); give a new or empty directory",
                 dest.display(),

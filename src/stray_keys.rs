@@ -68,7 +68,7 @@ fn skipped_dir(repo: &Path, e: &walkdir::DirEntry) -> bool {
     let Some(rel) = rel.to_str() else {
         return false;
     };
-    if rel == ".stratum/tmp" {
+    if rel == stratum_catalog::layout::TMP_DIR {
         return true;
     }
     rel.strip_prefix("data/").is_some_and(|d| {

@@ -24,14 +24,14 @@ use stratum_registry::{
     sha256_digest, Artifact, ArtifactListing, IndexEntry, Platform, Reference, Registry,
 };
 use stratum_thin_image::{
-    descriptor_file_name, validate, ThinImage, VerifyingKey, ANNOTATION_CREATED,
+    default_urls, descriptor_file_name, validate, ThinImage, VerifyingKey, ANNOTATION_CREATED,
     ANNOTATION_REF_NAME, ARTIFACT_TYPE, MEDIA_TYPE,
 };
 
 use crate::registry_args::RegistryArgs;
 
 /// Where `stratum init --url` records the repository's default URLs, one per line.
-pub const URLS_FILE: &str = ".stratum/urls";
+pub use stratum_catalog::layout::URLS_PATH;
 
 /// Arguments of `stratum thin`: `stratum thin REPO --image NAME:TAG …` writes a
 /// descriptor, `stratum thin push …` pushes it to a registry.
@@ -139,51 +139,16 @@ fn parse_reference(s: &str) -> Result<Reference, String> {
     Reference::parse(s).map_err(|e| e.to_string())
 }
 
-/// The default URLs recorded in `REPO/.stratum/urls` (none when the file
-/// does not exist). Empty lines and `#` comments are skipped.
 pub fn default_urls(repo: &Path) -> Result<Vec<String>> {
-    let file = repo.join(URLS_FILE);
-    let text = if stratum_publisher::repo::RepoLocation::from_path(repo)?.is_remote() {
-        // An object of a bucket: through the repository's backend.
-        let got = Repository::open(repo)?.store().backend().get(URLS_FILE)?;
-        match got {
-            Some(b) => String::from_utf8(b)
-                .with_context(|| format!("reading {}/{URLS_FILE}", repo.display()))?,
-            None => return Ok(Vec::new()),
-        }
-    } else {
-        match fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-        }
-    };
-    let mut urls = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        validate::check_url(&format!("{}:{}", file.display(), n + 1), line)?;
-        if !urls.iter().any(|u| u == line) {
-            urls.push(line.to_owned());
-        }
-    }
-    Ok(urls)
+    let backend = stratum_publisher::repo::RepoLocation::from_path(repo)?.open_backend()?;
+    let shown = format!("{}/{URLS_PATH}", repo.display());
+    Ok(default_urls::read(backend.as_ref(), &shown)?)
 }
 
 /// Records `urls` as the repository's defaults (`stratum init --url`).
 pub fn write_default_urls(repo: &Path, urls: &[String]) -> Result<()> {
-    let mut text = String::new();
-    for u in urls {
-        text.push_str(u);
-        text.push('\n');
-    }
-    if stratum_publisher::repo::RepoLocation::from_path(repo)?.is_remote() {
-        let r = Repository::open(repo)?;
-        return Ok(r.store().backend().replace(URLS_FILE, text.as_bytes())?);
-    }
-    write_atomic(&repo.join(URLS_FILE), text.as_bytes())
+    let backend = stratum_publisher::repo::RepoLocation::from_path(repo)?.open_backend()?;
+    Ok(default_urls::write(backend.as_ref(), urls)?)
 }
 
 /// `urls` when given, else the repository's default URLs, else an error.
@@ -196,7 +161,7 @@ pub fn urls_or_default(repo: &Path, urls: &[String]) -> Result<Vec<String>> {
         bail!(
             "no --url given, and {} records no default URLs: give --url URL (repeat for \
              mirrors), or record them with `stratum init REPO --key KEY --url URL…` \
-             ({URLS_FILE} in the repository, one URL per line)",
+             ({URLS_PATH} in the repository, one URL per line)",
             repo.display()
         );
     }

@@ -49,10 +49,7 @@ pub struct LocalDir {
     made_dirs: Mutex<HashSet<PathBuf>>,
 }
 
-/// Where temp files live: inside the repository (same filesystem, so rename
-/// is atomic) but outside `data/`, so a half-written file is never at an
-/// object's path.
-pub const TMP_DIR: &str = ".stratum/tmp";
+pub use crate::layout::TMP_DIR;
 
 impl LocalDir {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {

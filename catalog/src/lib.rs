@@ -1,7 +1,7 @@
 //! The stratum repository format, version 1.
 //!
 //! Everything a reader or writer of a repository must agree on lives here and
-//! nowhere else: object ids and their paths ([`ObjectId`]), the object
+//! nowhere else: object ids and their paths ([`ObjectId`], [`layout`]), the object
 //! encoding ([`object`]), the SQLite catalog schema ([`catalog`]), the signed
 //! manifest ([`manifest`]) and the storage backends ([`backend`]).
 //! `docs/FORMAT.md` is the normative description; this crate implements it.
@@ -18,6 +18,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod image_index;
+pub mod layout;
 pub mod location;
 pub mod lock;
 pub mod manifest;

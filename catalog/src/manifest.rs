@@ -25,7 +25,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use crate::{Error, ObjectId, Result, FORMAT_VERSION};
 
 /// Path of the manifest inside a repository.
-pub const MANIFEST_PATH: &str = ".stratum/manifest";
+pub use crate::layout::MANIFEST_PATH;
 
 /// The largest manifest a reader accepts.
 const MAX_MANIFEST: usize = 4096;

@@ -35,7 +35,7 @@ impl ObjectKind {
         }
     }
 
-    fn from_suffix(s: &str) -> Option<Self> {
+    pub(crate) fn from_suffix(s: &str) -> Option<Self> {
         match s {
             "" => Some(ObjectKind::Content),
             "C" => Some(ObjectKind::Catalog),
@@ -92,26 +92,16 @@ impl ObjectId {
     }
 
     /// Path of the object relative to the repository root:
-    /// `data/<first 2 hex>/<remaining 62 hex><kind suffix>`.
+    /// `data/<first 2 hex>/<remaining 62 hex><kind suffix>`
+    /// ([`crate::layout::object_path`]).
     pub fn path(&self, kind: ObjectKind) -> String {
-        let hex = self.to_hex();
-        format!("data/{}/{}{}", &hex[..2], &hex[2..], kind.suffix())
+        crate::layout::object_path(self, kind)
     }
 
-    /// Inverse of [`ObjectId::path`]; strict.
+    /// Inverse of [`ObjectId::path`]; strict
+    /// ([`crate::layout::parse_object_path`]).
     pub fn parse_path(path: &str) -> Result<(ObjectId, ObjectKind)> {
-        let bad = || Error::InvalidObjectPath(path.to_owned());
-        let rest = path.strip_prefix("data/").ok_or_else(bad)?;
-        let (dir, name) = rest.split_once('/').ok_or_else(bad)?;
-        // A name that is not ASCII would make `split_at` panic inside a
-        // character (names come from requests and directory listings).
-        if dir.len() != 2 || name.len() < 62 || !name.is_char_boundary(62) {
-            return Err(bad());
-        }
-        let (tail, suffix) = name.split_at(62);
-        let kind = ObjectKind::from_suffix(suffix).ok_or_else(bad)?;
-        let id = ObjectId::from_hex(&format!("{dir}{tail}")).map_err(|_| bad())?;
-        Ok((id, kind))
+        crate::layout::parse_object_path(path)
     }
 }
 

@@ -57,17 +57,16 @@
 //! durable and are not re-read.)
 //!
 //! Concurrent runs on one destination must be serialized by the caller:
-//! [`lock_local_dir`] for a directory (the publisher's lock file).
+//! [`stratum_catalog::layout::lock_dir`] for a directory (the publisher's
+//! lock file).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
-use stratum_catalog::backend::{Backend, TMP_DIR};
+use stratum_catalog::backend::Backend;
 use stratum_catalog::catalog::{Catalog, Data};
 use stratum_catalog::manifest::{Manifest, MANIFEST_PATH};
 use stratum_catalog::object::{self, Expected, MAX_CATALOG_SIZE};
@@ -76,12 +75,7 @@ use stratum_catalog::{ObjectId, ObjectKind};
 use crate::remote::{kind_name, MAX_ENCODED_SIZE, MAX_MANIFEST_SIZE};
 use crate::transport::{FetchError, Reject, Transport, TransportStats};
 
-/// The replica's copy of the public key (as written by `stratum init`).
-pub const PUBLIC_KEY_PATH: &str = ".stratum/public.pem";
-/// Present while a run may have stored objects that are not durable yet.
-pub const DIRTY_PATH: &str = ".stratum/dirty";
-/// The writer lock of a repository directory (shared with the publisher).
-pub const LOCK_PATH: &str = ".stratum/lock";
+use stratum_catalog::layout::{DIRTY_PATH, PUBLIC_KEY_PATH};
 
 /// Where to replicate from, and how.
 #[derive(Clone, Debug)]
@@ -183,39 +177,6 @@ pub enum ReplicateError {
     /// A verified catalog is not a valid catalog.
     #[error("catalog {id}: {reason}")]
     Catalog { id: ObjectId, reason: String },
-}
-
-/// Serializes writers of a repository directory: an exclusive `flock` on
-/// `DIR/.stratum/lock` (the publisher's lock, so a replica is never
-/// published into while it is replicated, and two replications wait for
-/// each other), waiting when another process holds it (and saying so in a
-/// [`stratum_catalog::NOTICE`] event). Leftover temporary
-/// files of a killed writer (`.stratum/tmp/`) are removed once it is held.
-/// Released when the returned file is dropped, or the process dies.
-pub fn lock_local_dir(dir: &Path) -> std::io::Result<File> {
-    use rustix::fs::{flock, FlockOperation};
-    let meta = dir.join(".stratum");
-    std::fs::create_dir_all(&meta)?;
-    let path = dir.join(LOCK_PATH);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
-    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
-        tracing::info!(
-            target: stratum_catalog::NOTICE,
-            "waiting for the repository lock ({}) held by another stratum process…",
-            path.display()
-        );
-        flock(&file, FlockOperation::LockExclusive)?;
-    }
-    if let Ok(rd) = std::fs::read_dir(dir.join(TMP_DIR)) {
-        for ent in rd.flatten() {
-            let _ = std::fs::remove_file(ent.path());
-        }
-    }
-    Ok(file)
 }
 
 /// Brings the replica in `dest` up to the served revision; see the module

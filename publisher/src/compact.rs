@@ -17,12 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use stratum_catalog::layout::COMPACTED_PATH as STATE_PATH;
 use stratum_catalog::{object, ObjectId};
 
 use crate::error::{PublishError, Result};
 use crate::repo::Repository;
-
-const STATE_PATH: &str = ".stratum/compacted";
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CompactReport {

@@ -8,13 +8,14 @@
 //! ([`stratum_catalog::lock`]), the dirty marker and the public key are
 //! objects, and temp files live in a local temp directory.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use stratum_catalog::backend::{Backend, LocalDir, TMP_DIR};
+use stratum_catalog::layout;
 pub use stratum_catalog::location::RepoLocation;
 use stratum_catalog::lock::{LockEvent, LockOptions, ObjectLock};
 use stratum_catalog::manifest::{Manifest, MANIFEST_PATH};
@@ -24,16 +25,10 @@ use crate::error::{PublishError, Result};
 use crate::namespace_writer::NamespaceWriter;
 use crate::objects::ObjectWriter;
 
-/// The repository's own copy of its public key, written once by `init`.
-/// Readers that were given no key verify against it (which proves the
-/// repository is consistent, not who signed it: pass `--pubkey` for that).
-pub const PUBLIC_KEY_PATH: &str = ".stratum/public.pem";
-const LOCK_PATH: &str = ".stratum/lock";
-/// Present while a writer may have objects that are not yet durable. Found
-/// when taking the lock, it means the last writer died before its barrier
-/// (e.g. power loss): objects it left may be incomplete on disk, so the
-/// next writer verifies every object it would otherwise skip as present.
-const DIRTY_PATH: &str = ".stratum/dirty";
+/// The repository's own copy of its public key (pass `--pubkey` to verify
+/// who signed it).
+pub use stratum_catalog::layout::PUBLIC_KEY_PATH;
+use stratum_catalog::layout::{DirLock, DIRTY_PATH, LOCK_PATH, META_DIR};
 
 /// Seconds after which a lock object on S3 that its holder stopped
 /// refreshing is broken by the next writer (default 600).
@@ -129,7 +124,7 @@ impl Repository {
                 reason: "already a stratum repository".into(),
             });
         }
-        let meta = dir.join(".stratum");
+        let meta = dir.join(META_DIR);
         fs::create_dir_all(&meta).map_err(|e| io(&meta, e))?;
         let backend = Arc::new(LocalDir::open(dir)?);
         let repo = Repository {
@@ -226,33 +221,15 @@ impl Repository {
         if self.scratch.is_some() {
             return self.lock_remote();
         }
-        let path = self.dir.join(LOCK_PATH);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| io(&path, e))?;
-        use rustix::fs::{flock, FlockOperation};
-        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        let file = layout::lock_dir(&self.dir, &mut |_| {
             tracing::warn!(
                 "{}: another publisher holds the lock; waiting for it",
                 self.dir.display()
             );
-            tracing::info!(
-                target: stratum_catalog::NOTICE,
-                "waiting for the repository lock ({}) held by another stratum process…",
-                path.display()
-            );
-            flock(&file, FlockOperation::LockExclusive).map_err(|e| io(&path, e.into()))?;
-        }
+        })
+        .map_err(|e| io(&self.dir.join(LOCK_PATH), e))?;
         let tmp = self.tmp_dir();
         fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        if let Ok(rd) = fs::read_dir(&tmp) {
-            for ent in rd.flatten() {
-                let _ = fs::remove_file(ent.path());
-            }
-        }
         let dirty = self.dir.join(DIRTY_PATH);
         let recovering = dirty.exists();
         if recovering {
@@ -264,7 +241,7 @@ impl Repository {
             let f = File::create(&dirty).map_err(|e| io(&dirty, e))?;
             f.sync_all().map_err(|e| io(&dirty, e))?;
             // The marker's name must be durable too, before any object.
-            let meta = self.dir.join(".stratum");
+            let meta = self.dir.join(META_DIR);
             File::open(&meta)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io(&meta, e))?;
@@ -366,7 +343,7 @@ pub struct RepoLock {
 
 enum Held {
     Flock {
-        _file: File,
+        _file: DirLock,
         dirty: PathBuf,
     },
     Object {

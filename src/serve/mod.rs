@@ -60,7 +60,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use stratum_catalog::ObjectId;
+use stratum_catalog::layout::{self, ReaderPath as Class};
 use tower_http::services::fs::{Backend, File as BackendFile, ServeDir};
 
 mod conn;
@@ -133,7 +133,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     }
     let root =
         std::fs::canonicalize(repo).with_context(|| format!("cannot serve {}", repo.display()))?;
-    if !root.join(".stratum").is_dir() {
+    if !root.join(layout::META_DIR).is_dir() {
         bail!(
             "{} is not a stratum repository (no .stratum directory)",
             repo.display()
@@ -227,15 +227,6 @@ fn router(root: PathBuf, max_age: u64) -> Result<Router> {
 // ---------------------------------------------------------------------------
 // What is served, and how it may be cached
 
-/// How a served file may be cached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
-    /// An object under `data/`: immutable.
-    Object,
-    /// The manifest and the public key: revalidate.
-    Mutable,
-}
-
 /// The class of a repository-relative path, or `None` when it must not be
 /// served. Only what the format defines for readers (FORMAT.md §1, §2) is
 /// served: the manifest, the public key, and object paths
@@ -251,13 +242,7 @@ fn classify(rel: &Path) -> Option<Class> {
             _ => None,
         })
         .collect::<Option<Vec<&str>>>()?;
-    match comps.as_slice() {
-        [".stratum", "manifest"] | [".stratum", "public.pem"] => Some(Class::Mutable),
-        ["data", dir, name] => ObjectId::parse_path(&format!("data/{dir}/{name}"))
-            .ok()
-            .map(|_| Class::Object),
-        _ => None,
-    }
+    layout::reader_path(&comps)
 }
 
 /// The repository-relative path that `ServeDir` derives from a request path:

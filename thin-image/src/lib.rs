@@ -40,6 +40,7 @@ use stratum_catalog::manifest::{key_fingerprint, Manifest};
 use stratum_catalog::ObjectId;
 
 mod artifact;
+pub mod default_urls;
 mod error;
 /// Entry points of the fuzz targets (`fuzz/`) and of the tests that replay
 /// their corpora; not a stable API.
