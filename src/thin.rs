@@ -503,29 +503,7 @@ pub fn load_thin(spec: &Path, registry: &RegistryArgs) -> Result<(ThinImage, Str
     Ok((thin, label))
 }
 
-/// The image `name` names for this host: when it was published for several
-/// platforms and `name` is not itself this host's, the `name+slug` sibling
-/// of this host's platform; else `name`.
-pub fn pick_image<'a>(images: &'a [ImageRecord], name: &str) -> Option<&'a ImageRecord> {
-    let exact = images.iter().find(|i| i.name == name);
-    if name.contains('+') {
-        return exact;
-    }
-    let host = Platform::host();
-    let fits = |i: &ImageRecord| {
-        i.platform
-            .parse::<Platform>()
-            .is_ok_and(|p| host.matches(&p))
-    };
-    if exact.is_some_and(&fits) {
-        return exact;
-    }
-    let prefix = format!("{name}+");
-    images
-        .iter()
-        .find(|i| i.name.starts_with(&prefix) && fits(i))
-        .or(exact)
-}
+pub use stratum_catalog::image_index::pick_image;
 
 /// `publish … --thin-dir DIR`: after a successful publish, one descriptor per
 /// image of `outcome` (published or unchanged) into DIR. Does nothing without

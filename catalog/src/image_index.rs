@@ -202,6 +202,30 @@ pub fn in_store<'a>(
     })
 }
 
+/// The image `name` names for this host: when it was published for several
+/// platforms and `name` is not itself this host's, the `name+slug` sibling
+/// of this host's platform; else `name`.
+pub fn pick_image<'a>(images: &'a [ImageRecord], name: &str) -> Option<&'a ImageRecord> {
+    let exact = images.iter().find(|i| i.name == name);
+    if name.contains('+') {
+        return exact;
+    }
+    let host = crate::Platform::host();
+    let fits = |i: &ImageRecord| {
+        i.platform
+            .parse::<crate::Platform>()
+            .is_ok_and(|p| host.matches(&p))
+    };
+    if exact.is_some_and(&fits) {
+        return exact;
+    }
+    let prefix = format!("{name}+");
+    images
+        .iter()
+        .find(|i| i.name.starts_with(&prefix) && fits(i))
+        .or(exact)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

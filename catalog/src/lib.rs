@@ -6,7 +6,8 @@
 //! manifest ([`manifest`]) and the storage backends ([`backend`]).
 //! `docs/FORMAT.md` is the normative description; this crate implements it.
 //!
-//! The crate knows nothing of OCI images or of the network.
+//! The crate knows nothing of the network, and of OCI images only the
+//! platform names (`linux/amd64`) that per-platform image names carry.
 
 pub mod backend;
 #[cfg(feature = "s3")]
@@ -25,6 +26,7 @@ pub mod manifest;
 pub mod namespace;
 pub mod object;
 mod object_id;
+pub mod platform;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -32,6 +34,7 @@ pub mod verify;
 
 pub use error::{Error, Result};
 pub use object_id::{ObjectId, ObjectKind};
+pub use platform::Platform;
 pub use store::{Put, Store};
 
 /// The repository format version this crate reads and writes. Readers refuse

@@ -33,5 +33,5 @@ pub use blob::BlobReader;
 pub use client::{sha256_digest, RawManifest, Registry, MANIFEST_MEDIA_TYPES};
 pub use config::{Credentials, RegistryConfig, RetryPolicy};
 pub use error::{RegistryError, Result};
-pub use platform::Platform;
+pub use platform::{Platform, PlatformError};
 pub use reference::Reference;

@@ -32,20 +32,24 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use stratum_catalog::catalog::ImageRecord;
 use stratum_catalog::manifest::{key_fingerprint, Manifest};
 use stratum_catalog::ObjectId;
+/// The image's platform, from its OCI config.
+pub use stratum_catalog::Platform;
 
 mod artifact;
 pub mod default_urls;
 mod error;
 /// Entry points of the fuzz targets (`fuzz/`) and of the tests that replay
-/// their corpora; not a stable API.
+/// their corpora; not a stable API. They round-trip artifacts.
+#[cfg(feature = "registry")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "registry")]
+mod oci_artifact;
 pub mod validate;
 pub mod vouch;
 
@@ -57,6 +61,7 @@ pub use artifact::{
 pub use ed25519_dalek::VerifyingKey;
 pub use error::ThinImageError;
 /// The artifact type [`ThinImage::to_artifact`] makes and [`ThinImage::from_artifact`] reads.
+#[cfg(feature = "registry")]
 pub use stratum_registry::Artifact;
 pub use vouch::vouch_for_pins;
 
@@ -103,31 +108,6 @@ pub struct ThinImage {
     /// image rootfs, in the order they should be fetched. Omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prioritized_files: Vec<String>,
-}
-
-/// The image's platform, from its OCI config.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
-    pub variant: Option<String>,
-}
-
-impl fmt::Display for Platform {
-    /// `os/architecture[/variant]`, as `stratum images` shows it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
 }
 
 /// The part of the OCI image config (`config` object of the config JSON) that

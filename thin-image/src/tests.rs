@@ -629,11 +629,13 @@ fn file_names() {
 // ---------------------------------------------------------------------------
 // OCI artifact
 
+#[cfg(feature = "registry")]
 fn artifact() -> Artifact {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
     golden().to_artifact_at(at).unwrap()
 }
 
+#[cfg(feature = "registry")]
 #[test]
 fn artifact_round_trips_and_carries_the_descriptor_file() {
     let a = artifact();
@@ -679,6 +681,7 @@ fn artifact_round_trips_and_carries_the_descriptor_file() {
     );
 }
 
+#[cfg(feature = "registry")]
 #[test]
 fn per_platform_image_names_are_accepted() {
     for name in ["local/app:1+linux-amd64", "h:5000/a/b:v1.2+linux-arm64-v8"] {
@@ -692,6 +695,7 @@ fn per_platform_image_names_are_accepted() {
     }
 }
 
+#[cfg(feature = "registry")]
 #[test]
 fn invalid_descriptors_are_not_wrapped() {
     let mut t = golden();
@@ -699,6 +703,7 @@ fn invalid_descriptors_are_not_wrapped() {
     assert!(t.to_artifact().is_err());
 }
 
+#[cfg(feature = "registry")]
 #[test]
 fn bad_artifacts_are_refused_with_a_clear_error() {
     type Edit = Box<dyn Fn(&mut Artifact)>;

@@ -159,7 +159,7 @@ impl<S: TreeStore> StratumFs<S> {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             uid_gid_override: None,
-            platform_suffix: format!("+{}", stratum_registry::Platform::host().slug()).into_bytes(),
+            platform_suffix: format!("+{}", stratum_catalog::Platform::host().slug()).into_bytes(),
             overlay_xattrs: OverlayXattrs::Both,
         };
         let mut node = (fs.slot_of(root)?, ROOT_ID);

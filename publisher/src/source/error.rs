@@ -279,6 +279,12 @@ pub enum SourceError {
     },
 }
 
+impl From<stratum_registry::PlatformError> for SourceError {
+    fn from(e: stratum_registry::PlatformError) -> Self {
+        SourceError::Registry(e.into())
+    }
+}
+
 impl SourceError {
     /// An [`SourceError::Io`] for `path`.
     pub(crate) fn io(image: &str, path: impl Into<PathBuf>, error: io::Error) -> Self {
