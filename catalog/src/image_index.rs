@@ -67,7 +67,7 @@ fn link_entry(images: &Catalog, name: &str) -> crate::Result<Option<Entry>> {
 fn hex_of_link(images: &Catalog, name: &str, link: &Entry) -> Result<String, Error> {
     let target = link.symlink.as_deref().unwrap_or_default();
     let hex = target.rsplit(|b| *b == b'/').next().unwrap_or_default();
-    if hex.len() != 64 || !hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if !crate::is_hex64(hex) {
         return Err(Error::InvalidCatalog {
             catalog: images.id().to_hex(),
             reason: format!(

@@ -19,6 +19,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod image_index;
+pub mod image_name;
 pub mod layout;
 pub mod location;
 pub mod lock;
@@ -33,7 +34,7 @@ pub mod testing;
 pub mod verify;
 
 pub use error::{Error, Result};
-pub use object_id::{ObjectId, ObjectKind};
+pub use object_id::{is_hex64, ObjectId, ObjectKind};
 pub use platform::Platform;
 pub use store::{Put, Store};
 

@@ -77,13 +77,9 @@ impl ObjectId {
         hex::encode(self.0)
     }
 
-    /// Strict: exactly 64 lowercase hex digits.
+    /// Strict: exactly 64 lowercase hex digits ([`is_hex64`]).
     pub fn from_hex(s: &str) -> Result<Self> {
-        if s.len() != 64
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if !is_hex64(s.as_bytes()) {
             return Err(Error::InvalidObjectId(s.to_owned()));
         }
         let mut out = [0u8; 32];
@@ -103,6 +99,14 @@ impl ObjectId {
     pub fn parse_path(path: &str) -> Result<(ObjectId, ObjectKind)> {
         crate::layout::parse_object_path(path)
     }
+}
+
+/// Exactly 64 lowercase hex digits: the spelling of object ids, key
+/// fingerprints and sha256 digests (after `sha256:`) throughout the format.
+pub fn is_hex64(s: &[u8]) -> bool {
+    s.len() == 64
+        && s.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 impl fmt::Display for ObjectId {

@@ -16,11 +16,9 @@ fn bad(field: &str, reason: impl Into<String>) -> ThinImageError {
     ThinImageError::invalid(field, reason)
 }
 
-/// Exactly 64 lowercase hex digits.
+/// Exactly 64 lowercase hex digits ([`stratum_catalog::is_hex64`]).
 pub fn is_hex64(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    stratum_catalog::is_hex64(s.as_bytes())
 }
 
 /// An object id or key fingerprint: 64 lowercase hex digits.
@@ -98,58 +96,12 @@ pub fn check_tree_path(field: &str, p: &str, prefix: &str, hex: &str, what: &str
     Ok(())
 }
 
-/// An image name `<repository>:<tag>` as `/images` accepts it (FORMAT.md §5.5).
+/// An image name `<repository>:<tag>` as `/images` accepts it (FORMAT.md §5.5,
+/// [`stratum_catalog::image_name`]).
 pub fn check_image_name(field: &str, s: &str) -> Result {
-    let err = |reason: &str| bad(field, format!("{s:?}: {reason}"));
-    let (repo, tag) = match s.rsplit_once(':') {
-        Some((r, t)) if !t.contains('/') => (r, t),
-        _ => return Err(err("expected NAME:TAG")),
-    };
-    // One platform of a multi-platform image: `NAME:TAG+os-arch[-variant]`.
-    let tag = match tag.split_once('+') {
-        Some((t, slug)) => {
-            if slug.is_empty()
-                || slug.len() > 64
-                || !slug
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-            {
-                return Err(err(
-                    "the platform after '+' must be 1-64 characters of [a-z0-9._-], e.g. linux-arm64",
-                ));
-            }
-            t
-        }
-        None => tag,
-    };
-    if tag.is_empty()
-        || tag.len() > 128
-        || !tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        || tag.starts_with(['.', '-'])
-    {
-        return Err(err(
-            "the tag must be 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
-        ));
-    }
-    if repo.is_empty() || repo.len() > 255 {
-        return Err(err("the name must be 1-255 characters"));
-    }
-    for (i, comp) in repo.split('/').enumerate() {
-        let allowed = |b: u8| {
-            b.is_ascii_lowercase()
-                || b.is_ascii_digit()
-                || b"._-".contains(&b)
-                || (i == 0 && b == b':')
-        };
-        if comp.is_empty() || comp.starts_with('.') || !comp.bytes().all(allowed) {
-            return Err(err(
-                "each '/'-separated part of the name must be non-empty, of [a-z0-9._-], not starting with '.'",
-            ));
-        }
-    }
-    Ok(())
+    stratum_catalog::image_name::ImageName::parse(s)
+        .map(drop)
+        .map_err(|e| bad(field, format!("{s:?}: {}", e.reason)))
 }
 
 /// A repository name as the manifest carries it: 1–200 of `[A-Za-z0-9._-]`.
