@@ -18,12 +18,12 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "warning: not root; tests needing root (devices, owners, FUSE, overlayfs) will be skipped" >&2
 fi
 
-# umoci + skopeo build and convert the test images (tests/support/umoci.rs),
+# umoci + skopeo build and convert the test images (tests/it/support/umoci.rs),
 # fuse3 serves FUSE mounts, attr gives getfattr/setfattr for debugging,
-# busybox-static is the real program tests/mount.rs runs from a mounted image,
+# busybox-static is the real program tests/it/mount.rs runs from a mounted image,
 # nginx and squid are the real web server and proxy of the serving tests,
 # docker-registry (+ apache2-utils for htpasswd, openssl for a test CA) is the
-# real OCI registry of tests/support/registry.rs, python3-jsonschema checks
+# real OCI registry of tests/it/support/registry.rs, python3-jsonschema checks
 # the thin-image JSON schema against the parser, python3-venv holds moto.
 packages=(umoci skopeo fuse3 attr util-linux nginx busybox-static squid docker-registry
     apache2-utils openssl python3-venv python3-jsonschema)
@@ -50,7 +50,7 @@ if ! "$MOTO_VENV/bin/python" -c "import sys, moto; sys.exit(moto.__version__ != 
 fi
 if [ -n "${CI:-}" ]; then export STRATUM_REQUIRE_S3=1; fi
 
-# Every skipped test appends its `SKIP:` line here (tests/support/mod.rs).
+# Every skipped test appends its `SKIP:` line here (tests/it/support/mod.rs).
 skipped="${CARGO_TARGET_DIR:-target}/tmp/stratum-skipped.log"
 mkdir -p "$(dirname "$skipped")"
 : >"$skipped"

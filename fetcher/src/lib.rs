@@ -38,6 +38,8 @@ mod source;
 pub mod cache;
 pub mod remote;
 pub mod replicate;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transport;
 
 pub use error::PullError;

@@ -1,11 +1,10 @@
 //! `Remote` over real HTTP: a small signed repository built with the catalog
-//! crate, served by the test server of `common/http_server.rs` on
+//! crate, served by the test server of `stratum_fetcher::testing` on
 //! 127.0.0.1, read through a cache directory in a temp dir.
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/http_server.rs"]
-mod http_server;
+use stratum_fetcher::testing as http_server;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

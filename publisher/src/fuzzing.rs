@@ -1,5 +1,5 @@
 //! Entry points shared by the fuzz targets (`fuzz/`) and the stable tests
-//! that replay their corpora (`tests/fuzz_seeds.rs`). Not a stable API.
+//! that replay their corpora (`tests/it/fuzz_seeds.rs`). Not a stable API.
 //!
 //! Each function takes arbitrary bytes and must return without panicking:
 //! bad input is a clean error. The functions also assert what must hold
