@@ -11,6 +11,7 @@ use crate::support;
 use stratum_fetcher::testing as http_server;
 
 use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::mount::{require_fuse, Mount, MountSource};
 use crate::support::oci::{Layer, Layout, TarEntry};
-use crate::support::{stratum, stratum_bin, Output, TestRepo};
+use crate::support::{stratum, stratum_bin, which, Output, TestRepo};
 use http_server::Server;
 use stratum_catalog::backend::LocalDir;
 use stratum_catalog::catalog::{CatalogBuilder, CatalogKind, Data, Entry, FileType, ROOT_ID};
@@ -80,33 +81,49 @@ fn dir(name: &str) -> Entry {
 }
 
 /// Runs `stratum ARGS…`, killed after `limit`; returns its output and the
-/// peak resident memory of that process (KiB, from wait4's rusage).
+/// peak resident memory of that process (KiB), as GNU time measures it.
+///
+/// Through `/usr/bin/time` rather than `wait4` here: Linux charges a child
+/// the resident size of the process that spawned it up to its `exec` (the
+/// high-water mark of the old address space goes into the child's
+/// `ru_maxrss`), and this test process, running every end-to-end test in
+/// parallel, is itself far above the bound being checked. `time` is small.
 fn run_bounded<I, S>(args: I, limit: Duration) -> (Output, u64)
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
     let out_dir = tempfile::tempdir().unwrap();
-    let (o, e) = (out_dir.path().join("out"), out_dir.path().join("err"));
-    // Reaped by wait4 below, which also reports its peak memory.
-    #[allow(clippy::zombie_processes)]
-    let mut child = Command::new(stratum_bin())
+    let (o, e, rss) = (
+        out_dir.path().join("out"),
+        out_dir.path().join("err"),
+        out_dir.path().join("rss"),
+    );
+    let time =
+        which("time").expect("GNU time (Debian package `time`, installed by scripts/test.sh)");
+    let mut child = Command::new(time)
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss)
+        .arg(stratum_bin())
         .args(args)
         .stdout(std::fs::File::create(&o).unwrap())
         .stderr(std::fs::File::create(&e).unwrap())
+        .process_group(0)
         .spawn()
         .unwrap();
-    let pid = child.id() as libc::pid_t;
     let start = Instant::now();
-    let (status, maxrss) = loop {
-        let mut st: libc::c_int = 0;
-        let mut ru: libc::rusage = unsafe_zeroed_rusage();
-        let r = wait4(pid, &mut st, &mut ru);
-        if r == pid {
-            break (st, ru.ru_maxrss as u64);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
         }
         if start.elapsed() > limit {
-            let _ = child.kill();
+            // The whole group: time and the stratum it runs.
+            let _ = rustix::process::kill_process_group(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::KILL,
+            );
             let _ = child.wait();
             panic!(
                 "stratum still running after {limit:?}\n--- stderr ---\n{}",
@@ -115,28 +132,21 @@ where
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // GNU time reports "Command exited with non-zero status N" first when
+    // the command fails; the peak size is the last line.
+    let maxrss = std::fs::read_to_string(&rss)
+        .unwrap()
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak size from time in {}", rss.display()));
     let out = Output {
         cmdline: "stratum …".into(),
-        status: std::os::unix::process::ExitStatusExt::from_raw(status),
+        status,
         stdout: std::fs::read(&o).unwrap(),
         stderr: std::fs::read(&e).unwrap(),
     };
     (out, maxrss)
-}
-
-fn unsafe_zeroed_rusage() -> libc::rusage {
-    // rusage is plain integers and timevals: all-zero is a valid value.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::mem::zeroed()
-    }
-}
-
-fn wait4(pid: libc::pid_t, st: &mut libc::c_int, ru: &mut libc::rusage) -> libc::pid_t {
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::wait4(pid, st, libc::WNOHANG, ru)
-    }
 }
 
 // ---------------------------------------------------------------------------
