@@ -27,6 +27,7 @@ mod pull;
 mod registry_args;
 mod replicate;
 mod serve;
+mod status;
 mod stray_keys;
 mod sync;
 mod thin;
@@ -105,11 +106,23 @@ enum Command {
     /// Serves until unmounted (`stratum umount MOUNTPOINT`) or interrupted (SIGINT/SIGTERM).
     /// Catalogs load on first use of their subtree; file contents are read on first access.
     ///
+    /// A whole-repository mount of a URL follows the repository (--refresh, default 60s):
+    /// new images appear under /images, removed ones vanish, moved tags point at their new
+    /// trees; open files and working directories inside image trees are not disturbed.
+    /// --image, --thin and directory mounts stay on what they resolved at mount time.
+    ///
     /// With --thin FILE, mounts the image a thin descriptor names, by the catalog ids it pins:
     /// `stratum mount --thin FILE MOUNTPOINT [--url URL] --pubkey KEY.pub [--layers]`.
     Mount(mount::MountArgs),
     /// Unmount a stratum mount.
     Umount(mount::UmountArgs),
+    /// Show what a mount of a URL is doing: source and mirror in use, revision and its
+    /// publish time, last and next refresh, cache use, objects and bytes fetched, cache
+    /// hits and misses, download errors (--json: the object of docs/DEPLOYMENT.md).
+    Status(status::StatusArgs),
+    /// Make a live mount refresh now (SIGHUP to its process) and print the revision it is
+    /// on afterwards; exits 1 if the refresh failed (the mount stays on its revision).
+    Reload(status::ReloadArgs),
     /// Serve a repository read-only over HTTP (GET/HEAD, byte ranges, strong ETags).
     ///
     /// Objects under data/ get `Cache-Control: public, max-age=SECONDS, immutable`; the manifest
@@ -202,6 +215,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(a) => inspect::check(a),
         Command::Mount(a) => mount::mount(a),
         Command::Umount(a) => mount::umount(a),
+        Command::Status(a) => status::status(a),
+        Command::Reload(a) => status::reload(a),
         Command::Serve(a) => serve::run(a),
         Command::Thin(a) => thin::run(a),
         Command::Sync(a) => sync::run(a),

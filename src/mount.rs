@@ -11,8 +11,14 @@ use anyhow::{bail, Context, Result};
 use stratum_catalog::catalog::CatalogKind;
 use stratum_catalog::{manifest, ObjectId};
 use stratum_fetcher::fs::{
-    self, LocalTree, MountConfig, OverlayXattrs, PrefetchPlan, RemoteTree, StratumFs, TreeStore,
+    self, Live, LocalTree, MountConfig, OverlayXattrs, PrefetchPlan, RemoteTree, StratumFs,
+    TreeStore,
 };
+
+use crate::status::Shown;
+
+/// `--refresh` of a whole-repository mount of a URL.
+const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
 use stratum_thin_image::{check_pinned_catalog, ThinImage};
 
 #[derive(clap::Args)]
@@ -52,9 +58,16 @@ pub struct MountArgs {
     /// Cache quota; least recently used content is evicted beyond it (e.g. 500M, 4G).
     #[arg(long, value_name = "SIZE", default_value = "4G")]
     pub quota: String,
-    /// Mount only this image's flat rootfs at MOUNTPOINT.
+    /// Mount only this image's flat rootfs at MOUNTPOINT (pinned: it stays the tree the
+    /// tag named at mount time).
     #[arg(long, value_name = "NAME:TAG")]
     pub image: Option<String>,
+    /// A whole-repository mount of a URL follows the repository: every DURATION it asks
+    /// for the manifest (a conditional request), and switches atomically to a newer,
+    /// verified revision. `0` pins the revision it mounted. SIGHUP or `stratum reload`
+    /// refreshes at once. [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub refresh: Option<std::time::Duration>,
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root).
     #[arg(long)]
     pub allow_other: bool,
@@ -118,12 +131,32 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
     };
     let source = args.source.clone();
     if source.starts_with("http://") || source.starts_with("https://") {
+        if args.image.is_some() && args.refresh.is_some_and(|d| !d.is_zero()) {
+            bail!("--image mounts stay on the tree the tag named at mount time: --refresh applies to a whole-repository mount");
+        }
         let mut urls = vec![source.clone()];
         urls.extend(args.mirrors.iter().cloned());
         let tree = Arc::new(open_remote(&args, urls, None)?);
-        let root = tree.remote().manifest().root;
+        let remote = tree.remote().clone();
+        let root = remote.manifest().root;
         let path = image_path(&*tree, &root, &args)?;
-        return serve_one(
+        let mut filesystem = open_fs(&tree, &root, &path, &args)?;
+        let interval = args.refresh.unwrap_or(DEFAULT_REFRESH);
+        let live = (args.image.is_none() && !interval.is_zero())
+            .then(|| Live::new(remote.clone(), filesystem.live(), interval));
+        let shown = if args.image.is_some() {
+            Shown::Image
+        } else {
+            Shown::Repository
+        };
+        let filesystem = filesystem.with_status(crate::status::provider(
+            remote,
+            live.clone(),
+            source.clone(),
+            shown,
+        ));
+        return serve_fs(
+            filesystem,
             tree,
             root,
             &path,
@@ -131,7 +164,11 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
             &args,
             &format!("stratum:{source}"),
             None,
+            live,
         );
+    }
+    if args.refresh.is_some_and(|d| !d.is_zero()) {
+        bail!("--refresh applies to a repository URL; a mount of a directory stays on the revision it mounted");
     }
     if !args.mirrors.is_empty() || args.cache.is_some() {
         bail!("--mirror and --cache apply to a repository URL, not a directory");
@@ -204,6 +241,9 @@ fn image_path<S: TreeStore>(tree: &S, root: &ObjectId, args: &MountArgs) -> Resu
 /// the descriptor pins and each is hash-verified, so the image is exactly the
 /// one described, whatever newer revision the servers have.
 fn mount_thin(spec: &Path, args: MountArgs) -> Result<ExitCode> {
+    if args.refresh.is_some_and(|d| !d.is_zero()) {
+        bail!("a --thin mount stays on the catalogs its descriptor pins: --refresh applies to a whole-repository mount");
+    }
     let mountpoint = PathBuf::from(&args.source);
     let (desc, label) = crate::thin::load_thin(spec, &args.registry)?;
     let Some(pubkey) = &args.pubkey else {
@@ -241,7 +281,23 @@ fn mount_thin(spec: &Path, args: MountArgs) -> Result<ExitCode> {
     };
     let fsname = format!("stratum:{}", desc.image);
     if !args.layers {
-        return serve_one(tree, flat, "/", &mountpoint, &args, &fsname, plan);
+        let filesystem = open_fs(&tree, &flat, "/", &args)?.with_status(crate::status::provider(
+            tree.remote().clone(),
+            None,
+            label.clone(),
+            Shown::Thin,
+        ));
+        return serve_fs(
+            filesystem,
+            tree,
+            flat,
+            "/",
+            &mountpoint,
+            &args,
+            &fsname,
+            plan,
+            None,
+        );
     }
     mount_layers(
         tree,
@@ -263,10 +319,13 @@ fn mount_config(args: &MountArgs, fsname: &str) -> MountConfig {
     }
 }
 
+/// SIGINT and SIGTERM unmount; SIGHUP refreshes a live mount now (and is
+/// ignored by the others).
 fn signals() -> Result<signal_hook::iterator::Signals> {
     Ok(signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])?)
 }
 
@@ -280,6 +339,17 @@ fn start_prefetch<S: TreeStore>(tree: &Arc<S>, plan: Option<(ObjectId, PrefetchP
     }
 }
 
+fn open_fs<S: TreeStore>(
+    tree: &Arc<S>,
+    root: &ObjectId,
+    path: &str,
+    args: &MountArgs,
+) -> Result<StratumFs<S>> {
+    Ok(StratumFs::new(tree.clone(), root, path)
+        .with_context(|| format!("opening {path}"))?
+        .with_overlay_xattrs(args.overlay_xattrs()))
+}
+
 fn serve_one<S: TreeStore>(
     tree: Arc<S>,
     root: ObjectId,
@@ -289,9 +359,26 @@ fn serve_one<S: TreeStore>(
     fsname: &str,
     plan: Option<PrefetchPlan>,
 ) -> Result<ExitCode> {
-    let filesystem = StratumFs::new(tree.clone(), &root, path)
-        .with_context(|| format!("opening {path}"))?
-        .with_overlay_xattrs(args.overlay_xattrs());
+    let filesystem = open_fs(&tree, &root, path, args)?;
+    serve_fs(
+        filesystem, tree, root, path, mountpoint, args, fsname, plan, None,
+    )
+}
+
+/// Serves `filesystem` (showing `path` of `root`) until it is unmounted;
+/// `live` starts refreshing once it is mounted.
+#[allow(clippy::too_many_arguments)]
+fn serve_fs<S: TreeStore>(
+    filesystem: StratumFs<S>,
+    tree: Arc<S>,
+    root: ObjectId,
+    path: &str,
+    mountpoint: &Path,
+    args: &MountArgs,
+    fsname: &str,
+    plan: Option<PrefetchPlan>,
+    live: Option<Arc<Live>>,
+) -> Result<ExitCode> {
     let plan = match plan {
         Some(p) => Some((root, p)),
         None if args.prefetch_all => Some((root, PrefetchPlan::All)),
@@ -308,16 +395,32 @@ fn serve_one<S: TreeStore>(
         filesystem,
         mountpoint,
         &mount_config(args, fsname),
-        move |mut unmounter| {
+        move |mut unmounter, notifier| {
             start_prefetch(&tree, plan);
+            if let Some(live) = &live {
+                live.set_notifier(notifier);
+                if let Err(e) = live.start() {
+                    eprintln!("error: starting the refresh thread: {e}");
+                }
+            }
             // Unmount on SIGINT/SIGTERM; serving then returns and we exit 0. A
             // busy mount (a file still open) is detached lazily instead: the
             // kernel ends the session when the last file closes.
             std::thread::spawn(move || {
-                if signals.forever().next().is_some() && unmounter.unmount().is_err() {
-                    if let Err(e) = fs::unmount(&mp) {
-                        eprintln!("error: unmounting {}: {e}", mp.display());
+                for signal in signals.forever() {
+                    if signal == signal_hook::consts::SIGHUP {
+                        match &live {
+                            Some(live) => live.request_refresh(),
+                            None => eprintln!("SIGHUP: this mount is pinned, nothing to refresh"),
+                        }
+                        continue;
                     }
+                    if unmounter.unmount().is_err() {
+                        if let Err(e) = fs::unmount(&mp) {
+                            eprintln!("error: unmounting {}: {e}", mp.display());
+                        }
+                    }
+                    break;
                 }
             });
         },
@@ -364,7 +467,7 @@ fn mount_layers<S: TreeStore>(
         let (tx, d) = (tx.clone(), dir.clone());
         threads.push(std::thread::spawn(move || {
             let tx2 = tx.clone();
-            if let Err(e) = fs::serve(filesystem, &d, &cfg, move |u| {
+            if let Err(e) = fs::serve(filesystem, &d, &cfg, move |u, _| {
                 let _ = tx2.send((i, Ok(u)));
             }) {
                 let _ = tx.send((
@@ -422,7 +525,8 @@ fn mount_layers<S: TreeStore>(
     // umount`): then the layer mounts have no more use.
     let mut signals = signals()?;
     loop {
-        if signals.pending().next().is_some() || !is_mounted(mountpoint) {
+        let stop = signals.pending().any(|s| s != signal_hook::consts::SIGHUP);
+        if stop || !is_mounted(mountpoint) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(500));

@@ -17,6 +17,8 @@
 //! - [`fs`]: the read-only FUSE file system over a namespace or one tree
 //!   ([`fs::StratumFs`], [`fs::serve`]), the background prefetch, and which
 //!   overlayfs markers layer trees show ([`fs::OverlayXattrs`]).
+//! - [`Remote::poll_manifest`]: a conditional request for a newer signed
+//!   revision, for mounts that follow the repository ([`fs::Live`]).
 //! - [`replicate`]: mirrors a served repository into a storage backend (a
 //!   directory or an S3 bucket prefix), incrementally, every object
 //!   verified, the manifest written last.
@@ -33,6 +35,7 @@
 mod error;
 pub mod fs;
 mod pull;
+mod refresh;
 mod source;
 
 pub mod cache;
@@ -47,7 +50,8 @@ pub use pull::{materialize, PullOptions, PullStats};
 pub use source::ObjectSource;
 
 pub use cache::CacheUsage;
+pub use refresh::Poll;
 pub use remote::{
     default_cache_dir, CachedObject, Remote, RemoteConfig, RemoteLoader, DEFAULT_QUOTA,
 };
-pub use transport::{FailureKind, FetchError, MirrorFailure, TransportStats};
+pub use transport::{FailureKind, FetchError, MirrorFailure, TransportStats, Validators};

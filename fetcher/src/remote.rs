@@ -38,7 +38,9 @@ use stratum_catalog::object::{self, Expected, MAX_CATALOG_SIZE, MAX_OBJECT_SIZE}
 use stratum_catalog::{ObjectId, ObjectKind};
 
 use crate::cache::{Cache, CacheUsage, Kind};
-use crate::transport::{Counters, FetchError, Reject, Transport, TransportStats};
+use crate::transport::{
+    Counters, FetchError, Fetched, Reject, Transport, TransportStats, Validators,
+};
 use crate::ObjectSource;
 
 /// Default cache quota: 4 GiB.
@@ -242,11 +244,13 @@ struct Pinned {
 /// A repository over HTTP with a verified local cache. See the module
 /// documentation.
 pub struct Remote {
-    transport: Transport,
-    cache: Cache,
+    pub(crate) transport: Transport,
+    pub(crate) cache: Cache,
     key: VerifyingKey,
     manifest: Manifest,
     manifest_id: ObjectId,
+    /// The mirror that sent `manifest` and its validators.
+    manifest_validators: (String, Validators),
     catalogs: Mutex<HashMap<ObjectId, Pinned>>,
     object_flights: Flights<(Arc<File>, u64)>,
     catalog_flights: Flights<Arc<Catalog>>,
@@ -289,12 +293,13 @@ impl Remote {
         let origin = cfg.urls.first().cloned().unwrap_or_default();
         let recorded = cache.recorded_name(&origin, &fp)?;
         let expected = cfg.expected_name.clone().or(recorded.clone());
-        let (manifest, manifest_id) = transport.fetch(
+        let fetched = transport.fetch_conditional(
             "manifest",
             MANIFEST_PATH,
             MAX_MANIFEST_SIZE,
-            true,
-            |_url, body| {
+            None,
+            cfg.retries,
+            |url, body, validators| {
                 let m = Manifest::verify(&body, &key).map_err(|e| match e {
                     stratum_catalog::Error::BadSignature => Reject::Permanent(
                         "manifest signature does not verify with the given public key".into(),
@@ -314,10 +319,16 @@ impl Remote {
                         offered: m.revision,
                         seen,
                     }),
-                    Ok(Ok(())) => Ok((m, ObjectId::of(&body))),
+                    Ok(Ok(())) => Ok((m, ObjectId::of(&body), (url.to_owned(), validators))),
                 }
             },
         )?;
+        let Fetched::Body((manifest, manifest_id, manifest_validators)) = fetched else {
+            // Only a conditional request is answered with "not modified".
+            return Err(FetchError::Config(
+                "HTTP 304 to an unconditional request".into(),
+            ));
+        };
         tracing::debug!(name = %manifest.name, revision = manifest.revision, root = %manifest.root, "manifest verified");
         if recorded.is_none() {
             cache.record_name(&origin, &fp, &manifest.name)?;
@@ -328,6 +339,7 @@ impl Remote {
             key,
             manifest,
             manifest_id,
+            manifest_validators,
             catalogs: Mutex::new(HashMap::new()),
             object_flights: Flights::new(),
             catalog_flights: Flights::new(),
@@ -362,6 +374,12 @@ impl Remote {
         Ok(m)
     }
 
+    /// The mirror (its manifest URL) that sent that manifest, and the
+    /// validators it sent with it: what [`Remote::poll_manifest`] asks with.
+    pub fn manifest_validators(&self) -> &(String, Validators) {
+        &self.manifest_validators
+    }
+
     /// The id (BLAKE3 of the file bytes) of that manifest.
     pub fn manifest_id(&self) -> ObjectId {
         self.manifest_id
@@ -374,6 +392,11 @@ impl Remote {
     /// The base URLs, normalized (no trailing `/`).
     pub fn urls(&self) -> &[String] {
         self.transport.urls()
+    }
+
+    /// The mirror in use: the one asked first, which answered last.
+    pub fn mirror_in_use(&self) -> &str {
+        self.transport.preferred_url()
     }
 
     pub fn cache_dir(&self) -> &Path {

@@ -189,6 +189,9 @@ pub struct TransportStats {
     pub shared_waits: u64,
     /// Files removed from the cache to stay under the quota.
     pub evictions: u64,
+    /// Attempts that failed (network, status, refused bytes), whether or
+    /// not another attempt then succeeded.
+    pub failures: u64,
 }
 
 #[derive(Default)]
@@ -202,6 +205,7 @@ pub(crate) struct Counters {
     pub rejected: AtomicU64,
     pub shared_waits: AtomicU64,
     pub evictions: AtomicU64,
+    pub failures: AtomicU64,
 }
 
 impl Counters {
@@ -217,6 +221,7 @@ impl Counters {
             rejected: g(&self.rejected),
             shared_waits: g(&self.shared_waits),
             evictions: g(&self.evictions),
+            failures: g(&self.failures),
         }
     }
 
@@ -308,6 +313,11 @@ impl Transport {
         &self.urls
     }
 
+    /// The mirror asked first: the last one that answered well.
+    pub fn preferred_url(&self) -> &str {
+        &self.urls[self.preferred.load(Ordering::Relaxed) % self.urls.len()]
+    }
+
     /// Fetches `rel_path` (relative to each base URL) and runs `check` on the
     /// body; see the module documentation. `what` names the object in errors.
     pub fn fetch<T>(
@@ -318,6 +328,59 @@ impl Transport {
         revalidate: bool,
         mut check: impl FnMut(&str, Vec<u8>) -> Result<T, Reject>,
     ) -> Result<T, FetchError> {
+        let got = self.fetch_inner(
+            what,
+            rel_path,
+            limit,
+            revalidate,
+            None,
+            self.retries,
+            |url, body, _| check(url, body),
+        )?;
+        match got {
+            Fetched::Body(v) => Ok(v),
+            // Only a conditional request is answered with 304 (see `get`).
+            Fetched::NotModified { url } => Err(FetchError::Failed {
+                what: what.to_owned(),
+                attempts: 1,
+                failures: vec![MirrorFailure {
+                    url,
+                    kind: FailureKind::Status(304),
+                    reason: "HTTP 304 to an unconditional request".into(),
+                }],
+            }),
+        }
+    }
+
+    /// [`Transport::fetch`] with a conditional request: `cond` holds the
+    /// validators a mirror (`url`, as in [`Fetched::NotModified`]) sent
+    /// with the body the caller has; that mirror is asked with
+    /// `If-None-Match` / `If-Modified-Since` and may answer 304. `check`
+    /// also gets the validators of the body it checks. `retries` replaces
+    /// the configured number of extra rounds.
+    pub fn fetch_conditional<T>(
+        &self,
+        what: &str,
+        rel_path: &str,
+        limit: u64,
+        cond: Option<(&str, &Validators)>,
+        retries: u32,
+        check: impl FnMut(&str, Vec<u8>, Validators) -> Result<T, Reject>,
+    ) -> Result<Fetched<T>, FetchError> {
+        self.fetch_inner(what, rel_path, limit, true, cond, retries, check)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fetch_inner<T>(
+        &self,
+        what: &str,
+        rel_path: &str,
+        limit: u64,
+        revalidate: bool,
+        cond: Option<(&str, &Validators)>,
+        retries: u32,
+        mut check: impl FnMut(&str, Vec<u8>, Validators) -> Result<T, Reject>,
+    ) -> Result<Fetched<T>, FetchError> {
         let n = self.urls.len();
         // Mirrors still worth asking in this fetch.
         let mut alive = vec![true; n];
@@ -326,7 +389,7 @@ impl Transport {
         let mut rollback: Option<(String, String, u64, u64)> = None;
         // The mirror of the previous attempt of this fetch (which failed).
         let mut failed_on: Option<usize> = None;
-        for round in 0..=self.retries {
+        for round in 0..=retries {
             if round > 0 {
                 if !alive.iter().any(|a| *a) {
                     break;
@@ -357,11 +420,16 @@ impl Transport {
                 }
                 attempts += 1;
                 let url = format!("{}/{}", self.urls[i], rel_path);
-                let failure = match self.get(&url, limit, revalidate) {
-                    Ok(body) => match check(&url, body) {
+                let validators = cond.filter(|(u, _)| *u == url).map(|(_, v)| v);
+                let failure = match self.get(&url, limit, revalidate, validators) {
+                    Ok(Got::NotModified) => {
+                        self.preferred.store(i, Ordering::Relaxed);
+                        return Ok(Fetched::NotModified { url });
+                    }
+                    Ok(Got::Body(body, v)) => match check(&url, body, v) {
                         Ok(v) => {
                             self.preferred.store(i, Ordering::Relaxed);
-                            return Ok(v);
+                            return Ok(Fetched::Body(v));
                         }
                         Err(Reject::Fatal(e)) => return Err(e),
                         Err(Reject::Corrupt(reason)) => (false, self.rejected(url, reason)),
@@ -385,6 +453,7 @@ impl Transport {
                     }
                 };
                 let (permanent, failure) = failure;
+                Counters::bump(&self.counters.failures);
                 tracing::warn!(url = %failure.url, reason = %failure.reason, "{what}: mirror failed");
                 if permanent {
                     alive[i] = false;
@@ -423,8 +492,15 @@ impl Transport {
         })
     }
 
-    /// One GET: status 200 and a complete body of at most `limit` bytes.
-    fn get(&self, url: &str, limit: u64, revalidate: bool) -> Result<Vec<u8>, MirrorFailure> {
+    /// One GET: status 200 and a complete body of at most `limit` bytes,
+    /// with its validators; or, asked with `cond`, 304.
+    fn get(
+        &self,
+        url: &str,
+        limit: u64,
+        revalidate: bool,
+        cond: Option<&Validators>,
+    ) -> Result<Got, MirrorFailure> {
         let fail = |kind, reason: String| MirrorFailure {
             url: url.to_owned(),
             kind,
@@ -435,6 +511,13 @@ impl Transport {
         let mut req = self.client.get(url);
         if revalidate {
             req = req.header(reqwest::header::CACHE_CONTROL, "no-cache");
+        }
+        if let Some(v) = cond {
+            if let Some(etag) = &v.etag {
+                req = req.header(reqwest::header::IF_NONE_MATCH, etag);
+            } else if let Some(lm) = &v.last_modified {
+                req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm);
+            }
         }
         let mut resp = req.send().map_err(|e| {
             let kind = if e.is_connect() {
@@ -447,6 +530,9 @@ impl Transport {
             fail(kind, format!("request failed: {}", error_chain(&e)))
         })?;
         let status = resp.status();
+        if status == StatusCode::NOT_MODIFIED && cond.is_some() {
+            return Ok(Got::NotModified);
+        }
         if status != StatusCode::OK {
             return Err(fail(
                 FailureKind::Status(status.as_u16()),
@@ -519,7 +605,7 @@ impl Transport {
                 ));
             }
         }
-        Ok(body)
+        Ok(Got::Body(body, Validators::of(resp.headers())))
     }
 
     fn rejected(&self, url: String, reason: String) -> MirrorFailure {
@@ -535,6 +621,59 @@ impl Transport {
         self.counters
             .bytes_downloaded
             .fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// What a fetch brought: a body the check accepted, or (to a conditional
+/// request) "not modified" from mirror `url`.
+#[derive(Debug)]
+pub enum Fetched<T> {
+    Body(T),
+    NotModified { url: String },
+}
+
+enum Got {
+    Body(Vec<u8>, Validators),
+    NotModified,
+}
+
+/// The validators of a response, for asking the same URL again with a
+/// conditional request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// `ETag`, sent back as `If-None-Match`.
+    pub etag: Option<String>,
+    /// `Last-Modified`, sent back as `If-Modified-Since` when there is no
+    /// ETag. Kept only when the response's `Date` is in a later second: a
+    /// file changed again within the second it was served would otherwise
+    /// look unmodified for good (RFC 9110 §8.8.2.2).
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    fn of(h: &reqwest::header::HeaderMap) -> Self {
+        let text = |name| {
+            h.get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let date = |name| text(name).and_then(|t| httpdate::parse_http_date(&t).ok());
+        let strong_date = match (
+            date(reqwest::header::LAST_MODIFIED),
+            date(reqwest::header::DATE),
+        ) {
+            (Some(lm), Some(d)) => d.duration_since(lm).is_ok_and(|x| x.as_secs() >= 1),
+            _ => false,
+        };
+        Validators {
+            etag: text(reqwest::header::ETAG),
+            last_modified: text(reqwest::header::LAST_MODIFIED).filter(|_| strong_date),
+        }
+    }
+
+    /// True when there is nothing to make a request conditional with.
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
     }
 }
 
@@ -555,4 +694,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Validators;
+    use reqwest::header::{HeaderMap, HeaderValue, DATE, ETAG, LAST_MODIFIED};
+
+    fn headers(pairs: &[(reqwest::header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                k.clone(),
+                HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn last_modified_in_the_second_of_the_response_is_not_a_validator() {
+        let lm = "Sun, 07 Dec 2025 10:00:00 GMT";
+        let same = headers(&[(LAST_MODIFIED, lm), (DATE, lm)]);
+        assert!(Validators::of(&same).is_empty());
+        let later = headers(&[(LAST_MODIFIED, lm), (DATE, "Sun, 07 Dec 2025 10:00:01 GMT")]);
+        assert_eq!(Validators::of(&later).last_modified.as_deref(), Some(lm));
+        let no_date = headers(&[(LAST_MODIFIED, lm)]);
+        assert!(Validators::of(&no_date).is_empty());
+        let etag = headers(&[(ETAG, "\"abc\"")]);
+        assert_eq!(Validators::of(&etag).etag.as_deref(), Some("\"abc\""));
+    }
 }

@@ -19,6 +19,7 @@ mod faults;
 mod fuzz_seeds;
 mod hostile;
 mod lifecycle;
+mod live;
 mod mount;
 mod mount_http;
 mod oracle;

@@ -3,13 +3,16 @@
 //! Inodes are `(catalog slot, entry id)` pairs packed into 64 bits; catalogs
 //! get a slot when first loaded, so a subtree's catalog is fetched only when
 //! something below it is looked up. Hardlinked entries share the inode of
-//! their group's lowest entry id. Everything is immutable, so entries,
-//! attributes and page cache are kept by the kernel for a long time.
+//! their group's lowest entry id. What an inode names is immutable, so
+//! entries, attributes and page cache are kept by the kernel for a long
+//! time. A live mount ([`Live`]) switches only what inode 1 is.
 //!
 //! Handlers return `Result`; [`Errno`] conversion happens in one place
 //! ([`FsError::errno`]), and every failure is logged with what it was about.
 
+mod live;
 mod prefetch;
+mod slots;
 mod store;
 
 use std::collections::HashMap;
@@ -17,7 +20,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
@@ -26,15 +29,32 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
     Request,
 };
-use stratum_catalog::catalog::{Catalog, CatalogKind, Data, Entry, FileType, ROOT_ID};
+use stratum_catalog::catalog::{CatalogKind, Data, Entry, FileType, ROOT_ID};
 use stratum_catalog::ObjectId;
 
-pub use fuser::SessionUnmounter;
+pub use fuser::{Notifier, SessionUnmounter};
+pub use live::{Live, LiveStatus, Outcome, Refresh, Switcher};
 pub use prefetch::{prefetch, PrefetchPlan, PrefetchReport};
+use slots::{RootCell, Slot, SlotTable};
 pub use store::{LocalTree, RemoteTree, TreeStore};
 
-/// Everything below a mount is immutable (a mount pins one revision).
+/// What an inode names never changes (see [`slots`]), so the kernel may
+/// keep entries and attributes for long (D26, D37).
 const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The one exception: the root of a live mount (inode 1) changes meaning
+/// when the mount switches revisions. The switch invalidates the kernel's
+/// entries of the root ([`Live`]); this short TTL bounds what a lookup
+/// racing with the switch can leave behind (D37).
+const ROOT_TTL: Duration = Duration::from_secs(1);
+
+/// The extended attribute of a mount's root that reports its status (JSON
+/// of the CLI's making, see [`StratumFs::with_status`]). Not listed by
+/// `listxattr`, so copies of the tree do not take it along.
+pub const STATUS_XATTR: &str = "user.stratum.status";
+
+/// Renders a mount's status on request.
+pub type StatusFn = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -75,26 +95,17 @@ impl FsError {
 
 type FsResult<T> = Result<T, FsError>;
 
-struct Slot {
-    catalog: Arc<Catalog>,
-    /// hardlink group → entry id whose inode the group shares
-    links: HashMap<i64, i64>,
-}
-
-#[derive(Default)]
-struct Slots {
-    by_id: HashMap<ObjectId, u32>,
-    slots: Vec<Arc<Slot>>,
-}
-
 /// A directory listing taken at opendir, served by readdir.
 type Listing = Vec<(FileAttr, Vec<u8>)>;
 
 pub struct StratumFs<S: TreeStore> {
     store: Arc<S>,
-    slots: RwLock<Slots>,
+    slots: SlotTable,
     /// The (slot, entry id) shown as the mount's root (inode 1).
-    root: (u32, i64),
+    root: RootCell,
+    /// The root may switch to another revision's ([`Switcher`]).
+    live: bool,
+    status: Option<StatusFn>,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
     uid_gid_override: Option<(u32, u32)>,
@@ -152,10 +163,12 @@ impl<S: TreeStore> StratumFs<S> {
     /// A filesystem showing the subtree at `path` (e.g. `/` or an image's
     /// `/flat/ab/<hex>`) of the namespace whose root catalog is `root`.
     pub fn new(store: Arc<S>, root: &ObjectId, path: &str) -> FsResult<Self> {
-        let mut fs = StratumFs {
+        let fs = StratumFs {
             store,
-            slots: RwLock::new(Slots::default()),
-            root: (0, ROOT_ID),
+            slots: SlotTable::default(),
+            root: RootCell::new((0, ROOT_ID)),
+            live: false,
+            status: None,
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             uid_gid_override: None,
@@ -170,40 +183,39 @@ impl<S: TreeStore> StratumFs<S> {
             }
             node = (slot, entry.id);
         }
-        fs.root = node;
+        fs.root.set(node);
         Ok(fs)
     }
 
+    /// Makes the root switchable: returns the handle that switches it. Only
+    /// for a filesystem showing a whole namespace (`path` `/`).
+    pub fn live(&mut self) -> Switcher<S> {
+        self.live = true;
+        Switcher::new(self.store.clone(), self.slots.clone(), self.root.clone())
+    }
+
+    /// Serves [`STATUS_XATTR`] on the root, rendered by `f` on each request.
+    pub fn with_status(mut self, f: StatusFn) -> Self {
+        self.status = Some(f);
+        self
+    }
+
+    /// Entry and attribute TTL of `ino` (an inode, or the parent of a looked
+    /// up entry).
+    fn ttl(&self, ino: u64) -> &'static Duration {
+        if self.live && ino == 1 {
+            &ROOT_TTL
+        } else {
+            &TTL
+        }
+    }
+
     fn slot_of(&self, id: &ObjectId) -> FsResult<u32> {
-        if let Some(&s) = self
-            .slots
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_id
-            .get(id)
-        {
-            return Ok(s);
-        }
-        let catalog = self.store.catalog(id)?;
-        let links = catalog.hardlink_representatives()?;
-        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(&s) = slots.by_id.get(id) {
-            return Ok(s);
-        }
-        let s = u32::try_from(slots.slots.len()).map_err(|_| FsError::Invalid)?;
-        slots.slots.push(Arc::new(Slot { catalog, links }));
-        slots.by_id.insert(*id, s);
-        Ok(s)
+        self.slots.slot_of(&*self.store, id)
     }
 
     fn slot(&self, s: u32) -> FsResult<Arc<Slot>> {
-        self.slots
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .slots
-            .get(s as usize)
-            .cloned()
-            .ok_or(FsError::NotFound)
+        self.slots.slot(s)
     }
 
     fn ino(&self, slot: &Slot, s: u32, e: &Entry) -> u64 {
@@ -211,7 +223,7 @@ impl<S: TreeStore> StratumFs<S> {
             0 => e.id,
             g => slot.links.get(&g).copied().unwrap_or(e.id),
         };
-        if (s, id) == self.root {
+        if (s, id) == self.root.get() {
             return 1;
         }
         ((u64::from(s) + 1) << 32) | (id as u64 & 0xffff_ffff)
@@ -219,7 +231,7 @@ impl<S: TreeStore> StratumFs<S> {
 
     fn decode(&self, ino: u64) -> (u32, i64) {
         if ino == 1 {
-            return self.root;
+            return self.root.get();
         }
         (
             ((ino >> 32).saturating_sub(1)) as u32,
@@ -474,14 +486,14 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
             parent.0,
             self.do_lookup(parent.0, name.as_bytes()),
         ) {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok(attr) => reply.entry(self.ttl(parent.0), &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match fail("getattr", ino.0, self.node(ino.0)) {
-            Ok((_, _, e)) => reply.attr(&TTL, &self.attr(ino.0, &e)),
+            Ok((_, _, e)) => reply.attr(self.ttl(ino.0), &self.attr(ino.0, &e)),
             Err(e) => reply.error(e),
         }
     }
@@ -532,11 +544,14 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // A live root's listing changes: the kernel must not cache it.
+        let flags = if self.live && ino.0 == 1 {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
+        };
         match fail("opendir", ino.0, self.do_opendir(ino.0)) {
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-            ),
+            Ok(fh) => reply.opened(FileHandle(fh), flags),
             Err(e) => reply.error(e),
         }
     }
@@ -580,7 +595,7 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
                 attr.ino,
                 (i + 1) as u64,
                 OsStr::from_bytes(name),
-                &TTL,
+                self.ttl(ino.0),
                 attr,
                 Generation(0),
             ) {
@@ -610,6 +625,11 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if let Some(status) = self.status.as_ref().filter(|_| ino.0 == 1) {
+            if name.as_bytes() == STATUS_XATTR.as_bytes() {
+                return Self::xattr_reply(&status(), size, reply);
+            }
+        }
         let hidden = self.overlay_xattrs.hides(name.as_bytes());
         let r = self.node(ino.0).and_then(|(_, _, e)| {
             e.xattr(name.as_bytes())
@@ -700,12 +720,13 @@ impl Default for MountConfig {
 }
 
 /// Mounts `fs` at `mountpoint` and serves it until it is unmounted.
-/// `on_mounted` receives a handle that unmounts (e.g. from a signal thread).
+/// `on_mounted` receives a handle that unmounts (e.g. from a signal thread)
+/// and one that sends the kernel cache invalidations (for [`Live`]).
 pub fn serve<S: TreeStore>(
     fs: StratumFs<S>,
     mountpoint: &Path,
     cfg: &MountConfig,
-    on_mounted: impl FnOnce(fuser::SessionUnmounter),
+    on_mounted: impl FnOnce(fuser::SessionUnmounter, fuser::Notifier),
 ) -> std::io::Result<()> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -734,7 +755,8 @@ pub fn serve<S: TreeStore>(
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = true;
     let mut session = fuser::Session::new(fs, mountpoint, &config)?;
-    on_mounted(session.unmount_callable());
+    let notifier = session.notifier();
+    on_mounted(session.unmount_callable(), notifier);
     session.run()
 }
 
