@@ -713,8 +713,11 @@ mod tests {
     fn record(name: &str, platform: &str, digest: char) -> ImageRecord {
         ImageRecord {
             name: name.into(),
-            manifest_digest: format!("sha256:{}", digest.to_string().repeat(64)),
-            config_digest: String::new(),
+            manifest_digest: stratum_catalog::Sha256Digest::from_hex(
+                &digest.to_string().repeat(64),
+            )
+            .unwrap(),
+            config_digest: stratum_catalog::Sha256Digest([0; 32]),
             platform: platform.into(),
             source: String::new(),
             published_at: 0,

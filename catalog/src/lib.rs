@@ -1,7 +1,8 @@
 //! The stratum repository format, version 1.
 //!
 //! Everything a reader or writer of a repository must agree on lives here and
-//! nowhere else: object ids and their paths ([`ObjectId`], [`layout`]), the object
+//! nowhere else: object ids and their paths ([`ObjectId`], [`layout`]), the OCI
+//! digests images are recorded under ([`Sha256Digest`]), the object
 //! encoding ([`object`]), the SQLite catalog schema ([`catalog`]), the signed
 //! manifest ([`manifest`]) and the storage backends ([`backend`]).
 //! `docs/FORMAT.md` is the normative description; this crate implements it.
@@ -13,6 +14,7 @@ pub mod backend;
 #[cfg(feature = "s3")]
 pub mod backend_s3;
 pub mod catalog;
+pub mod digest;
 mod error;
 /// Entry points of the fuzz targets (`fuzz/`) and of the tests that replay
 /// their corpora; not a stable API.
@@ -33,6 +35,7 @@ pub mod store;
 pub mod testing;
 pub mod verify;
 
+pub use digest::{DigestError, Sha256Digest};
 pub use error::{Error, Result};
 pub use object_id::{is_hex64, ObjectId, ObjectKind};
 pub use platform::Platform;

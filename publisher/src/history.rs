@@ -239,8 +239,8 @@ pub fn rollback(repo: &Repository, key: &SigningKey, to: u64) -> Result<Rollback
             )));
         }
         for l in &r.layers {
-            let lhex = l.diff_id.trim_start_matches("sha256:");
-            if ns.layer(&store, lhex)?.is_none() {
+            let lhex = l.diff_id.hex();
+            if ns.layer(&store, &lhex)?.is_none() {
                 return Err(invalid(format!(
                     "cannot roll back to revision {to}: layer {} of {} was removed by garbage collection",
                     l.diff_id, r.name

@@ -406,7 +406,7 @@ impl NamespaceWriter {
     pub fn set_image(&mut self, record: ImageRecord) -> Result<()> {
         self.images_dirty = true;
         self.retired
-            .remove(&(record.name.clone(), record.manifest_digest.clone()));
+            .remove(&(record.name.clone(), record.manifest_digest.to_string()));
         if let Some(old) = self.image(&record.name)? {
             if old.manifest_digest != record.manifest_digest {
                 self.retire_record(&old, "replaced");

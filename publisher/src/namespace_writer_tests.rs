@@ -8,7 +8,7 @@ use stratum_catalog::catalog::{
     Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageLayerRecord, ImageRecord, ROOT_ID,
 };
 use stratum_catalog::image_index::in_store;
-use stratum_catalog::{ObjectId, ObjectKind, Store};
+use stratum_catalog::{ObjectId, ObjectKind, Sha256Digest, Store};
 
 use super::{dir_entry, NamespaceWriter};
 use crate::objects::ObjectWriter;
@@ -42,8 +42,8 @@ fn hex(prefix: &str, n: u8) -> String {
 fn record(name: &str, hex: &str) -> ImageRecord {
     ImageRecord {
         name: name.to_owned(),
-        manifest_digest: format!("sha256:{hex}"),
-        config_digest: format!("sha256:{}", "c".repeat(64)),
+        manifest_digest: Sha256Digest::from_hex(hex).unwrap(),
+        config_digest: Sha256Digest([0xcc; 32]),
         platform: "linux/amd64".into(),
         source: "test".into(),
         published_at: 1_700_000_000,
@@ -52,8 +52,8 @@ fn record(name: &str, hex: &str) -> ImageRecord {
         manifest: b"{}".to_vec(),
         config: b"{}".to_vec(),
         layers: vec![ImageLayerRecord {
-            digest: format!("sha256:{}", "d".repeat(64)),
-            diff_id: format!("sha256:{}", "e".repeat(64)),
+            digest: Sha256Digest([0xdd; 32]),
+            diff_id: Sha256Digest([0xee; 32]),
             media_type: "application/vnd.oci.image.layer.v1.tar".into(),
             size: 10,
             layer_path: format!("/layers/ee/{}", "e".repeat(64)),
@@ -134,7 +134,7 @@ fn records_live_in_the_flat_partition_of_their_tree() {
     assert_eq!(index.variants("local/b:1").unwrap(), vec![b]);
     let w = load(&f, &root);
     assert_eq!(
-        w.image_by_digest(&a.manifest_digest).unwrap(),
+        w.image_by_digest(&a.manifest_digest.to_string()).unwrap(),
         Some(a.clone())
     );
     assert_eq!(w.image("local/a:1").unwrap(), Some(a));
@@ -191,7 +191,10 @@ fn a_publish_rewrites_only_the_partitions_its_records_touch() {
     let mut w = load(&f, &third);
     assert!(w.remove_image("local/c:1").unwrap());
     assert_eq!(w.image("local/c:1").unwrap(), None);
-    assert_eq!(w.image_by_digest(&c.manifest_digest).unwrap(), None);
+    assert_eq!(
+        w.image_by_digest(&c.manifest_digest.to_string()).unwrap(),
+        None
+    );
     let fourth = write(&mut f, w);
     let root_cat = f.store.load_catalog(&fourth).unwrap();
     let names: Vec<String> = in_store(&f.store, &root_cat)
@@ -291,7 +294,7 @@ fn records_an_older_writer_left_in_images_are_read_then_moved() {
     let mut w = load(&f, &old);
     assert_eq!(w.image("local/b:1").unwrap(), Some(b.clone()));
     assert_eq!(
-        w.image_by_digest(&a.manifest_digest).unwrap(),
+        w.image_by_digest(&a.manifest_digest.to_string()).unwrap(),
         Some(a.clone())
     );
     let c = record("local/c:1", &hex("ef", 3));

@@ -475,8 +475,8 @@ fn publish_image(
             }
         }
         layer_records.push(ImageLayerRecord {
-            digest: layer.digest.to_string(),
-            diff_id: layer.diff_id.to_string(),
+            digest: layer.digest,
+            diff_id: layer.diff_id,
             media_type: layer.media_type.clone(),
             size: layer.size,
             layer_path: layer_path(&diff_hex),
@@ -494,8 +494,8 @@ fn publish_image(
     };
     ns.set_image(ImageRecord {
         name: name.clone(),
-        manifest_digest: report.manifest_digest.clone(),
-        config_digest: image.config_digest.to_string(),
+        manifest_digest: image.manifest_digest,
+        config_digest: image.config_digest,
         platform: image.platform.clone(),
         source: image.source.clone(),
         published_at: i64::try_from(ts).unwrap_or(0),

@@ -209,7 +209,7 @@ pub fn sync(
             (
                 r.name.clone(),
                 r.source.clone(),
-                r.manifest_digest.clone(),
+                r.manifest_digest.to_string(),
                 r.platform.clone(),
             )
         })
@@ -303,7 +303,7 @@ fn sync_target(
         wanted.extend(names.iter().cloned());
         let digest = rm.digest.to_string();
         let current = |n: &str| tx.image(n).ok().flatten();
-        let previous = current(&names[0]).map(|r| r.manifest_digest.clone());
+        let previous = current(&names[0]).map(|r| r.manifest_digest.to_string());
         let mut item = SyncItem {
             name: names[0].clone(),
             source: original.clone(),

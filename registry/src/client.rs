@@ -16,7 +16,6 @@ use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientP
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
-use sha2::{Digest as _, Sha256};
 use tracing::{debug, warn};
 
 use crate::config::RegistryConfig;
@@ -364,8 +363,9 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
+/// `sha256:<64 lowercase hex>` of `bytes` ([`stratum_catalog::Sha256Digest`]).
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    stratum_catalog::Sha256Digest::of(bytes).to_string()
 }
 
 /// Sorts an oci-client error into retry or final, and names it.

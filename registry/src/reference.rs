@@ -31,12 +31,7 @@ impl Reference {
         }
         let inner: oci_client::Reference = bare.parse().map_err(|e| bad(format!("{e}")))?;
         if let Some(d) = inner.digest() {
-            let ok = d.strip_prefix("sha256:").is_some_and(|h| {
-                h.len() == 64
-                    && h.bytes()
-                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-            });
-            if !ok {
+            if stratum_catalog::Sha256Digest::parse(d).is_err() {
                 return Err(bad(format!(
                     "digest {d:?} is not sha256: and 64 lowercase hex digits"
                 )));

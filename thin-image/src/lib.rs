@@ -460,7 +460,7 @@ impl ThinImage {
             schema_version: SCHEMA_VERSION,
             media_type: MEDIA_TYPE.to_owned(),
             image: record.name.clone(),
-            manifest_digest: record.manifest_digest.clone(),
+            manifest_digest: record.manifest_digest.to_string(),
             platform,
             config,
             repository: RepositoryRef {
@@ -477,8 +477,8 @@ impl ThinImage {
                 .layers
                 .iter()
                 .map(|l| LayerTree {
-                    digest: l.digest.clone(),
-                    diff_id: l.diff_id.clone(),
+                    digest: l.digest.to_string(),
+                    diff_id: l.diff_id.to_string(),
                     path: l.layer_path.clone(),
                     catalog: l.catalog.clone(),
                     size: l.size,

@@ -23,6 +23,11 @@ fn h(pair: &str) -> String {
     pair.repeat(32)
 }
 
+/// The digest `sha256:` + `h(pair)`.
+fn d(pair: &str) -> stratum_catalog::Sha256Digest {
+    stratum_catalog::Sha256Digest::from_hex(&h(pair)).unwrap()
+}
+
 /// A descriptor with every optional member set.
 fn golden() -> ThinImage {
     ThinImage {
@@ -821,8 +826,8 @@ fn signing_key() -> ed25519_dalek::SigningKey {
 fn record(config: &Value) -> ImageRecord {
     ImageRecord {
         name: "local/app:1.0".into(),
-        manifest_digest: format!("sha256:{}", h("ab")),
-        config_digest: format!("sha256:{}", h("cc")),
+        manifest_digest: d("ab"),
+        config_digest: d("cc"),
         platform: "linux/amd64".into(),
         source: "oci:/x:1.0".into(),
         published_at: 1_700_000_000,
@@ -832,16 +837,16 @@ fn record(config: &Value) -> ImageRecord {
         config: serde_json::to_vec(config).unwrap(),
         layers: vec![
             ImageLayerRecord {
-                digest: format!("sha256:{}", h("cd")),
-                diff_id: format!("sha256:{}", h("ef")),
+                digest: d("cd"),
+                diff_id: d("ef"),
                 media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
                 size: 99,
                 layer_path: format!("/layers/ef/{}", h("ef")),
                 catalog: h("22"),
             },
             ImageLayerRecord {
-                digest: format!("sha256:{}", h("01")),
-                diff_id: format!("sha256:{}", h("23")),
+                digest: d("01"),
+                diff_id: d("23"),
                 media_type: "application/vnd.oci.image.layer.v1.tar".into(),
                 size: 100,
                 layer_path: format!("/layers/23/{}", h("23")),

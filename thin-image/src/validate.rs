@@ -30,11 +30,11 @@ pub fn check_hex64(field: &str, s: &str) -> Result {
     }
 }
 
-/// `sha256:<64 lowercase hex>`; returns the hex.
+/// `sha256:<64 lowercase hex>` ([`stratum_catalog::Sha256Digest`]); returns the hex.
 pub fn check_digest<'a>(field: &str, s: &'a str) -> Result<&'a str> {
-    match s.strip_prefix("sha256:") {
-        Some(hex) if is_hex64(hex) => Ok(hex),
-        _ => Err(bad(
+    match stratum_catalog::Sha256Digest::parse(s) {
+        Ok(_) => Ok(&s[stratum_catalog::digest::SHA256_PREFIX.len()..]),
+        Err(_) => Err(bad(
             field,
             format!("{s:?} is not a digest of the form sha256:<64 lowercase hex digits>"),
         )),

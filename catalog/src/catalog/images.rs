@@ -7,12 +7,14 @@
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
+use crate::Sha256Digest;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ImageLayerRecord {
     /// Blob digest as published by the source (`sha256:…`).
-    pub digest: String,
+    pub digest: Sha256Digest,
     /// Uncompressed digest (`sha256:…`); keys the layer tree.
-    pub diff_id: String,
+    pub diff_id: Sha256Digest,
     pub media_type: String,
     pub size: u64,
     /// `/layers/ab/<diff_id hex>`.
@@ -25,8 +27,8 @@ pub struct ImageLayerRecord {
 pub struct ImageRecord {
     /// Full name with tag, e.g. `local/app:1.0`.
     pub name: String,
-    pub manifest_digest: String,
-    pub config_digest: String,
+    pub manifest_digest: Sha256Digest,
+    pub config_digest: Sha256Digest,
     /// `os/arch[/variant]`.
     pub platform: String,
     /// The source as given to `publish`.
@@ -186,7 +188,7 @@ impl RetiredImage {
     pub fn from_record(r: &ImageRecord, retired_at: i64, reason: &str) -> Self {
         RetiredImage {
             name: r.name.clone(),
-            manifest_digest: r.manifest_digest.clone(),
+            manifest_digest: r.manifest_digest.to_string(),
             platform: r.platform.clone(),
             published_at: r.published_at,
             retired_at,
@@ -196,7 +198,13 @@ impl RetiredImage {
             layers: r
                 .layers
                 .iter()
-                .map(|l| (l.diff_id.clone(), l.layer_path.clone(), l.catalog.clone()))
+                .map(|l| {
+                    (
+                        l.diff_id.to_string(),
+                        l.layer_path.clone(),
+                        l.catalog.clone(),
+                    )
+                })
                 .collect(),
         }
     }

@@ -18,6 +18,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use stratum_catalog::Sha256Digest;
+
 use crate::names::ImageName;
 
 /// The only wishlist `version` this code reads.
@@ -221,8 +223,8 @@ impl Input {
 }
 
 /// `sha256-<hex>`: the tag a digest-pinned input publishes by default.
-pub fn digest_tag(digest: &str) -> String {
-    digest.replacen(':', "-", 1)
+pub fn digest_tag(digest: &Sha256Digest) -> String {
+    format!("sha256-{}", digest.hex())
 }
 
 impl Wishlist {

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use stratum_catalog::Sha256Digest;
+
 use super::WishlistError;
 
 // ---------------------------------------------------------------- references
@@ -30,7 +32,7 @@ pub enum Target {
     /// Every tag that matches this glob (`*`, `?`).
     Glob(String),
     /// One manifest, `sha256:<64 hex>`.
-    Digest(String),
+    Digest(Sha256Digest),
 }
 
 impl ImageRef {
@@ -50,8 +52,7 @@ impl ImageRef {
             if repo.contains(':') {
                 return Err(bad("give either a tag or a digest, not both".to_owned()));
             }
-            check_digest(digest).map_err(bad)?;
-            (repo, Target::Digest(digest.to_owned()))
+            (repo, Target::Digest(parse_digest(digest).map_err(bad)?))
         } else {
             match path.rsplit_once(':') {
                 Some((repo, tag)) => {
@@ -91,9 +92,9 @@ impl ImageRef {
         }
     }
 
-    pub fn digest(&self) -> Option<&str> {
+    pub fn digest(&self) -> Option<Sha256Digest> {
         match &self.target {
-            Target::Digest(d) => Some(d),
+            Target::Digest(d) => Some(*d),
             _ => None,
         }
     }
@@ -269,22 +270,15 @@ fn check_glob(glob: &str) -> Result<(), String> {
     }
 }
 
-/// `sha256:` and 64 lowercase hex digits.
-fn check_digest(d: &str) -> Result<(), String> {
-    match d.split_once(':') {
-        Some(("sha256", hex))
-            if hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
-        {
-            Ok(())
+/// `sha256:` and 64 lowercase hex digits ([`Sha256Digest::parse`]).
+fn parse_digest(d: &str) -> Result<Sha256Digest, String> {
+    Sha256Digest::parse(d).map_err(|e| {
+        if e.problem.is_algorithm() {
+            format!("digest {d:?}: only sha256 digests are supported")
+        } else {
+            format!("digest {d:?} is not sha256: and 64 lowercase hex digits")
         }
-        Some(("sha256", _)) => Err(format!(
-            "digest {d:?} is not sha256: and 64 lowercase hex digits"
-        )),
-        _ => Err(format!("digest {d:?}: only sha256 digests are supported")),
-    }
+    })
 }
 
 pub(super) fn check_env_name(v: &str) -> Result<(), String> {
