@@ -20,6 +20,7 @@ mod init;
 mod inspect;
 mod lifecycle;
 mod limits_args;
+mod metrics_args;
 mod mount;
 mod progress;
 mod publish;
@@ -30,6 +31,7 @@ mod serve;
 mod status;
 mod stray_keys;
 mod sync;
+mod sync_every;
 mod thin;
 mod transport_args;
 
@@ -148,6 +150,10 @@ enum Command {
     /// garbage collection). One signed revision per sync, however many images changed.
     /// One failing image does not stop the others; the exit status is 1 if any failed.
     /// Every action is appended to the wishlist's JSON-lines event log.
+    ///
+    /// With --every DURATION it keeps running as a service: one round per interval, one
+    /// JSON line per round with --json, Prometheus metrics with --metrics HOST:PORT; SIGTERM
+    /// or SIGINT stops it (exit 0) with the repository at its last revision.
     Sync(sync::SyncArgs),
     /// Unlink images from /images in a new revision; their trees stay for the grace
     /// period (running nodes may still use them), then `stratum gc` removes them.

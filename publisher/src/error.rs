@@ -32,6 +32,9 @@ pub enum PublishError {
     InvalidName { name: String, reason: String },
     #[error("repository {repo}: {reason}")]
     Repo { repo: String, reason: String },
+    /// Stopped on request (`SyncOptions::cancel`); nothing was published.
+    #[error("cancelled")]
+    Cancelled,
     #[error("I/O error on {path}: {error}")]
     Io { path: String, error: std::io::Error },
 }

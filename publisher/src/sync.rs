@@ -14,8 +14,15 @@
 //!    published before (a registry outage never retires anything).
 //! 5. Commit (no revision when nothing changed) and append one event per
 //!    image to the JSON-lines log.
+//!
+//! A sync can be cancelled ([`SyncOptions::cancel`], set by `stratum sync
+//! --every` on SIGTERM): it is checked before each image and while layers
+//! stream, and a cancelled sync drops its transaction, so the repository
+//! stays at the revision it had (FORMAT.md §9.4) and [`PublishError::Cancelled`]
+//! is returned.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,7 +35,7 @@ use crate::event_log::{Action, Event, EventLog, Status};
 use crate::publish::{Progress, Transaction};
 use crate::repo::Repository;
 use crate::source::registry::{self as registry_source, ResolvedManifest};
-use crate::source::{image_names, PlatformSelection};
+use crate::source::{image_names, ImageSource, PlatformSelection};
 use crate::wishlist::{Input, Platforms, Wishlist};
 
 #[derive(Clone, Debug, Default)]
@@ -37,6 +44,24 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// What a layer may hold (entries, paths, sizes, compression ratio).
     pub limits: crate::Limits,
+    /// Set (from another thread, e.g. a signal handler) to stop the sync as
+    /// soon as possible without publishing anything.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl SyncOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancelled() {
+            return Err(PublishError::Cancelled);
+        }
+        Ok(())
+    }
 }
 
 /// One image in the report.
@@ -145,6 +170,7 @@ pub fn sync(
     let mut protected_repos: Vec<(String, String)> = Vec::new();
 
     for input in &wl.images {
+        opts.check_cancel()?;
         let sel = selection(&input.platforms);
         let targets = match targets(registry, input) {
             Ok(t) => t,
@@ -160,6 +186,7 @@ pub fn sync(
             }
         };
         for target in targets {
+            opts.check_cancel()?;
             let (reference, base) = match target {
                 Ok(t) => t,
                 Err((source, e)) => {
@@ -187,6 +214,9 @@ pub fn sync(
         }
     }
 
+    // An image cut short by a cancel failed for that reason alone: give up
+    // the whole transaction rather than retire what was not looked at.
+    opts.check_cancel()?;
     // Retire what no input wants.
     let retire: Vec<(String, String, String, String)> = tx
         .images()?
@@ -227,11 +257,15 @@ pub fn sync(
         });
     }
 
+    opts.check_cancel()?;
     // Nothing was changed in a dry run, so this only releases the lock.
     let (revision, new_revision) = tx.commit(&key)?;
     report.revision = revision;
     report.new_revision = new_revision;
     report.seconds = started.elapsed().as_secs_f64();
+    if !opts.dry_run {
+        record_metrics(&report);
+    }
     write_events(&mut log, &report).map_err(|e| PublishError::Image {
         image: wl.origin.clone(),
         reason: format!("event log {}: {e}", wl.event_log.display()),
@@ -323,7 +357,7 @@ fn sync_target(
         }
         let updated = previous.is_some();
         if !opts.dry_run {
-            match publish_resolved(registry, tx, &rm, &original, sel, base, progress) {
+            match publish_resolved(registry, tx, &rm, &original, sel, base, opts, progress) {
                 Ok(stats) => {
                     item.platform = Some(stats.0);
                     item.layers_ingested = stats.1;
@@ -350,6 +384,7 @@ fn sync_target(
 
 /// Opens and publishes one resolved manifest: (platform, layers ingested,
 /// layers skipped, bytes downloaded).
+#[allow(clippy::too_many_arguments)]
 fn publish_resolved(
     registry: &Arc<Registry>,
     tx: &mut Transaction<'_>,
@@ -357,6 +392,7 @@ fn publish_resolved(
     original: &str,
     sel: &PlatformSelection,
     base: &str,
+    opts: &SyncOptions,
     progress: &dyn Progress,
 ) -> Result<(String, u64, u64, u64)> {
     let names = image_names(base, rm.placement.as_ref());
@@ -364,7 +400,17 @@ fn publish_resolved(
         Some(r) => r,
         None => {
             let src = registry_source::open(registry, rm, original, sel)?;
-            tx.publish_source(&src, base, progress)?
+            match &opts.cancel {
+                Some(cancel) => tx.publish_source(
+                    &Cancellable {
+                        inner: &src,
+                        cancel: cancel.clone(),
+                    },
+                    base,
+                    progress,
+                )?,
+                None => tx.publish_source(&src, base, progress)?,
+            }
         }
     };
     let first = reports.first();
@@ -374,6 +420,41 @@ fn publish_resolved(
         first.map(|r| r.layers_skipped).unwrap_or_default(),
         reports.iter().map(|r| r.downloaded_bytes).sum(),
     ))
+}
+
+/// The images of a sync by outcome (`stratum_metrics::sync::images`).
+fn record_metrics(r: &SyncReport) {
+    use stratum_metrics::sync::images;
+    images("added", r.added.len() as u64);
+    images("updated", r.updated.len() as u64);
+    images("kept", r.kept.len() as u64);
+    images("retired", r.retired.len() as u64);
+    images("failed", r.failed.len() as u64);
+}
+
+/// An image source whose layer streams stop when `cancel` is set.
+struct Cancellable<'a> {
+    inner: &'a dyn ImageSource,
+    cancel: Arc<AtomicBool>,
+}
+
+impl ImageSource for Cancellable<'_> {
+    fn image(&self) -> &crate::source::ResolvedImage {
+        self.inner.image()
+    }
+
+    fn open_layer(
+        &self,
+        layer: &crate::source::LayerDescriptor,
+    ) -> std::result::Result<crate::source::LayerStream, crate::source::SourceError> {
+        let mut stream = self.inner.open_layer(layer)?;
+        stream.set_cancel(self.cancel.clone());
+        Ok(stream)
+    }
+
+    fn prepare(&self, needed: &[crate::source::LayerDescriptor], spool_dir: &std::path::Path) {
+        self.inner.prepare(needed, spool_dir);
+    }
 }
 
 fn write_events(

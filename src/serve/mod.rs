@@ -41,6 +41,9 @@
 //!   wait in the listen backlog), closed when a complete request head has
 //!   not arrived within `--header-timeout` or when nothing moved for
 //!   `--idle-timeout`.
+//! - Metrics (`--metrics HOST:PORT`): each request counted by status, with
+//!   the body bytes sent and its duration, when its access-log line is
+//!   written (`stratum_metrics::serve`).
 //! - Shutdown: SIGINT or SIGTERM stops accepting connections and waits up to
 //!   [`SHUTDOWN_GRACE`] for requests in flight; a second signal exits at once.
 
@@ -113,6 +116,8 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     max_connections: u32,
+    #[command(flatten)]
+    metrics: crate::metrics_args::MetricsArgs,
 }
 
 /// `stratum serve REPO --listen ADDR --max-age SECONDS` with the connection
@@ -140,6 +145,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         );
     }
     crate::stray_keys::warn_about_private_keys(&root);
+    a.metrics.install()?;
     let limits = ConnLimits {
         max_connections: conn::fit_fd_limit(limits.max_connections),
         ..limits
@@ -610,6 +616,8 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         let e = &self.entry;
         let complete = self.ended || self.inner.is_end_stream() || self.expected == Some(self.sent);
+        let seconds = e.start.elapsed().as_secs_f64();
+        stratum_metrics::serve::request(e.status, self.sent, seconds);
         tracing::info!(
             target: "stratum::serve::access",
             client = %e.client,
@@ -617,7 +625,7 @@ impl Drop for LoggedBody {
             path = %e.path,
             status = e.status,
             bytes = self.sent,
-            ms = format_args!("{:.3}", e.start.elapsed().as_secs_f64() * 1000.0),
+            ms = format_args!("{:.3}", seconds * 1000.0),
             complete,
             "request"
         );

@@ -31,5 +31,6 @@ mod regressions;
 mod replicate;
 mod s3;
 mod serve;
+mod service;
 mod thin;
 mod thin_registry;

@@ -47,6 +47,13 @@ pub enum SourceError {
         reason: String,
     },
 
+    /// Reading was stopped on request (a sync being cancelled).
+    #[error("{image}: cancelled")]
+    Cancelled {
+        /// The image source.
+        image: String,
+    },
+
     /// A file of the source could not be opened or read.
     #[error("{image}: cannot read {}: {error}", path.display())]
     Io {

@@ -19,7 +19,7 @@
 //! next send and stops, it never blocks forever.
 
 use std::io::{self, BufReader, Read};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -70,6 +70,9 @@ enum State {
 /// mismatch detected at the end surfaces as an `io::Error` of kind
 /// `InvalidData` whose inner error is the [`SourceError`]. Call
 /// [`LayerStream::finish`] after parsing.
+/// How often a stream with a cancel flag looks at it while it waits for data.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub struct LayerStream {
     image: String,
     layer: LayerDescriptor,
@@ -87,6 +90,9 @@ pub struct LayerStream {
     /// (0: unchecked); see [`LayerStream::set_max_ratio`].
     max_ratio: u64,
     ratio_floor: u64,
+    /// When set, the stream fails with [`SourceError::Cancelled`] at its
+    /// next block.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl LayerStream {
@@ -125,6 +131,7 @@ impl LayerStream {
             compressed,
             max_ratio: 0,
             ratio_floor: 0,
+            cancel: None,
         })
     }
 
@@ -135,6 +142,12 @@ impl LayerStream {
     pub fn set_max_ratio(&mut self, ratio: u64, floor: u64) {
         self.max_ratio = ratio;
         self.ratio_floor = floor;
+    }
+
+    /// Stops the stream with [`SourceError::Cancelled`] at its next block
+    /// once `cancel` is set (reads and [`LayerStream::finish`] alike).
+    pub fn set_cancel(&mut self, cancel: Arc<AtomicBool>) {
+        self.cancel = Some(cancel);
     }
 
     /// A live count of the blob bytes decompressed so far (the producer
@@ -164,7 +177,25 @@ impl LayerStream {
     /// Receives the next message and updates the state; a data block
     /// becomes `current`.
     fn next_block(&mut self) {
-        match self.rx.recv() {
+        let received = match &self.cancel {
+            None => self.rx.recv().map_err(|_| ()),
+            // A stalled download must not hold up a cancel: wait in steps.
+            Some(cancel) => loop {
+                if cancel.load(Ordering::Relaxed) {
+                    // Dropping the stream stops the producer at its next block.
+                    self.current = Vec::new();
+                    self.state = State::Failed(SourceError::Cancelled {
+                        image: self.image.clone(),
+                    });
+                    return;
+                }
+                match self.rx.recv_timeout(CANCEL_POLL) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    r => break r.map_err(|_| ()),
+                }
+            },
+        };
+        match received {
             Ok(Msg::Data(block)) => {
                 if let Some(h) = &mut self.hasher {
                     h.update(&block);

@@ -19,6 +19,7 @@
 //!   access log.
 //! - [`fault_http`]: a fault-injecting HTTP/1.1 reverse proxy (delays,
 //!   resets, truncations, bit flips, statuses, stalls) for the node side.
+//! - [`prom`]: the Prometheus text format of `--metrics` endpoints, parsed.
 //! - [`reference`]: a minimal per-layer tree extractor for the harness's own
 //!   self-test of the overlayfs comparison.
 //!
@@ -32,6 +33,7 @@ pub mod fixtures;
 pub mod fsutil;
 pub mod mount;
 pub mod oci;
+pub mod prom;
 pub mod reference;
 pub mod registry;
 pub mod services;

@@ -928,7 +928,14 @@ pub enum Fault {
     Truncate { body_bytes: u64 },
     /// Close the connection without answering.
     Close,
+    /// Forward the response head and `body_bytes` bytes of its body, then
+    /// send nothing more, keeping the connection open (for [`STALL_MAX`] or
+    /// until the proxy is dropped): a download that hangs mid-blob.
+    Stall { body_bytes: u64 },
 }
+
+/// How long a [`Fault::Stall`] holds its connection at most.
+pub const STALL_MAX: Duration = Duration::from_secs(60);
 
 /// One request the proxy handled.
 #[derive(Clone, Debug)]
@@ -1261,14 +1268,21 @@ fn proxy_connection(
     let body_pump = std::thread::spawn(move || {
         let _ = std::io::copy(&mut from_client, &mut to_up);
     });
-    let truncate = match &fault {
-        Some(Fault::Truncate { body_bytes }) => Some(*body_bytes),
-        _ => None,
+    let (truncate, stall) = match &fault {
+        Some(Fault::Truncate { body_bytes }) => (Some(*body_bytes), false),
+        Some(Fault::Stall { body_bytes }) => (Some(*body_bytes), true),
+        _ => (None, false),
     };
     let res = forward_response(&mut up, &mut client, truncate, |status| {
         sh.forwarded.fetch_add(1, Ordering::SeqCst);
         sh.record(&method, &uri, status, fault.clone());
     });
+    if stall {
+        let until = Instant::now() + STALL_MAX;
+        while !sh.stop.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let _ = client.shutdown(Shutdown::Both);
     let _ = up.shutdown(Shutdown::Both);
     let _ = body_pump.join();
