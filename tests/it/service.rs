@@ -548,58 +548,89 @@ fn serve_metrics_count_requests_by_status_and_bytes_sent() {
     assert_eq!(again.sum("stratum_serve_requests_total"), 8.0);
 }
 
-/// The `ExecStart=` words of a unit, the binary replaced by the one built.
-fn exec_start(unit: &str) -> Vec<String> {
-    let line = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .expect("no ExecStart= line");
-    let mut words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-    assert_eq!(words[0], "/usr/local/bin/stratum");
-    words[0] = stratum_bin().to_string();
-    words
+/// The `stratum` command lines of a unit (`ExecStart=`, `ExecStartPre=`,
+/// `ExecReload=`, a leading `-` dropped), as arguments after the binary.
+fn stratum_lines(unit: &str) -> Vec<Vec<String>> {
+    unit.lines()
+        .filter_map(|l| {
+            let (key, cmd) = l.split_once('=')?;
+            if !key.starts_with("Exec") {
+                return None;
+            }
+            let mut words = cmd.trim_start_matches('-').split_whitespace();
+            (words.next()? == "/usr/local/bin/stratum").then(|| words.map(str::to_string).collect())
+        })
+        .collect()
 }
 
 #[test]
-fn the_publisher_unit_is_documented_verifies_and_its_command_line_parses() {
-    let unit = include_str!("../../examples/systemd/stratum-sync.service");
+fn the_unit_files_are_documented_verify_and_their_command_lines_parse() {
     let doc = include_str!("../../docs/DEPLOYMENT.md");
-    assert!(
-        doc.contains(unit),
-        "docs/DEPLOYMENT.md must show examples/systemd/stratum-sync.service as it is"
-    );
-    // Every option parses (clap exits 2 on a usage error); the command then
-    // stops at once on the missing wishlist (exit 1), naming it.
-    let words = exec_start(unit);
-    let out = crate::support::stratum_raw(&words[1..]);
-    out.assert_no_panic();
-    assert_eq!(out.status.code(), Some(1), "{}", out.stderr_str());
-    assert!(
-        out.stderr_str().contains("/etc/stratum/wishlist.yaml")
-            && !out.stderr_str().contains("Usage"),
-        "{}",
-        out.stderr_str()
-    );
+    let units = [
+        (
+            "stratum-sync.service",
+            include_str!("../../examples/systemd/stratum-sync.service"),
+        ),
+        (
+            "stratum-mount.service",
+            include_str!("../../examples/systemd/stratum-mount.service"),
+        ),
+    ];
+    for (name, unit) in &units {
+        assert!(
+            doc.contains(unit),
+            "docs/DEPLOYMENT.md must show examples/systemd/{name} as it is"
+        );
+    }
+    // Every option parses (clap exits 2 on a usage error); each command
+    // then stops at once on a missing file (exit 1), naming it. No command
+    // gets as far as the network (the mount reads its --pubkey first; its
+    // URL points at 127.0.0.1 anyway).
+    for (name, unit) in &units {
+        let lines = stratum_lines(unit);
+        assert!(!lines.is_empty(), "{name}");
+        for words in lines {
+            let words: Vec<String> = words
+                .iter()
+                .map(|w| w.replace("stratum.example.org", "127.0.0.1:9"))
+                .collect();
+            let out = crate::support::stratum_raw(&words);
+            out.assert_no_panic();
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{name}: {words:?}: {}",
+                out.stderr_str()
+            );
+            let err = out.stderr_str();
+            assert!(
+                err.contains("/etc/stratum/") || err.contains("/run/stratum/"),
+                "{name}: {words:?}: {err}"
+            );
+            assert!(!err.contains("Usage"), "{name}: {words:?}: {err}");
+        }
+    }
     if !crate::support::require_tool("systemd-analyze") {
         return;
     }
     let dir = crate::support::tempdir();
-    let file = dir.path().join("stratum-sync.service");
-    let local = unit.replace("/usr/local/bin/stratum", stratum_bin());
-    std::fs::write(&file, local).unwrap();
-    let out = crate::support::run_cmd({
-        let mut c = Command::new("systemd-analyze");
-        c.arg("verify").arg(&file);
-        c
-    });
-    assert!(
-        out.success(),
-        "systemd-analyze verify: {}",
-        out.stderr_str()
-    );
-    assert!(
-        !out.stderr_str().contains("stratum-sync.service:"),
-        "systemd-analyze verify warns: {}",
-        out.stderr_str()
-    );
+    for (name, unit) in &units {
+        let file = dir.path().join(name);
+        std::fs::write(&file, unit.replace("/usr/local/bin/stratum", stratum_bin())).unwrap();
+        let out = crate::support::run_cmd({
+            let mut c = Command::new("systemd-analyze");
+            c.arg("verify").arg(&file);
+            c
+        });
+        assert!(
+            out.success(),
+            "systemd-analyze verify {name}: {}",
+            out.stderr_str()
+        );
+        assert!(
+            !out.stderr_str().contains(&format!("{name}:")),
+            "systemd-analyze verify warns about {name}: {}",
+            out.stderr_str()
+        );
+    }
 }
