@@ -1,6 +1,8 @@
 //! `stratum sync WISHLIST.yaml [--dry-run] [--json]`: the wishlist's images
 //! published in one revision (see `stratum_publisher::sync` and
-//! docs/WISHLIST.md); this module only parses, prints and sets the exit code.
+//! docs/WISHLIST.md) and their thin images pushed
+//! (`stratum_thin_image::sync_push`); this module only parses, prints and
+//! sets the exit code.
 //! With `--every DURATION` it keeps running, one [`round`] per interval
 //! (`crate::sync_every`).
 
@@ -10,10 +12,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use stratum_publisher::event_log::{Action, Event, EventLog, Status};
 use stratum_publisher::sync::{registry_config, sync, SyncItem, SyncOptions, SyncReport};
-use stratum_publisher::wishlist::{ThinVars, Wishlist};
+use stratum_publisher::wishlist::Wishlist;
 use stratum_publisher::Progress;
+use stratum_thin_image::sync_push::{push_thin_images, ThinPush};
 
 use crate::progress;
 use crate::registry_args::RegistryArgs;
@@ -142,101 +144,6 @@ pub fn round(
         push_thin_images(&wl, &report, &registry)?
     };
     Ok(Round { report, pushes })
-}
-
-/// One thin-image push of a sync.
-#[derive(serde::Serialize)]
-struct ThinPush {
-    image: String,
-    reference: String,
-    digest: Option<String>,
-    platforms: Vec<String>,
-    unchanged: bool,
-    error: Option<String>,
-    seconds: f64,
-}
-
-/// Pushes the thin image of every image the wishlist wants (added, updated
-/// or kept: a push to a tag that already holds the same descriptor is a
-/// no-op), to the name `thin_images.pattern` gives; logs each as `push`.
-fn push_thin_images(
-    wl: &Wishlist,
-    report: &SyncReport,
-    registry: &std::sync::Arc<stratum_registry::Registry>,
-) -> Result<Vec<ThinPush>> {
-    let Some(thin) = &wl.thin_images else {
-        return Ok(Vec::new());
-    };
-    let mut log = EventLog::open(&wl.event_log)
-        .with_context(|| format!("event log {}", wl.event_log.display()))?;
-    let mut out = Vec::new();
-    let items = report
-        .added
-        .iter()
-        .chain(&report.updated)
-        .chain(&report.kept);
-    // Per-platform names ride in their NAME:TAG's index.
-    for item in items.filter(|i| !i.name.contains('+')) {
-        let started = std::time::Instant::now();
-        let (name, tag) = item.name.rsplit_once(':').unwrap_or((&item.name, "latest"));
-        let source = stratum_registry::Reference::parse(&item.source).ok();
-        let digest = item.digest.clone().unwrap_or_default();
-        let platform = item.platform.clone().unwrap_or_default();
-        let rendered = thin.pattern.render(&ThinVars {
-            registry: source.as_ref().map(|s| s.registry()).unwrap_or(""),
-            repository: source.as_ref().map(|s| s.repository()).unwrap_or(""),
-            name,
-            tag,
-            digest: &digest,
-            platform: &platform,
-        });
-        let result = stratum_registry::Reference::parse(&rendered)
-            .map_err(anyhow::Error::from)
-            .and_then(|dest| {
-                crate::thin::push_thin(
-                    &wl.repository,
-                    None,
-                    &item.name,
-                    &dest,
-                    &thin.urls,
-                    registry,
-                )
-            });
-        let seconds = started.elapsed().as_secs_f64();
-        let mut event =
-            Event::new(Action::Push, item.name.clone(), Status::Ok).took(started.elapsed());
-        let push = match result {
-            Ok(p) => {
-                event = event.digest(p.digest.clone());
-                ThinPush {
-                    image: item.name.clone(),
-                    reference: p.reference,
-                    digest: Some(p.digest),
-                    platforms: p.platforms,
-                    unchanged: p.unchanged,
-                    error: None,
-                    seconds,
-                }
-            }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                event = event.error(&msg);
-                ThinPush {
-                    image: item.name.clone(),
-                    reference: rendered.clone(),
-                    digest: None,
-                    platforms: Vec::new(),
-                    unchanged: false,
-                    error: Some(msg),
-                    seconds,
-                }
-            }
-        };
-        log.append(&event)
-            .with_context(|| format!("event log {}", wl.event_log.display()))?;
-        out.push(push);
-    }
-    Ok(out)
 }
 
 fn print_report(r: &SyncReport) -> Result<()> {

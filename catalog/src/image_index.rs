@@ -227,6 +227,7 @@ pub fn pick_image<'a>(images: &'a [ImageRecord], name: &str) -> Option<&'a Image
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -249,5 +250,49 @@ mod tests {
         assert!(c("host:5000/app").is_none());
         assert!(c(":tag").is_none());
         assert!(c("app:").is_none());
+    }
+
+    use crate::testing::image_record as record;
+
+    /// This host's platform and one that is not.
+    fn platforms() -> (String, String) {
+        let host = crate::Platform::host();
+        let other = if host.architecture == "s390x" {
+            "linux/ppc64le"
+        } else {
+            "linux/s390x"
+        };
+        (host.to_string(), other.to_owned())
+    }
+
+    #[test]
+    fn pick_image_prefers_this_hosts_platform() {
+        let (host, other) = platforms();
+        let host_slug = host.replace('/', "-");
+        let other_slug = other.replace('/', "-");
+        // The primary is another platform: this host's sibling is taken.
+        let images = vec![
+            record("a:1", &other, 'a'),
+            record(&format!("a:1+{other_slug}"), &other, 'a'),
+            record(&format!("a:1+{host_slug}"), &host, 'b'),
+            record("b:1", &other, 'c'),
+        ];
+        assert_eq!(pick_image(&images, "a:1").unwrap().flat_path, "/flat/b");
+        // Named exactly, or without a sibling for this host: the name itself.
+        assert_eq!(
+            pick_image(&images, &format!("a:1+{other_slug}"))
+                .unwrap()
+                .flat_path,
+            "/flat/a"
+        );
+        assert_eq!(pick_image(&images, "b:1").unwrap().flat_path, "/flat/c");
+        assert!(pick_image(&images, "c:1").is_none());
+        // The primary is this host's: itself.
+        let images = vec![
+            record("a:1", &host, 'a'),
+            record(&format!("a:1+{host_slug}"), &host, 'a'),
+            record(&format!("a:1+{other_slug}"), &other, 'b'),
+        ];
+        assert_eq!(pick_image(&images, "a:1").unwrap().name, "a:1");
     }
 }

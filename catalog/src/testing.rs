@@ -1,5 +1,6 @@
 //! Test support for every crate of the workspace (feature `testing`): the
-//! backend conformance suite, and a real S3-protocol server on 127.0.0.1.
+//! backend conformance suite, a bare `/images` record ([`image_record`]),
+//! and a real S3-protocol server on 127.0.0.1.
 //!
 //! The server is moto's (`moto_server`, from PyPI `moto[server]`): it speaks
 //! enough of S3 for the backend (create-only `If-None-Match: *` and
@@ -17,6 +18,27 @@ use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::location::{S3Location, S3Options};
+
+/// An `/images` record of `name` for `platform` (`os/arch[/variant]`)
+/// whose manifest digest is `digest` (a hex digit) 64 times and whose flat
+/// path is `/flat/<digest>`; every other member empty.
+pub fn image_record(name: &str, platform: &str, digest: char) -> crate::catalog::ImageRecord {
+    let hex = digest.to_string().repeat(64);
+    crate::catalog::ImageRecord {
+        name: name.into(),
+        manifest_digest: crate::Sha256Digest::from_hex(&hex)
+            .unwrap_or_else(|e| panic!("image_record: {e}")),
+        config_digest: crate::Sha256Digest([0; 32]),
+        platform: platform.into(),
+        source: String::new(),
+        published_at: 0,
+        flat_path: format!("/flat/{digest}"),
+        flat_catalog: String::new(),
+        manifest: Vec::new(),
+        config: Vec::new(),
+        layers: Vec::new(),
+    }
+}
 
 /// The behaviour every backend must show: the local directory and the S3
 /// backend both run it, each on an empty repository.

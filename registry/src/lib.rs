@@ -2,9 +2,10 @@
 //!
 //! One blocking [`Registry`] per process. The publisher uses it for
 //! `docker://` sources and the tag lists of wishlist globs
-//! (`stratum_publisher::source`, `stratum_publisher::sync`); the CLI uses it
-//! to push thin images as artifacts and to fetch them back by reference
-//! (`src/thin.rs`, `src/sync.rs`). It owns how registries are reached
+//! (`stratum_publisher::source`, `stratum_publisher::sync`); `thin-image`,
+//! with its `registry` feature, uses it to push thin images as artifacts
+//! and to fetch them back by reference (`stratum_thin_image::push`,
+//! `fetch`, `sync_push`). It owns how registries are reached
 //! ([`RegistryConfig`]: plain HTTP only for hosts named insecure, extra CAs,
 //! credentials from flags, the environment, `$REGISTRY_AUTH_FILE`,
 //! `~/.docker/config.json` and credential helpers) and how failures are

@@ -3,8 +3,11 @@
 //! One URL per line; empty lines and lines starting with `#` are skipped,
 //! repeats are dropped, and every URL is checked as a descriptor's is.
 
+use std::path::Path;
+
 use stratum_catalog::backend::Backend;
 use stratum_catalog::layout::URLS_PATH;
+use stratum_catalog::location::RepoLocation;
 
 use crate::validate::check_url;
 use crate::ThinImageError;
@@ -41,6 +44,33 @@ pub fn write(backend: &dyn Backend, urls: &[String]) -> Result<(), Error> {
     Ok(backend.replace(URLS_PATH, text.as_bytes())?)
 }
 
+/// The default URLs of the repository at `repo` (a directory, or a
+/// location such as `s3://bucket/prefix`).
+pub fn of_repo(repo: &Path) -> Result<Vec<String>, Error> {
+    let backend = RepoLocation::from_path(repo)?.open_backend()?;
+    let shown = format!("{}/{URLS_PATH}", repo.display());
+    read(backend.as_ref(), &shown)
+}
+
+/// Records `urls` as the defaults of the repository at `repo` (`stratum init --url`).
+pub fn record(repo: &Path, urls: &[String]) -> Result<(), Error> {
+    let backend = RepoLocation::from_path(repo)?.open_backend()?;
+    write(backend.as_ref(), urls)
+}
+
+/// `urls` when given, else the default URLs of the repository at `repo`,
+/// else [`Error::NoneRecorded`].
+pub fn given_or_default(repo: &Path, urls: &[String]) -> Result<Vec<String>, Error> {
+    if !urls.is_empty() {
+        return Ok(urls.to_vec());
+    }
+    let defaults = of_repo(repo)?;
+    if defaults.is_empty() {
+        return Err(Error::NoneRecorded(repo.display().to_string()));
+    }
+    Ok(defaults)
+}
+
 /// Why the default URLs could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,4 +80,11 @@ pub enum Error {
     NotUtf8(String),
     #[error(transparent)]
     Invalid(#[from] ThinImageError),
+    /// No URL given, and the repository records none.
+    #[error(
+        "no --url given, and {0} records no default URLs: give --url URL (repeat for \
+         mirrors), or record them with `stratum init REPO --key KEY --url URL…` \
+         ({URLS_PATH} in the repository, one URL per line)"
+    )]
+    NoneRecorded(String),
 }

@@ -14,8 +14,13 @@
 //!   ([`ThinImage::validate`]);
 //! - building a descriptor from what a publish recorded in the `/images`
 //!   catalog ([`ThinImage::build`]);
-//! - wrapping it as an OCI artifact for registries and reading it back
-//!   ([`ThinImage::to_artifact`], [`ThinImage::from_artifact`]).
+//! - writing it to a file atomically ([`descriptor_file`]);
+//! - with the `registry` feature: wrapping it as an OCI artifact for
+//!   registries and reading it back ([`ThinImage::to_artifact`],
+//!   [`ThinImage::from_artifact`]), building descriptors from a published
+//!   repository (`published`), pushing them to a registry (`push`, and the
+//!   pushes of a sync in `sync_push`) and fetching them by reference
+//!   (`fetch`). Without it the crate links no registry client.
 //!
 //! Example (the shape; see `docs/THIN-IMAGE.md` for a complete one):
 //!
@@ -42,7 +47,10 @@ pub use stratum_catalog::Platform;
 
 mod artifact;
 pub mod default_urls;
+pub mod descriptor_file;
 mod error;
+#[cfg(feature = "registry")]
+pub mod fetch;
 /// Entry points of the fuzz targets (`fuzz/`) and of the tests that replay
 /// their corpora; not a stable API. They round-trip artifacts.
 #[cfg(feature = "registry")]
@@ -50,6 +58,12 @@ mod error;
 pub mod fuzzing;
 #[cfg(feature = "registry")]
 mod oci_artifact;
+#[cfg(feature = "registry")]
+pub mod published;
+#[cfg(feature = "registry")]
+pub mod push;
+#[cfg(feature = "registry")]
+pub mod sync_push;
 pub mod validate;
 pub mod vouch;
 

@@ -27,8 +27,7 @@ impl ThinImage {
     /// `created`. The blob is the descriptor as `stratum thin` writes it
     /// (pretty JSON and a newline); refuses an invalid descriptor.
     pub fn to_artifact_at(&self, created: SystemTime) -> Result<Artifact, ThinImageError> {
-        let mut payload = self.to_json_pretty()?;
-        payload.push('\n');
+        let payload = self.to_file_text()?;
         let config = ArtifactConfig {
             schema_version: self.schema_version,
             image: self.image.clone(),
