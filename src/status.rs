@@ -87,6 +87,12 @@ pub fn render(remote: &Remote, live: Option<&Live>, source: &str, shown: Shown) 
             "last": last,
             "next": s.next.map(rfc3339),
             "next_unix": s.next.map(unix),
+            "catalogs": {
+                "slots": s.catalogs.slots,
+                "open": s.catalogs.open,
+                "released": s.catalogs.released,
+                "reopened": s.catalogs.reopened,
+            },
         })
     });
     let stats = remote.stats();

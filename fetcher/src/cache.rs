@@ -494,7 +494,8 @@ impl Cache {
         Ok(None)
     }
 
-    /// Forgets that this process pins a catalog (it failed to open).
+    /// Forgets that this process pins a catalog (it failed to open, or
+    /// was released).
     pub fn unpin(&self, kind: Kind, id: &ObjectId) {
         self.lock().pinned.remove(&(kind, *id));
     }

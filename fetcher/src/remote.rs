@@ -496,7 +496,7 @@ impl Remote {
     /// [`MAX_OBJECT_SIZE`]), from the cache or downloaded into it. Readers
     /// that know the size from a catalog use [`Remote::object_sized`].
     pub fn object(&self, id: &ObjectId) -> Result<CachedObject, FetchError> {
-        self.object_expected(id, Expected::AtMost(MAX_OBJECT_SIZE))
+        self.object_expected(id, Expected::AtMost(MAX_OBJECT_SIZE), true)
     }
 
     /// A verified content object of `size` bytes (as its catalog entry or
@@ -504,13 +504,21 @@ impl Remote {
     /// shared by all concurrent callers of the same id). A cached file of
     /// another size is not it.
     pub fn object_sized(&self, id: &ObjectId, size: u64) -> Result<CachedObject, FetchError> {
-        self.object_expected(id, Expected::Size(size))
+        self.object_expected(id, Expected::Size(size), true)
+    }
+
+    /// [`Remote::object_sized`] for a reader that has just read this object
+    /// (the next read of the same open file): found in the cache, it is not
+    /// counted as another cache hit.
+    pub fn object_sized_again(&self, id: &ObjectId, size: u64) -> Result<CachedObject, FetchError> {
+        self.object_expected(id, Expected::Size(size), false)
     }
 
     fn object_expected(
         &self,
         id: &ObjectId,
         expected: Expected,
+        count_hit: bool,
     ) -> Result<CachedObject, FetchError> {
         let c = &self.transport.counters;
         let fits = |len: u64| match expected {
@@ -521,13 +529,17 @@ impl Remote {
             if !fits(len) {
                 return Err(self.size_mismatch(id, len, expected));
             }
-            Counters::bump(&c.cache_hits);
+            if count_hit {
+                Counters::bump(&c.cache_hits);
+            }
             return Ok(CachedObject { file, len });
         }
         let (file, len) = self.object_flights.run(id, &c.shared_waits, || {
             // Another thread or process may have inserted it meanwhile.
             if let Some((file, len)) = self.cache.lookup(Kind::Object, id)? {
-                Counters::bump(&c.cache_hits);
+                if count_hit {
+                    Counters::bump(&c.cache_hits);
+                }
                 return Ok((Arc::new(file), len));
             }
             let (tmp, len) = self.download(id, ObjectKind::Content, expected)?;
@@ -612,10 +624,25 @@ impl Remote {
         })
     }
 
+    /// Closes this `Remote`'s copy of catalog `id` and unpins its file, so
+    /// that the quota may evict it; `Arc`s handed out keep their copy open
+    /// (an evicted file stays readable through them). A later
+    /// [`Remote::catalog`] finds it in the cache again, or downloads it.
+    pub fn release_catalog(&self, id: &ObjectId) {
+        let pinned = self
+            .catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if pinned.is_some() {
+            self.cache.unpin(Kind::Catalog, id);
+        }
+    }
+
     /// Where the decoded catalog `id` lives in the cache. Meaningful once
-    /// [`Remote::catalog`] returned it: then the file stays for the
-    /// lifetime of this `Remote`, and may be opened again with
-    /// [`Catalog::open_path`].
+    /// [`Remote::catalog`] returned it: then the file stays until
+    /// [`Remote::release_catalog`] (or the end of this `Remote`), and may be
+    /// opened again with [`Catalog::open_path`].
     pub fn catalog_file(&self, id: &ObjectId) -> PathBuf {
         self.cache.path(Kind::Catalog, id)
     }

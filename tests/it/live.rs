@@ -15,6 +15,9 @@
 //!   mounts stay pinned.
 //!
 //! Needs root and `/dev/fuse`; each test skips with a message otherwise.
+//! More in [`accounting`]: through Squid, many switches, status numbers.
+
+mod accounting;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};

@@ -22,7 +22,7 @@
 //! recorded in [`LiveStatus`], and the next interval tries again. Readers
 //! never see them: nothing is switched until everything is loaded.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -69,10 +69,13 @@ impl<S: TreeStore> Switcher<S> {
             }));
         }
         let before = mounted_catalogs(&old)?;
+        // The changed ones are loaded now, so that a catalog that cannot be
+        // had fails the switch, not a reader; unchanged ones are loaded on
+        // demand, as at mount time.
+        let mut keep = HashSet::new();
         for (path, id) in mounted_catalogs(&cat)? {
-            // Unchanged ones are loaded on demand, as at mount time.
-            if before.get(&path) != Some(&id) && !self.slots.has(&id) {
-                self.slots.slot_of(&*self.store, &id)?;
+            if before.get(&path) != Some(&id) && self.slots.find(&id).is_none() {
+                keep.insert(self.slots.slot_of(&id)?);
             }
         }
         let mut names = BTreeSet::new();
@@ -83,8 +86,13 @@ impl<S: TreeStore> Switcher<S> {
         {
             names.insert(c.name);
         }
-        let slot = self.slots.slot_of(&*self.store, new)?;
+        let slot = self.slots.slot_of(new)?;
+        keep.insert(slot);
         self.root.set((slot, ROOT_ID));
+        // Open stay the new root and what this switch loaded; the catalogs
+        // the kernel holds nothing of close now, the others when the kernel
+        // forgets their inodes (D37).
+        self.slots.keep_only(keep);
         Ok(names.into_iter().collect())
     }
 }
@@ -158,6 +166,8 @@ pub struct LiveStatus {
     pub last: Option<Refresh>,
     /// When the next refresh is due (none while one is running).
     pub next: Option<SystemTime>,
+    /// The catalogs the mount has had and has open.
+    pub catalogs: super::SlotCounts,
 }
 
 struct State {
@@ -239,6 +249,7 @@ impl Live {
             failures: st.failures,
             last: st.last.clone(),
             next: st.next,
+            catalogs: self.switcher.slots.counts(),
         }
     }
 

@@ -35,6 +35,7 @@ use stratum_catalog::ObjectId;
 pub use fuser::{Notifier, SessionUnmounter};
 pub use live::{Live, LiveStatus, Outcome, Refresh, Switcher};
 pub use prefetch::{prefetch, PrefetchPlan, PrefetchReport};
+pub use slots::SlotCounts;
 use slots::{RootCell, Slot, SlotTable};
 pub use store::{LocalTree, RemoteTree, TreeStore};
 
@@ -107,6 +108,9 @@ pub struct StratumFs<S: TreeStore> {
     live: bool,
     status: Option<StatusFn>,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
+    /// Open files: the object each read last, so that the reads of one
+    /// object through one open count one cache hit, not one per request.
+    files: Mutex<HashMap<u64, Option<ObjectId>>>,
     next_fh: AtomicU64,
     uid_gid_override: Option<(u32, u32)>,
     /// `+os-arch` of this node: `/images/NAME/TAG` shows `TAG+<this>` when
@@ -164,12 +168,13 @@ impl<S: TreeStore> StratumFs<S> {
     /// `/flat/ab/<hex>`) of the namespace whose root catalog is `root`.
     pub fn new(store: Arc<S>, root: &ObjectId, path: &str) -> FsResult<Self> {
         let fs = StratumFs {
+            slots: SlotTable::new(store.clone()),
             store,
-            slots: SlotTable::default(),
             root: RootCell::new((0, ROOT_ID)),
             live: false,
             status: None,
             dirs: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             uid_gid_override: None,
             platform_suffix: format!("+{}", stratum_catalog::Platform::host().slug()).into_bytes(),
@@ -184,6 +189,9 @@ impl<S: TreeStore> StratumFs<S> {
             node = (slot, entry.id);
         }
         fs.root.set(node);
+        // Inode 1 is never forgotten; the catalogs walked through to it
+        // are released (nothing below the mount point names them).
+        fs.slots.keep_only([node.0].into());
         Ok(fs)
     }
 
@@ -192,6 +200,11 @@ impl<S: TreeStore> StratumFs<S> {
     pub fn live(&mut self) -> Switcher<S> {
         self.live = true;
         Switcher::new(self.store.clone(), self.slots.clone(), self.root.clone())
+    }
+
+    /// How many catalogs this mount has had and has open (D37).
+    pub fn catalog_counts(&self) -> SlotCounts {
+        self.slots.counts()
     }
 
     /// Serves [`STATUS_XATTR`] on the root, rendered by `f` on each request.
@@ -211,7 +224,15 @@ impl<S: TreeStore> StratumFs<S> {
     }
 
     fn slot_of(&self, id: &ObjectId) -> FsResult<u32> {
-        self.slots.slot_of(&*self.store, id)
+        self.slots.slot_of(id)
+    }
+
+    /// The kernel gets a reference to inode `ino` (a lookup reply, a
+    /// `readdirplus` entry): counted for its slot until `forget`.
+    fn hand_out(&self, ino: u64) {
+        if ino != 1 {
+            self.slots.looked_up(self.decode(ino).0);
+        }
     }
 
     fn slot(&self, s: u32) -> FsResult<Arc<Slot>> {
@@ -331,7 +352,33 @@ impl<S: TreeStore> StratumFs<S> {
         Ok(self.attr(self.ino(&slot, cs, &e), &e))
     }
 
-    fn do_read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    /// Whether open file `fh` read object `id` last (and makes it so).
+    fn read_last(&self, fh: u64, id: &ObjectId) -> bool {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        match files.get_mut(&fh) {
+            Some(last) if last.as_ref() == Some(id) => true,
+            Some(last) => {
+                *last = Some(*id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Reads `buf.len()` bytes of object `id` at `offset` for open file `fh`.
+    fn read_object(
+        &self,
+        fh: u64,
+        id: &ObjectId,
+        size: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> FsResult<()> {
+        let again = self.read_last(fh, id);
+        read_full(&*self.store, id, size, offset, buf, again)
+    }
+
+    fn do_read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let (_, _, e) = self.node(ino)?;
         if e.is_dir() {
             return Err(FsError::IsDir);
@@ -347,7 +394,7 @@ impl<S: TreeStore> StratumFs<S> {
                 let start = offset as usize;
                 out.copy_from_slice(&b[start.min(b.len())..(end as usize).min(b.len())]);
             }
-            Data::Object(id) => read_full(&*self.store, id, e.size, offset, &mut out)?,
+            Data::Object(id) => self.read_object(fh, id, e.size, offset, &mut out)?,
             Data::Chunks(chunks) => {
                 let mut pos = 0u64;
                 let mut filled = 0usize;
@@ -362,13 +409,7 @@ impl<S: TreeStore> StratumFs<S> {
                     }
                     let at = offset + filled as u64 - cstart;
                     let n = ((cend - cstart - at) as usize).min(out.len() - filled);
-                    read_full(
-                        &*self.store,
-                        &c.id,
-                        c.size,
-                        at,
-                        &mut out[filled..filled + n],
-                    )?;
+                    self.read_object(fh, &c.id, c.size, at, &mut out[filled..filled + n])?;
                     filled += n;
                     if filled == out.len() {
                         // Sequential readers will want the next chunk next.
@@ -438,10 +479,16 @@ fn read_full(
     size: u64,
     offset: u64,
     buf: &mut [u8],
+    again: bool,
 ) -> FsResult<()> {
     let mut done = 0;
     while done < buf.len() {
-        let n = store.read_at(id, size, offset + done as u64, &mut buf[done..])?;
+        let at = offset + done as u64;
+        let n = if again || done > 0 {
+            store.read_again_at(id, size, at, &mut buf[done..])?
+        } else {
+            store.read_at(id, size, at, &mut buf[done..])?
+        };
         if n == 0 {
             return Err(FsError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -486,8 +533,19 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
             parent.0,
             self.do_lookup(parent.0, name.as_bytes()),
         ) {
-            Ok(attr) => reply.entry(self.ttl(parent.0), &attr, Generation(0)),
+            Ok(attr) => {
+                self.hand_out(attr.ino.0);
+                reply.entry(self.ttl(parent.0), &attr, Generation(0))
+            }
             Err(e) => reply.error(e),
+        }
+    }
+
+    /// The kernel dropped `nlookup` references to `ino`: a slot none of
+    /// whose inodes the kernel holds any more closes its catalog (D37).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if ino.0 != 1 {
+            self.slots.forget(self.decode(ino.0).0, nlookup);
         }
     }
 
@@ -521,23 +579,47 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
         });
         match fail("open", ino.0, r) {
             // Immutable content: let the page cache survive close and reopen.
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(()) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.files
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(fh, None);
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             Err(e) => reply.error(e),
         }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
     }
 
     fn read(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match fail("read", ino.0, self.do_read(ino.0, offset, size)) {
+        match fail("read", ino.0, self.do_read(ino.0, fh.0, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
         }
@@ -600,6 +682,10 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
                 Generation(0),
             ) {
                 break;
+            }
+            // Each entry but `.` and `..` is a reference the kernel keeps.
+            if name != b"." && name != b".." {
+                self.hand_out(attr.ino.0);
             }
         }
         reply.ok();

@@ -19,9 +19,25 @@ pub trait TreeStore: Send + Sync + 'static {
     /// it is decoded), at `offset`; returns how many were read (short only
     /// at the object's end).
     fn read_at(&self, id: &ObjectId, size: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// [`TreeStore::read_at`] by a reader whose previous read was of the
+    /// same object (an open file read sequentially): the same bytes, but
+    /// not counted again as a cache hit.
+    fn read_again_at(
+        &self,
+        id: &ObjectId,
+        size: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        self.read_at(id, size, offset, buf)
+    }
     /// Hints that `id`, of `size` bytes, will be read soon (read-ahead of
     /// the next chunk).
     fn prefetch(&self, _id: &ObjectId, _size: u64) {}
+    /// The caller holds no more references to catalog `id` than the `Arc`s
+    /// it already has: the store may close it (and unpin it) once those
+    /// are dropped. A later [`TreeStore::catalog`] opens it again.
+    fn release_catalog(&self, _id: &ObjectId) {}
 }
 
 /// A repository directory on this machine (or a shared filesystem): objects
@@ -119,6 +135,13 @@ impl TreeStore for LocalTree {
         Ok(c)
     }
 
+    fn release_catalog(&self, id: &ObjectId) {
+        self.catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
     fn read_at(&self, id: &ObjectId, size: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let data = self.object(id, size)?;
         let start = usize::try_from(offset)
@@ -167,7 +190,38 @@ impl TreeStore for RemoteTree {
             .map_err(|e| e.to_catalog_error(id, ObjectKind::Catalog))
     }
 
+    fn release_catalog(&self, id: &ObjectId) {
+        self.remote.release_catalog(id);
+    }
+
     fn read_at(&self, id: &ObjectId, size: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(id, size, offset, buf, false)
+    }
+
+    fn read_again_at(
+        &self,
+        id: &ObjectId,
+        size: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        self.read(id, size, offset, buf, true)
+    }
+
+    fn prefetch(&self, id: &ObjectId, size: u64) {
+        self.start_prefetch(id, size)
+    }
+}
+
+impl RemoteTree {
+    fn read(
+        &self,
+        id: &ObjectId,
+        size: u64,
+        offset: u64,
+        buf: &mut [u8],
+        again: bool,
+    ) -> io::Result<usize> {
         if let Some((when, why)) = self
             .failed
             .lock()
@@ -181,7 +235,12 @@ impl TreeStore for RemoteTree {
                 )));
             }
         }
-        let obj = match self.remote.object_sized(id, size) {
+        let got = if again {
+            self.remote.object_sized_again(id, size)
+        } else {
+            self.remote.object_sized(id, size)
+        };
+        let obj = match got {
             Ok(o) => o,
             Err(e) => {
                 let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
@@ -207,7 +266,7 @@ impl TreeStore for RemoteTree {
         Ok(done)
     }
 
-    fn prefetch(&self, id: &ObjectId, size: u64) {
+    fn start_prefetch(&self, id: &ObjectId, size: u64) {
         use std::sync::atomic::Ordering;
         if self.prefetching.fetch_add(1, Ordering::AcqRel) >= MAX_PREFETCH {
             self.prefetching.fetch_sub(1, Ordering::AcqRel);

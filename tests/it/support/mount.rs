@@ -229,9 +229,21 @@ impl Mount {
         image: Option<&str>,
         extra: &[S],
     ) -> Mount {
+        Mount::start_env(source, mountpoint, image, extra, &[])
+    }
+
+    /// [`Mount::start_with`] with `envs` set for the mount process (an empty
+    /// value removes the variable), e.g. `HTTP_PROXY`.
+    pub fn start_env<S: AsRef<OsStr>>(
+        source: &MountSource,
+        mountpoint: &Path,
+        image: Option<&str>,
+        extra: &[S],
+        envs: &[(&str, &str)],
+    ) -> Mount {
         std::fs::create_dir_all(mountpoint)
             .unwrap_or_else(|e| panic!("mkdir -p {}: {e}", mountpoint.display()));
-        let mut guard = Mount::spawn(source, mountpoint, image, extra);
+        let mut guard = Mount::spawn(source, mountpoint, image, extra, envs);
         // From here on a panic drops the guard, which cleans up.
         let deadline = Instant::now() + MOUNT_TIMEOUT;
         loop {
@@ -275,7 +287,7 @@ impl Mount {
         image: Option<&str>,
         extra: &[S],
     ) -> String {
-        let mut guard = Mount::spawn(source, mountpoint, image, extra);
+        let mut guard = Mount::spawn(source, mountpoint, image, extra, &[]);
         let deadline = Instant::now() + MOUNT_TIMEOUT;
         let status = loop {
             assert!(
@@ -322,6 +334,7 @@ impl Mount {
         mountpoint: &Path,
         image: Option<&str>,
         extra: &[S],
+        envs: &[(&str, &str)],
     ) -> Mount {
         // Canonical, to match /proc/self/mountinfo (as given if it does not exist).
         let mountpoint =
@@ -350,6 +363,13 @@ impl Mount {
             .stdin(Stdio::null())
             .stdout(open("stdout"))
             .stderr(open("stderr"));
+        for (k, v) in envs {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
         let cmdline = format!("{cmd:?}");
         let child = cmd
             .spawn()
