@@ -3,12 +3,26 @@
 //! A client that opens connections and sends nothing, or half a request, or
 //! stops reading a response, must not hold the server's file descriptors
 //! forever (issue 12, item 3: 300 half-sent requests under a 256-descriptor
-//! limit once stopped it from answering anyone). So:
+//! limit once stopped it from answering anyone). Nor may a client that
+//! holds every connection with a small request now and then, under both
+//! timeouts, keep everyone else out (security review). So:
 //!
-//! - At most [`ConnLimits::max_connections`] connections are open at once. A
-//!   slot is taken *before* `accept`, so beyond the cap connections wait in
-//!   the kernel's listen backlog, where they cost the server no descriptor,
-//!   and are accepted in turn as slots free up.
+//! - At most [`ConnLimits::max_connections`] connections are served at once.
+//!   When every slot is taken, the accept loop accepts one more connection
+//!   and holds it, unserved, until a slot frees up; the others wait in the
+//!   kernel's listen backlog, where they cost the server no descriptor, and
+//!   are accepted in turn.
+//! - While that connection waits, kept-alive connections that are idle
+//!   between requests are closed for it, the longest idle first, one at a
+//!   time (again every [`EVICT_RETRY`] while it still waits), as nginx does
+//!   with its idle keep-alive connections when it runs out of connections:
+//!   so a client holding every slot with a request now and then keeps no one
+//!   out. hyper's `graceful_shutdown` closes a connection at once when it is
+//!   idle; a request in progress is never interrupted (its connection, were
+//!   it picked while the request arrived, closes after the response).
+//! - A kept-alive connection serves at most [`MAX_REQUESTS_PER_CONNECTION`]
+//!   requests (nginx's `keepalive_requests`): the last response says
+//!   `Connection: close`.
 //! - hyper's HTTP/1 header read timeout closes a connection that has not sent
 //!   a complete request head within [`ConnLimits::header_timeout`] of being
 //!   accepted or of the end of its previous response (so it also bounds how
@@ -17,25 +31,28 @@
 //!   written for [`ConnLimits::idle_timeout`]: a client that stopped reading
 //!   the response, or a stalled request body.
 //!
-//! Graceful shutdown: hyper-util's `GracefulShutdown` watches every
-//! connection; the caller triggers it and decides how long to wait.
+//! Graceful shutdown ([`Connections::shutdown`]): every connection is asked
+//! to close (idle ones close at once, the others after their response); the
+//! caller decides how long to wait.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tower_service::Service;
 
@@ -49,6 +66,15 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default of `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+
+/// Requests served on one kept-alive connection before it is closed: nginx's
+/// `keepalive_requests` default.
+pub const MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
+
+/// While a connection waits for a slot, how often an idle connection is
+/// looked for again when closing the last one picked freed no slot (none was
+/// idle, or the one picked had just received a request).
+const EVICT_RETRY: Duration = Duration::from_millis(100);
 
 /// Descriptors kept for everything but connections: the listener, the
 /// runtime's epoll and wakers, stdio, the signal pipe, the access to
@@ -110,9 +136,8 @@ pub async fn accept_loop(
     app: Router,
     limits: ConnLimits,
     stop: impl Future<Output = ()>,
-) -> GracefulShutdown {
-    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
-    let graceful = GracefulShutdown::new();
+) -> Connections {
+    let conns = Connections::new(limits.max_connections);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -120,14 +145,6 @@ pub async fn accept_loop(
     let mut stop = std::pin::pin!(stop);
     let mut last_error_warned: Option<Instant> = None;
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                // Never closed; if it were, stop serving rather than panic.
-                Err(_) => break,
-            },
-            () = &mut stop => break,
-        };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -146,30 +163,238 @@ pub async fn accept_loop(
             },
             () = &mut stop => break,
         };
+        // A slot, closing idle connections for it when all are taken.
+        let permit = match conns.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::debug!(%peer, "every connection slot taken: closing idle connections");
+                tokio::select! {
+                    p = conns.slot_by_eviction() => match p {
+                        Some(p) => p,
+                        // Never closed; if it were, stop serving rather than panic.
+                        None => break,
+                    },
+                    () = &mut stop => break,
+                }
+            }
+        };
         // Objects are fetched one small request after another on a
         // kept-alive connection: without TCP_NODELAY each response waits on
         // delayed ACKs.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
         }
+        let (id, state) = conns.register();
         let app = app.clone();
+        let service_state = state.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             // The access log reads the client's address from here.
             req.extensions_mut().insert(ConnectInfo(peer));
+            let busy = Busy::start(service_state.clone());
+            let last = service_state.requests.fetch_add(1, Ordering::Relaxed) + 1
+                >= MAX_REQUESTS_PER_CONNECTION;
             let mut app = app.clone();
-            async move { app.call(req.map(Body::new)).await }
+            async move {
+                let mut res = app.call(req.map(Body::new)).await?;
+                if last {
+                    // hyper closes the connection after this response.
+                    res.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, std::convert::Infallible>(res.map(|body| BusyBody { body, _busy: busy }))
+            }
         });
         let io = TokioIo::new(IdleTimeout::new(tcp, limits.idle_timeout));
-        let conn = graceful.watch(http.serve_connection(io, service));
+        let conn = http.serve_connection(io, service);
+        let conns_ = conns.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                () = state.close.notified() => {
+                    // Closes it now if idle, else after the response.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = r {
                 // Timeouts, resets and malformed requests: the client's.
                 tracing::debug!(%peer, "connection closed: {e}");
             }
+            conns_.unregister(id);
             drop(permit);
         });
     }
-    graceful
+    conns
+}
+
+/// The connections being served: their slots, and what is needed to close
+/// idle ones for a waiting connection and all of them at shutdown.
+#[derive(Clone)]
+pub struct Connections {
+    slots: Arc<Semaphore>,
+    max: u32,
+    registry: Arc<Registry>,
+}
+
+struct Registry {
+    /// The origin of [`ConnState::idle_since`].
+    epoch: Instant,
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<ConnState>>>,
+}
+
+/// What the accept loop knows of one connection.
+struct ConnState {
+    epoch: Instant,
+    /// Requests whose response has not been sent (or dropped) yet.
+    in_flight: AtomicU32,
+    /// Since when no request is in flight, in nanoseconds since `epoch`.
+    idle_since: AtomicU64,
+    /// Requests received.
+    requests: AtomicU32,
+    /// Asked to close already.
+    closing: AtomicBool,
+    close: Notify,
+}
+
+impl ConnState {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn ask_to_close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        // Stores the wake-up if the task is not waiting yet.
+        self.close.notify_one();
+    }
+}
+
+impl Connections {
+    fn new(max: u32) -> Self {
+        Connections {
+            slots: Arc::new(Semaphore::new(max as usize)),
+            max,
+            registry: Arc::new(Registry {
+                epoch: Instant::now(),
+                next_id: AtomicU64::new(0),
+                open: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnState>>> {
+        self.registry
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn register(&self) -> (u64, Arc<ConnState>) {
+        let id = self.registry.next_id.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.registry.epoch;
+        let state = Arc::new(ConnState {
+            epoch,
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(0),
+            requests: AtomicU32::new(0),
+            closing: AtomicBool::new(false),
+            close: Notify::new(),
+        });
+        state.idle_since.store(state.now(), Ordering::Relaxed);
+        self.open().insert(id, state.clone());
+        (id, state)
+    }
+
+    fn unregister(&self, id: u64) {
+        self.open().remove(&id);
+    }
+
+    /// Asks the connection idle longest (no request in flight) to close;
+    /// `false` when none is idle. A connection accepted just now counts as
+    /// idle too, but as the most recently idle it is picked last.
+    fn close_longest_idle(&self) -> bool {
+        let open = self.open();
+        let oldest = open
+            .values()
+            .filter(|c| {
+                !c.closing.load(Ordering::Relaxed) && c.in_flight.load(Ordering::Relaxed) == 0
+            })
+            .min_by_key(|c| c.idle_since.load(Ordering::Relaxed));
+        match oldest {
+            Some(c) => {
+                c.ask_to_close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A slot for a connection that waits for one: closes idle connections,
+    /// one at a time, until one frees up. `None` if the semaphore was closed
+    /// (it never is).
+    async fn slot_by_eviction(&self) -> Option<OwnedSemaphorePermit> {
+        loop {
+            self.close_longest_idle();
+            tokio::select! {
+                p = self.slots.clone().acquire_owned() => return p.ok(),
+                () = tokio::time::sleep(EVICT_RETRY) => {}
+            }
+        }
+    }
+
+    /// Asks every connection to close (at once when idle, after the response
+    /// in progress otherwise) and resolves when all are closed.
+    pub async fn shutdown(self) {
+        for c in self.open().values() {
+            c.ask_to_close();
+        }
+        let _all = self.slots.acquire_many(self.max).await;
+    }
+}
+
+/// A request in flight on a connection, from its head to the end (or drop)
+/// of its response body.
+struct Busy(Arc<ConnState>);
+
+impl Busy {
+    fn start(state: Arc<ConnState>) -> Self {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(state)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.idle_since.store(self.0.now(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request marked in flight.
+struct BusyBody {
+    body: Body,
+    _busy: Busy,
+}
+
+impl HttpBody for BusyBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A connection that fails with `TimedOut` once no byte could be read or

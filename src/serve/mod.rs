@@ -13,11 +13,15 @@
 //!   (`.stratum/lock`, `.stratum/dirty`, `.stratum/tmp/`), anything else
 //!   under `.stratum/`, any other file in the directory (a private key left
 //!   there by mistake, notes, backups), directories, devices and fifos, and
-//!   paths with `..` (refused before the file system is touched). A symlink
-//!   is followed only when its resolved target is inside the repository and
-//!   is itself served, with the same caching class as the requested path.
-//!   A private key inside the repository is also warned about at start
-//!   ([`crate::stray_keys`]), since other servers would serve it.
+//!   paths with `..` (refused before the file system is touched). Symlinks
+//!   below the repository root are never followed: every component of a
+//!   path is opened with `O_NOFOLLOW`, so a file behind a symlink (a
+//!   symlinked object, or any file under a symlinked `data/`, `data/<2 hex>/`
+//!   or `.stratum/`) is `404`. The root itself may be a symlink (it is
+//!   resolved once at start). A symlinked `data/`, `.stratum/` or
+//!   `data/<2 hex>/` is warned about at start ([`warn_about_symlinked_dirs`]:
+//!   use a bind mount instead), and so is a private key inside the
+//!   repository ([`crate::stray_keys`]), since other servers would serve it.
 //! - Caching: objects under `data/` are immutable and content-addressed, so
 //!   they get `Cache-Control: public, max-age=<--max-age>, immutable`
 //!   (default one year). Every other served file (the manifest, the public
@@ -38,9 +42,12 @@
 //!   method, path, status, body bytes actually sent, duration, and whether the
 //!   body was sent completely. Show it with `RUST_LOG=stratum::serve=info`.
 //! - Connections ([`conn`]): at most `--max-connections` at once (the rest
-//!   wait in the listen backlog), closed when a complete request head has
-//!   not arrived within `--header-timeout` or when nothing moved for
-//!   `--idle-timeout`.
+//!   wait in the listen backlog); when all are taken and another connection
+//!   waits, kept-alive connections idle between requests are closed for it,
+//!   the longest idle first (as nginx does), so one client cannot hold every
+//!   slot; at most 1000 requests per kept-alive connection; closed when a
+//!   complete request head has not arrived within `--header-timeout` or when
+//!   nothing moved for `--idle-timeout`.
 //! - Metrics (`--metrics HOST:PORT`): each request counted by status, with
 //!   the body bytes sent and its duration, when its access-log line is
 //!   written (`stratum_metrics::serve`).
@@ -107,7 +114,8 @@ pub struct ServeArgs {
     )]
     idle_timeout: u64,
     /// Serve at most N connections at once; further ones wait in the listen backlog until
-    /// one closes. Lowered, with a warning, when the file-descriptor limit (raised up to its
+    /// one closes, and when all are taken, kept-alive connections idle between requests are
+    /// closed for a waiting one (the longest idle first, as nginx does). Lowered, with a warning, when the file-descriptor limit (raised up to its
     /// hard limit if needed) cannot hold two descriptors per connection.
     #[arg(
         long,
@@ -145,6 +153,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         );
     }
     crate::stray_keys::warn_about_private_keys(&root);
+    warn_about_symlinked_dirs(&root);
     a.metrics.install()?;
     let limits = ConnLimits {
         max_connections: conn::fit_fd_limit(limits.max_connections),
@@ -202,6 +211,54 @@ async fn serve(root: PathBuf, listen: &str, max_age: u64, limits: ConnLimits) ->
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The directories of the repository `root` that are symlinks and so hide
+/// what they hold: `.stratum`, `data` and, unless `data` itself is one, each
+/// `data/<2 lowercase hex>`. Sorted.
+fn symlinked_dirs(root: &Path) -> Vec<PathBuf> {
+    let is_symlink =
+        |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    let mut out: Vec<PathBuf> = [layout::META_DIR, layout::DATA_DIR]
+        .iter()
+        .map(|d| root.join(d))
+        .filter(|p| is_symlink(p))
+        .collect();
+    let data = root.join(layout::DATA_DIR);
+    if !is_symlink(&data) {
+        if let Ok(entries) = std::fs::read_dir(&data) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let is_object_dir = name.to_str().is_some_and(|n| {
+                    n.len() == 2
+                        && n.bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                });
+                if is_object_dir && e.file_type().is_ok_and(|t| t.is_symlink()) {
+                    out.push(e.path());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Prints a warning on stderr for each directory of [`symlinked_dirs`]:
+/// `stratum serve` answers `404` for everything behind it. Printed rather
+/// than logged, like the private-key warning: a repository whose objects
+/// are all 404 must not hide behind a `RUST_LOG` filter.
+fn warn_about_symlinked_dirs(root: &Path) {
+    for dir in symlinked_dirs(root) {
+        eprintln!(
+            "warning: {} is a symlink: `stratum serve` follows no symlink below the \
+             repository root (each path component is opened with O_NOFOLLOW), so \
+             every file behind it will be 404. Use a bind mount instead \
+             (mount --bind TARGET {})",
+            dir.display(),
+            dir.display()
+        );
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM, with the signal's name.

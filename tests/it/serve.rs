@@ -864,3 +864,252 @@ fn serve_times_out_idle_and_stalled_connections() {
     let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
     assert!(st.success(), "exit status {st}\n{}", server.stderr());
 }
+
+/// Security review: one client could hold every connection slot. It opened
+/// `--max-connections` kept-alive connections and sent a small request on
+/// each every few seconds, under both the header and the idle timeout, and
+/// everyone else waited in the listen backlog for as long as it liked. Like
+/// nginx, serve now closes kept-alive connections idle between requests
+/// (the longest idle first) when every slot is taken and a new connection
+/// waits. Here the holder also reconnects at once whenever a connection of
+/// its is closed, to keep its hold as best it can.
+#[test]
+fn one_client_holding_every_slot_does_not_lock_others_out() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const CAP: usize = 20;
+    const INTERVAL: Duration = Duration::from_millis(300);
+    let repo = TestRepo::new("serve-slot-holder");
+    let mut server = StratumServe::start(&repo.repo, &["--max-connections", &CAP.to_string()]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (up, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let holders: Vec<_> = (0..CAP)
+        .map(|_| {
+            let (stop, up, closed, addr) = (stop.clone(), up.clone(), closed.clone(), server.addr);
+            std::thread::spawn(move || {
+                let request = format!("HEAD /.stratum/manifest HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+                let mut conn: Option<TcpStream> = None;
+                let mut counted = false;
+                while !stop.load(Ordering::Relaxed) {
+                    let s = match conn.as_mut() {
+                        Some(s) => s,
+                        None => {
+                            let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                            else {
+                                continue;
+                            };
+                            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                            conn.insert(s)
+                        }
+                    };
+                    // One request, its response head (HEAD: no body).
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    let answered = s.write_all(request.as_bytes()).is_ok()
+                        && loop {
+                            match s.read(&mut buf) {
+                                Ok(n) if n > 0 => {
+                                    head.extend_from_slice(&buf[..n]);
+                                    if head.ends_with(b"\r\n\r\n") {
+                                        break true;
+                                    }
+                                }
+                                _ => break false,
+                            }
+                        };
+                    if !answered {
+                        // Closed by the server (or not accepted within 2 s):
+                        // take another slot at once.
+                        conn = None;
+                        closed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if !counted {
+                        up.fetch_add(1, Ordering::Relaxed);
+                        counted = true;
+                    }
+                    std::thread::sleep(INTERVAL);
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.load(Ordering::Relaxed) < CAP {
+        assert!(
+            Instant::now() < deadline,
+            "the holder got only {} of {CAP} connections answered",
+            up.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every slot held, each connection busy every 300 ms (well under the
+    // 10 s header timeout and the 60 s idle timeout).
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut answered_in = Vec::new();
+    for i in 0..3 {
+        let t = Instant::now();
+        let r = http_client()
+            .get(server.at("/.stratum/manifest"))
+            .timeout(Duration::from_secs(6))
+            .send();
+        let took = t.elapsed();
+        let r = r.unwrap_or_else(|e| {
+            panic!(
+                "client {i}: no answer within 6 s while one client holds all {CAP} \
+                 connection slots: {e}"
+            )
+        });
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.bytes().unwrap().as_ref(),
+            repo.manifest_bytes().as_slice()
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "client {i} answered after {took:?} while one client holds every slot"
+        );
+        answered_in.push(took);
+    }
+    // The holder finds out at its next request.
+    std::thread::sleep(INTERVAL * 3);
+    stop.store(true, Ordering::Relaxed);
+    for h in holders {
+        h.join().unwrap();
+    }
+    eprintln!(
+        "{CAP} slots held: fresh clients answered in {answered_in:?}; \
+         the holder's connections closed {} times",
+        closed.load(Ordering::Relaxed)
+    );
+    // (One at least: a fresh client leaving frees its slot for the next.)
+    assert!(
+        closed.load(Ordering::Relaxed) >= 1,
+        "fresh clients were answered, so a holder's connection must have been closed"
+    );
+    let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+    assert!(st.success(), "exit status {st}\n{}", server.stderr());
+}
+
+/// Waits up to 5 s for `needle` on the server's stderr (written by another
+/// thread).
+fn stderr_with(server: &StratumServe, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let err = server.stderr();
+        if err.contains(needle) || Instant::now() > deadline {
+            return err;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Serve follows no symlink below the repository root, so a `data/xx`,
+/// `data/` or `.stratum/` moved elsewhere and symlinked back makes what is
+/// behind it 404: serve says so at start, pointing to a bind mount.
+#[test]
+fn serve_warns_about_symlinked_repository_directories() {
+    let warning = |p: &Path| format!("warning: {} is a symlink", p.display());
+    // A symlinked object directory: its objects are 404, the others served.
+    let repo = TestRepo::new("serve-symlinked-xx");
+    let (ab, cd) = (repo.repo.join("data/ab"), repo.repo.join("data/cd"));
+    let name = "d".repeat(62);
+    let elsewhere = repo.scratch("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join(&name), b"behind a symlink").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &ab).unwrap();
+    std::fs::create_dir_all(&cd).unwrap();
+    std::fs::write(cd.join(&name), b"in place").unwrap();
+    let mut server = StratumServe::start(&repo.repo, &[] as &[&str]);
+    let err = stderr_with(&server, &warning(&ab));
+    assert!(
+        err.contains(&warning(&ab)),
+        "no warning about {ab:?}:\n{err}"
+    );
+    assert!(err.contains("404") && err.contains("bind mount"), "{err}");
+    assert!(!err.contains(&warning(&cd)), "{err}");
+    assert_eq!(raw_get(server.addr, &format!("/data/ab/{name}")), 404);
+    assert_eq!(raw_get(server.addr, &format!("/data/cd/{name}")), 200);
+    assert_eq!(raw_get(server.addr, "/.stratum/manifest"), 200);
+    let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+    assert!(st.success(), "exit status {st}\n{}", server.stderr());
+
+    // `data/` and `.stratum/` themselves moved and symlinked back.
+    let repo = TestRepo::new("serve-symlinked-top");
+    let moved = repo.scratch("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    let (data, meta) = (repo.repo.join("data"), repo.repo.join(".stratum"));
+    std::fs::create_dir_all(data.join("ab")).unwrap();
+    std::fs::write(data.join("ab").join(&name), b"object").unwrap();
+    for d in [&data, &meta] {
+        let to = moved.join(d.file_name().unwrap());
+        std::fs::rename(d, &to).unwrap();
+        std::os::unix::fs::symlink(&to, d).unwrap();
+    }
+    let mut server = StratumServe::start(&repo.repo, &[] as &[&str]);
+    let err = stderr_with(&server, &warning(&meta));
+    assert!(
+        err.contains(&warning(&data)) && err.contains(&warning(&meta)),
+        "no warning about {data:?} and {meta:?}:\n{err}"
+    );
+    assert_eq!(raw_get(server.addr, "/.stratum/manifest"), 404);
+    assert_eq!(raw_get(server.addr, &format!("/data/ab/{name}")), 404);
+    let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+    assert!(st.success(), "exit status {st}\n{}", server.stderr());
+
+    // A repository without symlinks: no such warning.
+    let repo = TestRepo::new("serve-no-symlink");
+    let mut server = StratumServe::start(&repo.repo, &[] as &[&str]);
+    assert_eq!(raw_get(server.addr, "/.stratum/manifest"), 200);
+    let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+    assert!(st.success(), "exit status {st}\n{}", server.stderr());
+    assert!(
+        !server.stderr().contains("is a symlink"),
+        "{}",
+        server.stderr()
+    );
+}
+
+/// Like nginx's `keepalive_requests` 1000: the 1000th response on one
+/// kept-alive connection says `Connection: close`, and the connection is
+/// closed after it.
+#[test]
+fn a_kept_alive_connection_serves_at_most_1000_requests() {
+    let repo = TestRepo::new("serve-keepalive-requests");
+    let mut server = StratumServe::start(&repo.repo, &[] as &[&str]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!(
+        "HEAD /.stratum/manifest HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.addr
+    );
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    for i in 1..=1000 {
+        s.write_all(request.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before response {i}");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "response {i}: {head}");
+        assert_eq!(
+            head.contains("connection: close"),
+            i == 1000,
+            "response {i}: {head}"
+        );
+    }
+    let r = s.read(&mut buf);
+    assert!(
+        matches!(r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "still open after 1000 requests: {r:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+    assert!(st.success(), "exit status {st}\n{}", server.stderr());
+}
