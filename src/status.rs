@@ -163,7 +163,7 @@ pub struct StatusArgs {
 pub fn status(a: StatusArgs) -> Result<ExitCode> {
     let v = read(&a.mountpoint)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     let s = |k: &str| match &v[k] {
@@ -171,21 +171,21 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
         Value::Null => "-".into(),
         other => other.to_string(),
     };
-    println!(
+    outln!(
         "source:     {} (mirror in use: {})",
         s("source"),
         s("mirror")
     );
-    println!(
+    outln!(
         "revision:   {} of {}, published {}",
         s("revision"),
         s("repository"),
         s("published")
     );
     match &v["refresh"] {
-        Value::Null => println!("refresh:    off (pinned: --refresh 0, --image or --thin)"),
+        Value::Null => outln!("refresh:    off (pinned: --refresh 0, --image or --thin)"),
         r => {
-            println!(
+            outln!(
                 "refresh:    every {}s, {} done, {} failed, next {}",
                 r["interval_seconds"],
                 r["refreshes"],
@@ -204,12 +204,12 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
                     line.push_str(": ");
                     line.push_str(why);
                 }
-                println!("{line}");
+                outln!("{line}");
             }
         }
     }
     let c = &v["cache"];
-    println!(
+    outln!(
         "cache:      {} ({} of {} bytes, {} files)",
         c["dir"].as_str().unwrap_or("?"),
         c["bytes_used"],
@@ -217,7 +217,7 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
         c["files"]
     );
     let f = &v["fetched"];
-    println!(
+    outln!(
         "fetched:    {} objects, {} bytes in {} requests; cache hits {}, misses {}; download errors {}",
         f["objects"],
         f["bytes"],
@@ -262,7 +262,7 @@ pub fn reload(a: ReloadArgs) -> Result<ExitCode> {
         let r = &now["refresh"];
         if r["refreshes"].as_u64().unwrap_or(0) > done {
             let last = &r["last"];
-            println!("revision {}", now["revision"]);
+            outln!("revision {}", now["revision"]);
             if let Some(why) = last["reason"].as_str() {
                 eprintln!("error: the refresh failed: {why}");
                 return Ok(ExitCode::FAILURE);

@@ -71,6 +71,22 @@ pub enum Expected {
     AtMost(u64),
 }
 
+impl Expected {
+    /// The most bytes an encoded object (one zstd frame) of this decoded
+    /// size can take: zstd's worst case for incompressible data (stored
+    /// blocks, ≈ 1/256 overhead, plus the frame header) with room to spare.
+    /// Readers refuse a longer body before buffering all of it, so a
+    /// hostile server cannot make them take in more than this per request.
+    pub fn encoded_bound(self) -> u64 {
+        let decoded = match self {
+            Expected::Size(n) | Expected::AtMost(n) => n,
+        };
+        decoded
+            .saturating_add(decoded / 128)
+            .saturating_add(64 << 10)
+    }
+}
+
 /// Decoded bytes are produced and hashed in pieces of this size.
 const STEP: usize = 128 << 10;
 

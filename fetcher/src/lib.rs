@@ -26,9 +26,9 @@
 //! Not here: path resolution across catalogs is
 //! `stratum_catalog::namespace`; whether a signed revision vouches for a
 //! thin descriptor's pinned catalogs is `stratum_thin_image::vouch_for_pins`;
-//! the `stratum mount` command (signals, the `--layers` overlay stack) and
-//! fetching descriptors from registries are in the CLI (`src/mount.rs`,
-//! `src/thin.rs`).
+//! the `stratum mount` command (signals, the `--layers` overlay stack) is
+//! in the CLI (`src/mount.rs`); fetching descriptors from registries is
+//! `stratum_thin_image::fetch` (its `registry` feature).
 //!
 //! [`Store`]: stratum_catalog::Store
 

@@ -46,10 +46,6 @@ use crate::ObjectSource;
 /// Default cache quota: 4 GiB.
 pub const DEFAULT_QUOTA: u64 = 4 << 30;
 
-/// The largest encoded object accepted from a server: an object of
-/// [`MAX_OBJECT_SIZE`] bytes that does not compress, plus zstd's overhead.
-pub(crate) const MAX_ENCODED_SIZE: u64 = MAX_OBJECT_SIZE + MAX_OBJECT_SIZE / 128 + (1 << 20);
-
 /// The largest manifest file (FORMAT.md §8.1).
 pub(crate) const MAX_MANIFEST_SIZE: u64 = 4096;
 
@@ -434,7 +430,7 @@ impl Remote {
         self.transport.fetch(
             &what,
             &id.path(kind),
-            MAX_ENCODED_SIZE,
+            expected.encoded_bound(),
             false,
             |_url, body| {
                 let mut tmp = self.cache.new_file().map_err(Reject::Fatal)?;
@@ -479,7 +475,7 @@ impl Remote {
         self.transport.fetch(
             &what,
             &id.path(kind),
-            MAX_ENCODED_SIZE,
+            Expected::AtMost(limit).encoded_bound(),
             false,
             |_url, body| {
                 object::decode_expected(id, &body, Expected::AtMost(limit)).map_err(|e| match e {
@@ -600,7 +596,7 @@ impl Remote {
                 }
             };
             let path = self.cache.path(Kind::Catalog, id);
-            let cat = match Catalog::open_path(*id, &path) {
+            let cat = match Catalog::open_path_checked(*id, &path) {
                 Ok(cat) => Arc::new(cat),
                 Err(e) => {
                     self.cache.unpin(Kind::Catalog, id);
@@ -642,7 +638,8 @@ impl Remote {
     /// Where the decoded catalog `id` lives in the cache. Meaningful once
     /// [`Remote::catalog`] returned it: then the file stays until
     /// [`Remote::release_catalog`] (or the end of this `Remote`), and may be
-    /// opened again with [`Catalog::open_path`].
+    /// opened again with [`Catalog::open_path_checked`] (the name is in the
+    /// untrusted cache).
     pub fn catalog_file(&self, id: &ObjectId) -> PathBuf {
         self.cache.path(Kind::Catalog, id)
     }
@@ -691,7 +688,11 @@ impl CatalogLoader for RemoteLoader {
         self.remote
             .catalog(id)
             .map_err(|e| e.to_catalog_error(id, ObjectKind::Catalog))?;
-        let c = Rc::new(Catalog::open_path(*id, &self.remote.catalog_file(id))?);
+        // Again by name: checked again (see `Catalog::open_path_checked`).
+        let c = Rc::new(Catalog::open_path_checked(
+            *id,
+            &self.remote.catalog_file(id),
+        )?);
         self.open.borrow_mut().insert(*id, c.clone());
         Ok(c)
     }

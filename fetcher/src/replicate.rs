@@ -72,7 +72,7 @@ use stratum_catalog::manifest::{Manifest, MANIFEST_PATH};
 use stratum_catalog::object::{self, Expected, MAX_CATALOG_SIZE};
 use stratum_catalog::{ObjectId, ObjectKind};
 
-use crate::remote::{kind_name, MAX_ENCODED_SIZE, MAX_MANIFEST_SIZE};
+use crate::remote::{kind_name, MAX_MANIFEST_SIZE};
 use crate::transport::{FetchError, Reject, Transport, TransportStats};
 
 use stratum_catalog::layout::{DIRTY_PATH, PUBLIC_KEY_PATH};
@@ -540,7 +540,7 @@ impl Walker<'_> {
         self.transport.fetch(
             &what,
             &id.path(kind),
-            MAX_ENCODED_SIZE,
+            expected.encoded_bound(),
             false,
             |_url, body| match object::verify(id, &body, expected) {
                 Ok(_) => Ok(body),

@@ -764,3 +764,59 @@ fn leftover_partial_files_are_ignored_and_old_ones_removed() {
         0o644
     );
 }
+
+/// Regression (review of issue 12.10): a catalog checked when it was pinned
+/// was then opened again by its name in the cache, so a file renamed over
+/// that name in between (another, valid catalog: here the nested one) was
+/// used as the catalog the id names. Every open by name now checks what
+/// SQLite opened.
+#[test]
+fn a_catalog_renamed_over_in_the_cache_after_its_check_is_not_used() {
+    let f = fixture();
+    let s = Server::start(&f.repo);
+    let r = Arc::new(open(vec![s.url()], &f, "cache"));
+    r.catalog(&f.root).unwrap();
+    r.catalog(&f.nested).unwrap();
+    // Someone who can write the cache puts the nested catalog's file under
+    // the root catalog's name.
+    let root_file = r.catalog_file(&f.root);
+    let copy = f.cache("cache").join("swapped");
+    fs::copy(r.catalog_file(&f.nested), &copy).unwrap();
+    fs::rename(&copy, &root_file).unwrap();
+    let loader = RemoteLoader::new(r.clone());
+    match loader.load(&f.root) {
+        Ok(c) => assert_eq!(
+            ObjectId::of(&c.to_bytes().unwrap()),
+            f.root,
+            "the loader returned another catalog under the root's id"
+        ),
+        Err(e) => assert!(e.to_string().contains("does not hash to its id"), "{e}"),
+    }
+}
+
+/// Regression (review of issue 12.4): every object download was allowed
+/// about 1 GiB whatever size the signed catalog states, buffered whole and
+/// retried, so a hostile mirror answering a small file with a huge body
+/// cost the node that much memory per request. The body is now bounded by
+/// the encoded size the stated size allows, and a longer one is refused
+/// from its Content-Length, for good, without reading it.
+#[test]
+fn a_huge_body_for_a_small_object_is_refused_unread() {
+    let f = fixture();
+    let s = Server::start(&f.repo);
+    let (bytes, id) = f.object("f3.bin");
+    let size = bytes.len() as u64;
+    s.set_override(&id.path(ObjectKind::Content), vec![0u8; 64 << 20]);
+    let r = open(vec![s.url()], &f, "cache");
+    let t = Instant::now();
+    let err = r.object_sized(&id, size).unwrap_err().to_string();
+    assert!(err.contains("over the limit"), "{err}");
+    let st = r.stats();
+    assert!(
+        st.bytes_downloaded < (1 << 20),
+        "{} bytes taken in for a {size}-byte object",
+        st.bytes_downloaded
+    );
+    assert_eq!(s.requests_for(&id.to_hex()[2..]), 1, "asked again");
+    assert!(t.elapsed() < Duration::from_secs(10));
+}

@@ -76,9 +76,33 @@ impl Catalog {
         Ok(cat)
     }
 
+    /// Opens a decoded catalog file by its path and checks that the file
+    /// SQLite opened hashes to `id`, so that whatever was checked before,
+    /// under that name, the catalog in use is the one `id` names: someone
+    /// who can write the directory (the node cache is not trusted) may have
+    /// renamed another file over the name in between. The check reads the
+    /// database through the connection itself (one pass, the catalog's size
+    /// in memory for that moment); pages read later come from the same open
+    /// file (`immutable=1`).
+    pub fn open_path_checked(id: ObjectId, path: &std::path::Path) -> Result<Self> {
+        let cat = Self::open_path(id, path)?;
+        let bytes = cat.to_bytes()?;
+        if ObjectId::of(&bytes) != id {
+            return Err(Error::CorruptObject {
+                id,
+                reason: format!(
+                    "the catalog file {} does not hash to its id (replaced after it was checked?)",
+                    path.display()
+                ),
+            });
+        }
+        Ok(cat)
+    }
+
     /// Opens a decoded catalog file that was verified against `id` when it
-    /// was written (the fetcher's cache), without loading it into memory.
-    /// The file must never change while open (`immutable=1`).
+    /// was written, without loading it into memory. The file must never
+    /// change while open (`immutable=1`); where its directory is not
+    /// trusted, use [`Catalog::open_path_checked`].
     pub fn open_path(id: ObjectId, path: &std::path::Path) -> Result<Self> {
         let label = format!("{id}");
         let uri = format!(

@@ -112,7 +112,7 @@ pub(super) fn parse(
             } else {
                 Pax::read(&mut entry)
             };
-            let raw_path = path_bytes(&entry).into_owned();
+            let raw_path = path_bytes(&entry, pax.as_ref().ok()).into_owned();
             let raw = String::from_utf8_lossy(&raw_path).into_owned();
             let pax = pax.map_err(|r| ctx.entry_err(&raw, r))?;
             count += 1;
@@ -168,7 +168,7 @@ pub(super) fn parse(
                         }
                     }
                     tar::EntryType::Symlink => {
-                        let target = link_name_bytes(&entry)
+                        let target = link_name_bytes(&entry, Some(&pax))
                             .ok_or_else(|| ctx.entry_err(&raw, "symlink without a target"))?
                             .into_owned();
                         if target.is_empty() || target.contains(&0) {
@@ -190,7 +190,7 @@ pub(super) fn parse(
                         Kind::Symlink(target)
                     }
                     tar::EntryType::Link => {
-                        let target = link_name_bytes(&entry)
+                        let target = link_name_bytes(&entry, Some(&pax))
                             .ok_or_else(|| ctx.entry_err(&raw, "hardlink without a target"))?;
                         limits
                             .check_path(&target)

@@ -66,19 +66,34 @@ impl Pax {
 }
 
 /// The entry's path: its GNU long name, else its PAX `path`, else the
-/// ustar name (Go's order). The tar reader gives the first two itself but
-/// returns an empty PAX `path` as the path; that record is absent.
-pub(super) fn path_bytes<'e, R: Read>(entry: &'e tar::Entry<R>) -> Cow<'e, [u8]> {
+/// ustar name (Go's order; an empty long name or record counts as absent).
+/// The tar reader gives the first two itself, but returns an empty GNU long
+/// name, or an empty PAX `path`, as the path; `pax` (the entry's effective
+/// records, when they could be read) supplies what applies instead.
+pub(super) fn path_bytes<'e, R: Read>(
+    entry: &'e tar::Entry<R>,
+    pax: Option<&'e Pax>,
+) -> Cow<'e, [u8]> {
     match entry.path_bytes() {
-        p if p.is_empty() => entry.header().path_bytes(),
+        p if p.is_empty() => match pax.and_then(|x| x.records.get(b"path".as_slice())) {
+            Some(v) => Cow::Borrowed(v.as_slice()),
+            None => entry.header().path_bytes(),
+        },
         p => p,
     }
 }
 
-/// The entry's link target, read like its path.
-pub(super) fn link_name_bytes<'e, R: Read>(entry: &'e tar::Entry<R>) -> Option<Cow<'e, [u8]>> {
+/// The entry's link target, read like its path (GNU long link name, PAX
+/// `linkpath`, ustar link name).
+pub(super) fn link_name_bytes<'e, R: Read>(
+    entry: &'e tar::Entry<R>,
+    pax: Option<&'e Pax>,
+) -> Option<Cow<'e, [u8]>> {
     match entry.link_name_bytes() {
-        Some(l) if l.is_empty() => entry.header().link_name_bytes(),
+        Some(l) if l.is_empty() => match pax.and_then(|x| x.records.get(b"linkpath".as_slice())) {
+            Some(v) => Some(Cow::Borrowed(v.as_slice())),
+            None => entry.header().link_name_bytes(),
+        },
         other => other,
     }
 }

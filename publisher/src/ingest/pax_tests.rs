@@ -60,8 +60,8 @@ fn read_with(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Result<Seen, Str
     };
     let pax = Pax::read(&mut entry)?;
     let meta = metadata(&entry, &pax)?;
-    let path = path_bytes(&entry).into_owned();
-    let link = link_name_bytes(&entry).map(Cow::into_owned);
+    let path = path_bytes(&entry, Some(&pax)).into_owned();
+    let link = link_name_bytes(&entry, Some(&pax)).map(Cow::into_owned);
     let size = entry.size();
     let mut data = Vec::new();
     entry.read_to_end(&mut data).unwrap();
@@ -138,6 +138,45 @@ fn an_empty_path_keeps_a_gnu_long_name() {
     })
     .unwrap();
     assert_eq!(s.path, long.as_bytes());
+}
+
+/// Regression (review of issue 12.13): a GNU long name that is present but
+/// empty hid the PAX `path` (the tar reader returned it, and the ustar name
+/// was used); Go applies a GNU long name only when it is not empty.
+#[test]
+fn an_empty_gnu_long_name_lets_the_pax_path_apply() {
+    for (kind, pax_key, expect) in [
+        (tar::EntryType::GNULongName, "path", "from/pax"),
+        (tar::EntryType::GNULongLink, "linkpath", "pax/target"),
+    ] {
+        let s = read_with(|b| {
+            b.append_pax_extensions([(pax_key, expect.as_bytes())])
+                .unwrap();
+            // An empty long name (or link) header: a 'L'/'K' entry of 0 bytes.
+            let mut l = tar::Header::new_gnu();
+            l.set_entry_type(kind);
+            l.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+            l.set_size(0);
+            l.set_cksum();
+            b.append(&l, &[][..]).unwrap();
+            b.append(
+                &ustar(
+                    tar::EntryType::Symlink,
+                    "ustar/name",
+                    Some("ustar/target"),
+                    0,
+                ),
+                &[][..],
+            )
+            .unwrap();
+        })
+        .unwrap();
+        if pax_key == "path" {
+            assert_eq!(s.path, expect.as_bytes(), "{kind:?}");
+        } else {
+            assert_eq!(s.link.as_deref(), Some(expect.as_bytes()), "{kind:?}");
+        }
+    }
 }
 
 #[test]
