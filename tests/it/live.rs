@@ -192,7 +192,15 @@ fn publish_rm_and_retag_show_within_3s() {
     );
     let st = status(m.path());
     assert_eq!(st["revision"], repo.revision());
-    assert_eq!(st["refresh"]["last"]["outcome"], "switched");
+    // With a 1 s interval another refresh (nothing new) may have run since
+    // the switch: the last one either switched to this revision or found
+    // nothing to do.
+    let last = &st["refresh"]["last"];
+    match last["outcome"].as_str() {
+        Some("switched") => assert_eq!(last["to_revision"], repo.revision(), "{st}"),
+        Some("not-modified") => {}
+        other => panic!("last refresh {other:?}: {st}"),
+    }
 
     // Remove.
     stratum([
