@@ -26,9 +26,10 @@ fi
 # real OCI registry of tests/it/support/registry.rs, python3-jsonschema checks
 # the thin-image JSON schema against the parser, python3-venv holds moto,
 # GNU time measures the peak memory of a command (tests/it/reader_trust.rs),
-# systemd-analyze verifies the unit files of examples/systemd (tests/it/service.rs).
+# systemd-analyze verifies the unit files of examples/systemd (tests/it/service.rs),
+# runc runs the bundles of `stratum bundle` (tests/it/bundle.rs).
 packages=(umoci skopeo fuse3 attr util-linux nginx busybox-static squid docker-registry
-    apache2-utils openssl python3-venv python3-jsonschema time systemd)
+    apache2-utils openssl python3-venv python3-jsonschema time systemd runc)
 installed=$(dpkg-query -W -f='${db:Status-Status}\n' "${packages[@]}" 2>/dev/null | grep -cx installed || true)
 if [ "$installed" -eq "${#packages[@]}" ]; then
     echo "==> Debian packages: all installed"

@@ -16,6 +16,7 @@ macro_rules! outln {
     }};
 }
 
+mod bundle;
 mod init;
 mod inspect;
 mod lifecycle;
@@ -185,6 +186,15 @@ enum Command {
     /// DEST must not exist or be empty. Owners and device nodes are reproduced when run as root.
     /// Nothing is ever written outside DEST.
     Pull(pull::PullArgs),
+    /// Write an OCI runtime bundle (DIR/config.json) for a published image, for `runc run`.
+    ///
+    /// The config is derived from the image's OCI config as `umoci unpack` derives it
+    /// (args from Entrypoint+Cmd, Env, WorkingDir, User resolved in the image's
+    /// /etc/passwd and /etc/group, Labels as annotations), on `runc spec`'s defaults,
+    /// with a read-only root.path in the image's flat tree: under a live mount
+    /// (--mount MOUNTPOINT) or at --rootfs PATH (e.g. a `stratum pull` directory).
+    /// docs/DEPLOYMENT.md lists where it differs from umoci's.
+    Bundle(bundle::BundleArgs),
 }
 
 fn main() -> ExitCode {
@@ -233,6 +243,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Rollback(a) => lifecycle::run_rollback(a),
         Command::Replicate(a) => replicate::run(a),
         Command::Pull(a) => pull::pull(a),
+        Command::Bundle(a) => bundle::run(a),
     }
 }
 

@@ -22,6 +22,8 @@
 //! - [`replicate`]: mirrors a served repository into a storage backend (a
 //!   directory or an S3 bucket prefix), incrementally, every object
 //!   verified, the manifest written last.
+//! - [`bundle`]: an OCI runtime bundle's `config.json` for a published
+//!   image (as `umoci unpack` writes it), rooted in a mount of its flat tree.
 //!
 //! Not here: path resolution across catalogs is
 //! `stratum_catalog::namespace`; whether a signed revision vouches for a
@@ -32,6 +34,7 @@
 //!
 //! [`Store`]: stratum_catalog::Store
 
+pub mod bundle;
 mod error;
 pub mod fs;
 mod pull;

@@ -2,7 +2,7 @@
 //! `tests/tests.rs`) with a module per area, all sharing [`support`]. They
 //! run the real `stratum` binary against real tools and services started on
 //! 127.0.0.1 (umoci, skopeo, nginx, Squid, docker-registry, moto, FUSE,
-//! overlayfs); `scripts/test.sh` installs them. A test is named
+//! overlayfs, runc); `scripts/test.sh` installs them. A test is named
 //! `area::test_name` (`cargo test --test it serve::`), which is how
 //! docs/SECURITY.md cites them.
 #![allow(clippy::unwrap_used)]
@@ -10,6 +10,7 @@
 mod support;
 
 mod bad_input;
+mod bundle;
 mod cli;
 mod compact;
 mod concurrency;

@@ -834,9 +834,10 @@ pub fn serve<S: TreeStore>(
         MountOption::NoAtime,
     ];
     if cfg.allow_other {
-        config
-            .mount_options
-            .push(MountOption::CUSTOM("allow_other".into()));
+        // The ACL, not a custom `allow_other` option: fuser filters requests
+        // by it (the default, Owner, answers EACCES to every other uid even
+        // when the kernel lets them through) and adds `allow_other` itself.
+        config.acl = fuser::SessionACL::All;
     }
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = true;
