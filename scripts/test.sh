@@ -27,9 +27,12 @@ fi
 # the thin-image JSON schema against the parser, python3-venv holds moto,
 # GNU time measures the peak memory of a command (tests/it/reader_trust.rs),
 # systemd-analyze verifies the unit files of examples/systemd (tests/it/service.rs),
-# runc runs the bundles of `stratum bundle` (tests/it/bundle.rs).
+# runc runs the bundles of `stratum bundle` (tests/it/bundle.rs),
+# containerd + runc run the remote snapshotter's tests (tests/it/snapshotter.rs),
+# protobuf-compiler (protoc) builds containerd-snapshots' gRPC code.
 packages=(umoci skopeo fuse3 attr util-linux nginx busybox-static squid docker-registry
-    apache2-utils openssl python3-venv python3-jsonschema time systemd runc)
+    apache2-utils openssl python3-venv python3-jsonschema time systemd runc
+    containerd protobuf-compiler)
 installed=$(dpkg-query -W -f='${db:Status-Status}\n' "${packages[@]}" 2>/dev/null | grep -cx installed || true)
 if [ "$installed" -eq "${#packages[@]}" ]; then
     echo "==> Debian packages: all installed"

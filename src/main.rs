@@ -29,6 +29,7 @@ mod pull;
 mod registry_args;
 mod replicate;
 mod serve;
+mod snapshotter;
 mod status;
 mod stray_keys;
 mod sync;
@@ -195,6 +196,13 @@ enum Command {
     /// (--mount MOUNTPOINT) or at --rootfs PATH (e.g. a `stratum pull` directory).
     /// docs/DEPLOYMENT.md lists where it differs from umoci's.
     Bundle(bundle::BundleArgs),
+    /// Serve containerd's snapshot API on a unix socket: a proxy snapshotter plugin whose
+    /// layers come from the live repository mount when the repository publishes them.
+    ///
+    /// A layer whose chain is a stack of published layers is committed at once on
+    /// MOUNTPOINT/layers/ab/<diff_id> (containerd neither downloads nor applies it); other
+    /// layers are local overlayfs snapshots under --root. Stops on SIGINT/SIGTERM.
+    Snapshotter(snapshotter::SnapshotterArgs),
 }
 
 fn main() -> ExitCode {
@@ -244,6 +252,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replicate(a) => replicate::run(a),
         Command::Pull(a) => pull::pull(a),
         Command::Bundle(a) => bundle::run(a),
+        Command::Snapshotter(a) => snapshotter::run(a),
     }
 }
 

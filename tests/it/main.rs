@@ -33,5 +33,6 @@ mod replicate;
 mod s3;
 mod serve;
 mod service;
+mod snapshotter;
 mod thin;
 mod thin_registry;

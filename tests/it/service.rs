@@ -575,6 +575,10 @@ fn the_unit_files_are_documented_verify_and_their_command_lines_parse() {
             "stratum-mount.service",
             include_str!("../../examples/systemd/stratum-mount.service"),
         ),
+        (
+            "stratum-snapshotter.service",
+            include_str!("../../examples/systemd/stratum-snapshotter.service"),
+        ),
     ];
     for (name, unit) in &units {
         assert!(

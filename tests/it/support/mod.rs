@@ -28,6 +28,8 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod compare;
+pub mod containerd;
+pub mod cri;
 pub mod fault_http;
 pub mod fixtures;
 pub mod fsutil;

@@ -1,0 +1,242 @@
+//! What the repository mount can serve: the layer trees
+//! `MOUNT/layers/ab/<diff_id hex>` of the live whole-repository mount, and
+//! the chain IDs that name stacks of them.
+//!
+//! containerd names a layer stack by its chain ID (OCI image spec:
+//! `chain(L0) = diff_id(L0)`, `chain(L0…Ln) = sha256(chain(L0…Ln-1) + " " +
+//! diff_id(Ln))`). A `Prepare` carries the target chain ID and the parent
+//! snapshot, whose chain is known; the layer's diff_id is the one published
+//! diff_id `d` with `sha256(parent_chain + " " + d) == target`. The set of
+//! published diff_ids is read from the mount's `/layers` partitions and
+//! rebuilt when the mount moves to a new revision (the `revision` of its
+//! status attribute), so a lookup costs hashing, not I/O.
+//!
+//! Every access to the mount runs on its own thread with a deadline
+//! ([`bounded`]): a stuck mount gives an error, never a hung gRPC call.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// How long one access to the mount may take.
+pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Without a readable revision, how long a listing of `/layers` is trusted.
+const UNVERSIONED_TTL: Duration = Duration::from_secs(5);
+
+/// The extended attribute with the live mount's status (JSON, `revision`).
+const STATUS_XATTR: &str = "user.stratum.status";
+
+struct Cached {
+    revision: Option<u64>,
+    at: Instant,
+    diff_ids: Arc<HashSet<String>>,
+}
+
+/// The layer trees of one repository mount.
+pub struct Repository {
+    mount: PathBuf,
+    cache: Mutex<Option<Cached>>,
+}
+
+/// Runs `f` on its own thread and waits at most `timeout` for it; `what`
+/// names the path in the timeout error. A thread stuck in the kernel is
+/// left behind (it cannot be cancelled), the caller gets an error.
+pub fn bounded<T: Send + 'static>(
+    what: &Path,
+    timeout: Duration,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("stratum-snap-io".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(Error::io(what))?;
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(_) => Err(Error::TreeTimeout {
+            path: what.to_path_buf(),
+            secs: timeout.as_secs(),
+        }),
+    }
+}
+
+/// `sha256:<hex>` → `<hex>`, checking the form.
+fn hex_of(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(hex)
+}
+
+/// The chain ID of `parent_chain` (None for the base) plus `diff_id`.
+pub fn chain_id(parent_chain: Option<&str>, diff_id: &str) -> String {
+    match parent_chain {
+        None => diff_id.to_string(),
+        Some(p) => {
+            let mut h = Sha256::new();
+            h.update(p.as_bytes());
+            h.update(b" ");
+            h.update(diff_id.as_bytes());
+            format!("sha256:{}", hex::encode(h.finalize()))
+        }
+    }
+}
+
+impl Repository {
+    pub fn new(mount: PathBuf) -> Repository {
+        Repository {
+            mount,
+            cache: Mutex::new(None),
+        }
+    }
+
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// `MOUNT/layers/ab/<hex>` of `diff_id` (`sha256:<hex>`).
+    pub fn tree(&self, diff_id: &str) -> Result<PathBuf> {
+        let hex = hex_of(diff_id)
+            .ok_or_else(|| Error::InvalidArgument(format!("not a sha256 digest: {diff_id}")))?;
+        Ok(self.mount.join("layers").join(&hex[..2]).join(hex))
+    }
+
+    /// Checks, within [`MOUNT_TIMEOUT`], that the mount serves the layer
+    /// tree `path` (a directory that can be listed).
+    pub fn check_tree(&self, path: &Path) -> Result<()> {
+        let p = path.to_path_buf();
+        bounded(path, MOUNT_TIMEOUT, move || {
+            let gone = |source| Error::TreeGone {
+                path: p.clone(),
+                source,
+            };
+            let md = std::fs::metadata(&p).map_err(gone)?;
+            if !md.is_dir() {
+                return Err(gone(std::io::Error::from_raw_os_error(libc::ENOTDIR)));
+            }
+            std::fs::read_dir(&p)
+                .map_err(gone)?
+                .next()
+                .transpose()
+                .map_err(gone)?;
+            Ok(())
+        })
+    }
+
+    /// The mount's current revision, if its status attribute says.
+    fn revision(mount: &Path) -> Option<u64> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = rustix::fs::getxattr(mount, STATUS_XATTR, &mut buf).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&buf[..n]).ok()?;
+        v.get("revision")?.as_u64()
+    }
+
+    /// Lists `/layers/*/*` of the mount: the published diff_ids.
+    fn list(mount: &Path) -> Result<HashSet<String>> {
+        let layers = mount.join("layers");
+        let mut out = HashSet::new();
+        for part in std::fs::read_dir(&layers).map_err(Error::io(&layers))? {
+            let part = part.map_err(Error::io(&layers))?;
+            let path = part.path();
+            for e in std::fs::read_dir(&path).map_err(Error::io(&path))? {
+                let e = e.map_err(Error::io(&path))?;
+                if let Some(name) = e.file_name().to_str() {
+                    let d = format!("sha256:{name}");
+                    if hex_of(&d).is_some() {
+                        out.insert(d);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The published diff_ids, listed again when the revision moved.
+    pub fn diff_ids(&self) -> Result<Arc<HashSet<String>>> {
+        let mount = self.mount.clone();
+        let revision = bounded(&self.mount, MOUNT_TIMEOUT, move || {
+            Ok(Repository::revision(&mount))
+        })?;
+        {
+            let cache = self
+                .cache
+                .lock()
+                .map_err(|_| Error::Internal("poisoned".into()))?;
+            if let Some(c) = cache.as_ref() {
+                let fresh = match (revision, c.revision) {
+                    (Some(now), Some(then)) => now == then,
+                    _ => c.at.elapsed() < UNVERSIONED_TTL,
+                };
+                if fresh {
+                    return Ok(c.diff_ids.clone());
+                }
+            }
+        }
+        let mount = self.mount.clone();
+        let set = Arc::new(bounded(&self.mount, MOUNT_TIMEOUT * 3, move || {
+            Repository::list(&mount)
+        })?);
+        tracing::info!(
+            revision,
+            layers = set.len(),
+            "indexed the repository's layer trees"
+        );
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| Error::Internal("poisoned".into()))?;
+        *cache = Some(Cached {
+            revision,
+            at: Instant::now(),
+            diff_ids: set.clone(),
+        });
+        Ok(set)
+    }
+
+    /// The diff_id of the layer that makes `parent_chain` (None: no
+    /// parent) into `target`, if the repository publishes it.
+    pub fn find(&self, parent_chain: Option<&str>, target: &str) -> Result<Option<String>> {
+        if hex_of(target).is_none() {
+            return Ok(None);
+        }
+        let set = self.diff_ids()?;
+        Ok(match parent_chain {
+            None => set.contains(target).then(|| target.to_string()),
+            Some(_) => set
+                .iter()
+                .find(|d| chain_id(parent_chain, d) == target)
+                .cloned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        assert_eq!(chain_id(None, &a), a);
+        let mut h = Sha256::new();
+        h.update(format!("{a} {b}").as_bytes());
+        assert_eq!(
+            chain_id(Some(&a), &b),
+            format!("sha256:{}", hex::encode(h.finalize()))
+        );
+    }
+
+    #[test]
+    fn digests_are_checked() {
+        assert!(hex_of("sha256:abc").is_none());
+        assert!(hex_of(&format!("sha256:{}", "A".repeat(64))).is_none());
+        assert!(hex_of(&format!("sha256:{}", "0".repeat(64))).is_some());
+    }
+}
