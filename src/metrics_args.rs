@@ -1,5 +1,5 @@
 //! `--metrics HOST:PORT`: Prometheus metrics of a long-running command
-//! (`serve`, `sync --every`), served in the text format by
+//! (`serve`, `sync --every`, `mount`), served in the text format by
 //! `metrics-exporter-prometheus` from its own HTTP listener (a thread of its
 //! own, whatever the command does). The crates record through the `metrics`
 //! facade with the helpers of `stratum_metrics`, which names every metric;

@@ -93,6 +93,9 @@ pub struct MountArgs {
     /// With a URL: timeouts and retries.
     #[command(flatten)]
     pub transport: crate::transport_args::TransportArgs,
+    /// Prometheus metrics of the mount: revision, refreshes, fetches by mirror, cache.
+    #[command(flatten)]
+    pub metrics: crate::metrics_args::MetricsArgs,
 }
 
 /// `--overlay-xattrs`: see [`OverlayXattrs`].
@@ -117,6 +120,8 @@ impl MountArgs {
 }
 
 pub fn mount(args: MountArgs) -> Result<ExitCode> {
+    // Before the repository is opened: its first requests are counted too.
+    args.metrics.install()?;
     if let Some(thin) = args.thin.clone() {
         if args.mountpoint.is_some() {
             bail!("with --thin, give only MOUNTPOINT (the repository URLs come from the descriptor or --url)");

@@ -63,6 +63,11 @@
 //! Removal is `unlink`: a reader that holds an open object file
 //! ([`crate::CachedObject`]) keeps reading the same bytes.
 //!
+//! Metrics ([`stratum_metrics::mount`]): every eviction, and the bytes in
+//! the cache as this process's index counts them, set whenever the index
+//! changes. Hits and misses are recorded by [`crate::Remote`], which decides
+//! what counts as one (with the `stratum status` counters).
+//!
 //! Recency is shared across processes through the files' mtime: a hit sets
 //! the file's mtime to now, at most once a minute per file (a cheaper
 //! signal than atime, which `noatime`/`relatime` mounts do not keep), and a
@@ -132,12 +137,14 @@ impl Index {
         }
         self.lru.insert((used, key));
         self.total += size;
+        stratum_metrics::mount::cache_bytes(self.total);
     }
 
     fn remove(&mut self, key: &Key) {
         if let Some(old) = self.entries.remove(key) {
             self.lru.remove(&(old.used, *key));
             self.total -= old.size;
+            stratum_metrics::mount::cache_bytes(self.total);
         }
     }
 }
@@ -255,6 +262,7 @@ impl Cache {
         if ix.total > quota {
             cache.evict(&mut ix, None);
         }
+        stratum_metrics::mount::cache_bytes(ix.total);
         tracing::debug!(cache = %root.display(), files = ix.entries.len(), bytes = ix.total, "cache opened");
         drop(ix);
         Ok(cache)
@@ -604,6 +612,7 @@ impl Cache {
             if removed {
                 ix.remove(&key);
                 self.evictions.fetch_add(1, Ordering::Relaxed);
+                stratum_metrics::mount::cache_evictions(1);
                 tracing::trace!(path = %path.display(), "evicted");
             } else {
                 spared.insert(key);

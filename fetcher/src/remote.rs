@@ -326,6 +326,8 @@ impl Remote {
             ));
         };
         tracing::debug!(name = %manifest.name, revision = manifest.revision, root = %manifest.root, "manifest verified");
+        // The revision a mount opened with serves until a live mount switches.
+        stratum_metrics::mount::revision(manifest.revision);
         if recorded.is_none() {
             cache.record_name(&origin, &fp, &manifest.name)?;
         }
@@ -526,7 +528,7 @@ impl Remote {
                 return Err(self.size_mismatch(id, len, expected));
             }
             if count_hit {
-                Counters::bump(&c.cache_hits);
+                c.hit();
             }
             return Ok(CachedObject { file, len });
         }
@@ -534,12 +536,12 @@ impl Remote {
             // Another thread or process may have inserted it meanwhile.
             if let Some((file, len)) = self.cache.lookup(Kind::Object, id)? {
                 if count_hit {
-                    Counters::bump(&c.cache_hits);
+                    c.hit();
                 }
                 return Ok((Arc::new(file), len));
             }
             let (tmp, len) = self.download(id, ObjectKind::Content, expected)?;
-            Counters::bump(&c.cache_misses);
+            c.miss();
             let (file, len) = self.cache.insert_file(Kind::Object, id, tmp, len)?;
             Ok((Arc::new(file), len))
         })?;
@@ -575,23 +577,23 @@ impl Remote {
                 .map(|p| p.catalog.clone())
         };
         if let Some(cat) = open() {
-            Counters::bump(&c.cache_hits);
+            c.hit();
             return Ok(cat);
         }
         self.catalog_flights.run(id, &c.shared_waits, || {
             if let Some(cat) = open() {
-                Counters::bump(&c.cache_hits);
+                c.hit();
                 return Ok(cat);
             }
             let file = match self.cache.lookup_catalog_pinned(id)? {
                 Some(f) => {
-                    Counters::bump(&c.cache_hits);
+                    c.hit();
                     f
                 }
                 None => {
                     let (tmp, len) =
                         self.download(id, ObjectKind::Catalog, Expected::AtMost(MAX_CATALOG_SIZE))?;
-                    Counters::bump(&c.cache_misses);
+                    c.miss();
                     self.cache.insert_file(Kind::Catalog, id, tmp, len)?.0
                 }
             };

@@ -29,6 +29,13 @@
 //! `ALL_PROXY`, `NO_PROXY`, lowercase too) are honoured by the client.
 //! The manifest is requested with `Cache-Control: no-cache` so that an HTTP
 //! cache on the way revalidates it; objects are immutable and cacheable.
+//!
+//! Metrics: besides [`TransportStats`], every request is recorded with
+//! [`stratum_metrics::mount::fetch`] under its mirror's base URL: outcome
+//! `ok` (a 304, or a 200 whose body was accepted), else `error` (the
+//! request failed, or its body was refused); the body bytes received; the
+//! seconds from sending it to the end of its body. Cache hits and misses
+//! are recorded where they are counted ([`Counters::hit`], [`Counters::miss`]).
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -228,6 +235,20 @@ impl Counters {
     pub fn bump(a: &AtomicU64) {
         a.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// An object or catalog served by the cache: counted, and recorded as
+    /// a metric.
+    pub fn hit(&self) {
+        Self::bump(&self.cache_hits);
+        stratum_metrics::mount::cache_hit();
+    }
+
+    /// An object or catalog downloaded into the cache: counted, and
+    /// recorded as a metric.
+    pub fn miss(&self) {
+        Self::bump(&self.cache_misses);
+        stratum_metrics::mount::cache_miss();
+    }
 }
 
 /// What a `check` function says about a body it refuses.
@@ -421,17 +442,30 @@ impl Transport {
                 attempts += 1;
                 let url = format!("{}/{}", self.urls[i], rel_path);
                 let validators = cond.filter(|(u, _)| *u == url).map(|(_, v)| v);
-                let failure = match self.get(&url, limit, revalidate, validators) {
+                let mirror = &self.urls[i];
+                let (sent, mut received) = (Instant::now(), 0u64);
+                let got = self.get(&url, limit, revalidate, validators, &mut received);
+                let seconds = sent.elapsed();
+                let record = |ok: bool| {
+                    stratum_metrics::mount::fetch(mirror, ok, received, seconds.as_secs_f64());
+                };
+                let failure = match got {
                     Ok(Got::NotModified) => {
+                        record(true);
                         self.preferred.store(i, Ordering::Relaxed);
                         return Ok(Fetched::NotModified { url });
                     }
                     Ok(Got::Body(body, v)) => match check(&url, body, v) {
                         Ok(v) => {
+                            record(true);
                             self.preferred.store(i, Ordering::Relaxed);
                             return Ok(Fetched::Body(v));
                         }
-                        Err(Reject::Fatal(e)) => return Err(e),
+                        // Not the mirror's fault (the local cache failed).
+                        Err(Reject::Fatal(e)) => {
+                            record(true);
+                            return Err(e);
+                        }
                         Err(Reject::Corrupt(reason)) => (false, self.rejected(url, reason)),
                         Err(Reject::Permanent(reason)) => (true, self.rejected(url, reason)),
                         Err(Reject::Rollback {
@@ -453,6 +487,7 @@ impl Transport {
                     }
                 };
                 let (permanent, failure) = failure;
+                record(false);
                 Counters::bump(&self.counters.failures);
                 tracing::warn!(url = %failure.url, reason = %failure.reason, "{what}: mirror failed");
                 if permanent {
@@ -493,13 +528,15 @@ impl Transport {
     }
 
     /// One GET: status 200 and a complete body of at most `limit` bytes,
-    /// with its validators; or, asked with `cond`, 304.
+    /// with its validators; or, asked with `cond`, 304. `received` is set
+    /// to the body bytes received, whatever the outcome.
     fn get(
         &self,
         url: &str,
         limit: u64,
         revalidate: bool,
         cond: Option<&Validators>,
+        received: &mut u64,
     ) -> Result<Got, MirrorFailure> {
         let fail = |kind, reason: String| MirrorFailure {
             url: url.to_owned(),
@@ -553,7 +590,7 @@ impl Transport {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             if started.elapsed() > self.deadline {
-                self.add_bytes(body.len());
+                self.add_bytes(received, body.len());
                 return Err(fail(
                     FailureKind::Timeout,
                     format!(
@@ -568,7 +605,7 @@ impl Transport {
                 Ok(k) => {
                     body.extend_from_slice(&buf[..k]);
                     if body.len() as u64 > limit {
-                        self.add_bytes(body.len());
+                        self.add_bytes(received, body.len());
                         return Err(fail(
                             FailureKind::TooLarge,
                             format!("body is over the limit of {limit} bytes"),
@@ -577,7 +614,7 @@ impl Transport {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.add_bytes(body.len());
+                    self.add_bytes(received, body.len());
                     let kind = if e.kind() == std::io::ErrorKind::TimedOut
                         || error_chain(&e).contains("timed out")
                     {
@@ -596,7 +633,7 @@ impl Transport {
                 }
             }
         }
-        self.add_bytes(body.len());
+        self.add_bytes(received, body.len());
         if let Some(len) = declared {
             if body.len() as u64 != len {
                 return Err(fail(
@@ -617,7 +654,9 @@ impl Transport {
         }
     }
 
-    fn add_bytes(&self, n: usize) {
+    /// Counts the `n` body bytes a request received, and tells its caller.
+    fn add_bytes(&self, received: &mut u64, n: usize) {
+        *received = n as u64;
         self.counters
             .bytes_downloaded
             .fetch_add(n as u64, Ordering::Relaxed);

@@ -167,7 +167,7 @@ pub mod mount {
     pub const REFRESHES: Metric = Metric {
         name: "stratum_mount_refreshes_total",
         kind: Kind::Counter,
-        help: "Manifest refreshes, by outcome (label outcome: switched, unchanged, failed)",
+        help: "Manifest refreshes of a live mount, by outcome (label outcome: switched, unchanged, not-modified, failed)",
     };
     pub const FETCHES: Metric = Metric {
         name: "stratum_fetch_requests_total",
@@ -221,7 +221,8 @@ pub mod mount {
         gauge!(REVISION.name).set(revision as f64);
     }
 
-    /// One refresh: `switched`, `unchanged` or `failed`.
+    /// One refresh: `switched`, `unchanged` (the same manifest came back),
+    /// `not-modified` (a 304) or `failed` (the mount stayed on its revision).
     pub fn refresh(outcome: &'static str) {
         counter!(REFRESHES.name, "outcome" => outcome).increment(1);
     }

@@ -16,6 +16,10 @@
 //! inside an image's tree (`/flat/..`, `/layers/..`) keep their inodes,
 //! which still name the same catalogs, whatever `/images` says now.
 //!
+//! Metrics ([`stratum_metrics::mount`]): every refresh by its outcome
+//! ([`Outcome::as_str`]), and the revision served, set when a switch is
+//! made (the revision mounted is set by [`Remote::open`]).
+//!
 //! Failures (server down or slow, a manifest that does not verify, an
 //! older revision, a catalog that cannot be loaded) leave the mount on its
 //! revision: they are logged as warnings naming the URLs and the reason,
@@ -278,6 +282,7 @@ impl Live {
             drop(st);
             let (at, started) = (SystemTime::now(), Instant::now());
             let outcome = self.refresh();
+            stratum_metrics::mount::refresh(outcome.as_str());
             let mut st = self.lock();
             st.refreshes += 1;
             if matches!(outcome, Outcome::Failed(_)) {
@@ -327,6 +332,7 @@ impl Live {
                         st.manifest_id = id;
                         st.validators = validators;
                     }
+                    stratum_metrics::mount::revision(to);
                     self.invalidate_root(&names);
                     tracing::info!("{urls}: switched from revision {from} to {to}");
                     Outcome::Switched { from, to }

@@ -11,6 +11,10 @@
 //! - `status --json` changes by exactly what a publish (revision +1, the
 //!   new catalogs fetched), a read of a new file (one object, its bytes on
 //!   the wire) and a read of a cached file (one cache hit) should change.
+//! - `--metrics`: the Prometheus endpoint of a live mount moves with the
+//!   same events (revision, refreshes by outcome, requests and bytes by
+//!   mirror, latency histogram, cache hits, misses and bytes) and agrees
+//!   with `status --json`.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::FileExt;
@@ -22,7 +26,8 @@ use serde_json::Value;
 use super::VISIBLE_WITHIN;
 use super::{check_files, image_dir, live_mount, os, pubkey, publish, ready, status, wait_for};
 use crate::support::mount::{Mount, MountSource};
-use crate::support::services::StratumServe;
+use crate::support::prom::{scrape, Scrape};
+use crate::support::services::{free_port, StratumServe};
 use crate::support::squid::{squid_bin, Squid};
 use crate::support::{skip, stratum, tempdir, TestRepo};
 
@@ -294,5 +299,191 @@ fn status_counts_a_publish_a_read_and_a_cache_hit() {
     assert_eq!(delta(&s4, &s5, "cache_misses"), 0);
     assert_eq!(delta(&s4, &s5, "fetched.requests"), 0);
     assert_eq!(delta(&s4, &s5, "fetched.bytes"), 0);
+    m.unmount();
+}
+
+/// The fetch metrics of one mirror and the cache metrics, as a scrape
+/// shows them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Fetch {
+    ok: f64,
+    errors: f64,
+    bytes: f64,
+    timed: f64,
+    hits: f64,
+    misses: f64,
+    cache_bytes: f64,
+}
+
+impl Fetch {
+    fn of(m: &Scrape, mirror: &str) -> Fetch {
+        let req = |outcome| {
+            m.value(
+                "stratum_fetch_requests_total",
+                &[("mirror", mirror), ("outcome", outcome)],
+            )
+        };
+        Fetch {
+            ok: req("ok"),
+            errors: req("error"),
+            bytes: m.value("stratum_fetch_bytes_total", &[("mirror", mirror)]),
+            timed: m.value(
+                "stratum_fetch_duration_seconds_count",
+                &[("mirror", mirror)],
+            ),
+            hits: m.value("stratum_cache_hits_total", &[]),
+            misses: m.value("stratum_cache_misses_total", &[]),
+            cache_bytes: m.value("stratum_cache_bytes", &[]),
+        }
+    }
+
+    /// The same numbers must be in `status --json`.
+    fn agrees_with(&self, st: &Value) {
+        let n = |path: &str| {
+            path.split('.')
+                .fold(st, |v, k| &v[k])
+                .as_f64()
+                .unwrap_or_else(|| panic!("{path} in {st}"))
+        };
+        assert_eq!(
+            self.ok + self.errors,
+            n("fetched.requests"),
+            "{self:?} vs {st}"
+        );
+        assert_eq!(self.errors, n("download_errors"), "{self:?} vs {st}");
+        assert_eq!(self.bytes, n("fetched.bytes"), "{self:?} vs {st}");
+        assert_eq!(self.timed, self.ok + self.errors, "{self:?}");
+        assert_eq!(self.hits, n("cache_hits"), "{self:?} vs {st}");
+        assert_eq!(self.misses, n("cache_misses"), "{self:?} vs {st}");
+        assert_eq!(self.cache_bytes, n("cache.bytes_used"), "{self:?} vs {st}");
+    }
+}
+
+/// `stratum mount URL … --metrics`: a publish + reload moves the revision
+/// gauge and `refreshes{outcome="switched"}`; reading a new file adds its
+/// object's bytes (at least the file's size) to the fetched bytes, one
+/// request, one miss and the file's size to the cache; reading it again
+/// with the page cache dropped is one cache hit and fetches nothing. Every
+/// number also agrees with `status --json`.
+#[test]
+fn metrics_count_a_publish_a_read_and_a_cache_hit() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempdir();
+    let repo = TestRepo::new("live.test");
+    publish(&repo, "test/a:1", 81, 4);
+    let serve = StratumServe::start(&repo.repo, &[] as &[&str]);
+    let mirror = serve.url.trim_end_matches('/').to_owned();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let src = MountSource::url(&serve.url, &pubkey(&repo), ());
+    let m = Mount::start_with(
+        &src,
+        &tmp.path().join("mnt"),
+        None,
+        &[
+            os("--refresh"),
+            os("1h"),
+            os("--cache"),
+            os(tmp.path().join("cache")),
+            os("--metrics"),
+            os(addr.to_string()),
+        ],
+    );
+    let cache = tmp.path().join("cache");
+
+    // At mount time: the revision mounted, no refresh yet, the manifest and
+    // the root catalog fetched from the one mirror.
+    let m0 = scrape(addr);
+    let s0 = status(m.path());
+    let rev0 = s0["revision"].as_f64().unwrap();
+    assert_eq!(m0.kind("stratum_mount_revision"), Some("gauge"));
+    assert_eq!(m0.kind("stratum_fetch_requests_total"), Some("counter"));
+    assert_eq!(m0.kind("stratum_fetch_duration_seconds"), Some("histogram"));
+    assert_eq!(m0.value("stratum_mount_revision", &[]), rev0);
+    assert_eq!(m0.sum("stratum_mount_refreshes_total"), 0.0);
+    let f0 = Fetch::of(&m0, &mirror);
+    assert!(f0.ok >= 2.0 && f0.errors == 0.0, "{f0:?}");
+    assert!(f0.bytes > 0.0 && f0.cache_bytes > 0.0, "{f0:?}");
+    assert_eq!(
+        m0.sum("stratum_fetch_requests_total"),
+        f0.ok,
+        "one mirror only"
+    );
+    f0.agrees_with(&s0);
+
+    // A publish and a refresh: the gauge moves, one switched refresh.
+    let b = publish(&repo, "test/b:1", 82, 4);
+    stratum([os("reload"), os(m.path()), os("--timeout"), os("30s")]);
+    let m1 = scrape(addr);
+    let s1 = status(m.path());
+    assert_eq!(s1["revision"].as_f64().unwrap(), rev0 + 1.0);
+    assert_eq!(m1.value("stratum_mount_revision", &[]), rev0 + 1.0);
+    assert_eq!(
+        m1.value("stratum_mount_refreshes_total", &[("outcome", "switched")]),
+        1.0
+    );
+    assert_eq!(m1.sum("stratum_mount_refreshes_total"), 1.0);
+    let f1 = Fetch::of(&m1, &mirror);
+    // The manifest (and the new catalogs) fetched.
+    assert!(f1.ok > f0.ok && f1.bytes > f0.bytes, "{f0:?} -> {f1:?}");
+    f1.agrees_with(&s1);
+
+    // A new file: its object fetched (one request, its bytes as served,
+    // at least the file's size: random bytes do not compress), one miss,
+    // the file's bytes added to the cache.
+    // Opened before the first scrape and read through the handle: no
+    // lookup (a catalog hit) falls between the scrapes, even when another
+    // test drops the kernel's caches meanwhile.
+    let big = image_dir(m.path(), "test/b:1").join("big.bin");
+    let read = |f: std::fs::File| {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut &f, &mut v).unwrap();
+        assert!(v == b["big.bin"], "big.bin has other bytes");
+    };
+    let file = std::fs::File::open(&big).unwrap();
+    let objs0 = cached(&cache, "objects");
+    let f2 = Fetch::of(&scrape(addr), &mirror);
+    read(file);
+    let m3 = scrape(addr);
+    let f3 = Fetch::of(&m3, &mirror);
+    let new_objs: Vec<String> = cached(&cache, "objects")
+        .difference(&objs0)
+        .cloned()
+        .collect();
+    assert_eq!(new_objs.len(), 1, "{new_objs:?}");
+    let served = served_size(&repo.repo, &new_objs[0]) as f64;
+    let size = b["big.bin"].len() as f64;
+    eprintln!("read of {size} bytes, {served} on the wire: {f2:?} -> {f3:?}");
+    assert_eq!(f3.bytes - f2.bytes, served);
+    assert!(f3.bytes - f2.bytes >= size, "{f2:?} -> {f3:?}");
+    assert_eq!(f3.ok - f2.ok, 1.0);
+    assert_eq!(f3.timed - f2.timed, 1.0);
+    assert_eq!(f3.misses - f2.misses, 1.0);
+    assert_eq!(f3.hits, f2.hits);
+    assert_eq!(f3.cache_bytes - f2.cache_bytes, size);
+    assert!(
+        m3.value(
+            "stratum_fetch_duration_seconds_sum",
+            &[("mirror", mirror.as_str())]
+        ) > 0.0
+    );
+    f3.agrees_with(&status(m.path()));
+
+    // The same file again, page cache dropped: one hit, nothing fetched.
+    drop_caches();
+    let file = std::fs::File::open(&big).unwrap();
+    let f4 = Fetch::of(&scrape(addr), &mirror);
+    read(file);
+    let m5 = scrape(addr);
+    let f5 = Fetch::of(&m5, &mirror);
+    assert_eq!(f5.hits - f4.hits, 1.0, "{f4:?} -> {f5:?}");
+    assert_eq!(
+        (f5.misses, f5.ok, f5.bytes, f5.cache_bytes),
+        (f4.misses, f4.ok, f4.bytes, f4.cache_bytes)
+    );
+    assert_eq!(m5.value("stratum_cache_evictions_total", &[]), 0.0);
+    assert_eq!(m5.sum("stratum_mount_refreshes_total"), 1.0);
+    f5.agrees_with(&status(m.path()));
     m.unmount();
 }
