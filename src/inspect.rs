@@ -134,6 +134,7 @@ pub fn images(a: ImagesArgs) -> Result<ExitCode> {
                     "published_at": i.published_at,
                     "flat_path": i.flat_path,
                     "flat_catalog": i.flat_catalog,
+                    "outputs": i.outputs,
                     "layer_paths": i.layers.iter().map(|l| l.layer_path.clone()).collect::<Vec<_>>(),
                     "layers": i.layers,
                 })

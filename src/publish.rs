@@ -26,6 +26,11 @@ pub struct PublishArgs {
     /// Name for a single SOURCE under /images (default: local/<layout dir name>:<tag>).
     #[arg(long = "as", value_name = "NAME:TAG")]
     as_name: Option<String>,
+    /// Also write Apptainer's /.singularity.d metadata (env from ENV, runscript from
+    /// Entrypoint/Cmd, labels.json) into the flat tree; without it the flat tree is exactly
+    /// the merged layers (what `umoci unpack` extracts).
+    #[arg(long)]
+    apptainer: bool,
     /// Print a JSON array with one report object per image instead of text.
     #[arg(long)]
     json: bool,
@@ -45,6 +50,7 @@ pub fn publish(a: PublishArgs) -> Result<ExitCode> {
         repo,
         key,
         as_name,
+        apptainer,
         json,
         platforms,
         registry,
@@ -76,6 +82,7 @@ pub fn publish(a: PublishArgs) -> Result<ExitCode> {
         .map(|source| PublishRequest {
             source,
             name: as_name.clone(),
+            outputs: stratum_publisher::publish::Outputs { apptainer },
         })
         .collect();
     let bar = progress::PublishBar(progress::bytes_bar("publishing"));

@@ -37,6 +37,7 @@ pub fn image_record(name: &str, platform: &str, digest: char) -> crate::catalog:
         manifest: Vec::new(),
         config: Vec::new(),
         layers: Vec::new(),
+        outputs: Vec::new(),
     }
 }
 

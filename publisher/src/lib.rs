@@ -6,6 +6,7 @@
 //! [`flat`] (merged tree) → [`namespace_writer`] (partitions, `/images`,
 //! root) → [`repo`] (durable commit of the manifest).
 
+pub mod apptainer;
 pub mod compact;
 pub mod error;
 pub mod event_log;

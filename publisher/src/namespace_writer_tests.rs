@@ -59,6 +59,7 @@ fn record(name: &str, hex: &str) -> ImageRecord {
             layer_path: format!("/layers/ee/{}", "e".repeat(64)),
             catalog: ObjectId::of(b"layer").to_hex(),
         }],
+        outputs: Vec::new(),
     }
 }
 

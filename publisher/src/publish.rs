@@ -32,6 +32,36 @@ use crate::source::{self, ImageSource, SourceContext, SourceRef};
 pub struct PublishRequest {
     pub source: String,
     pub name: Option<String>,
+    /// Extra outputs added to the flat tree.
+    pub outputs: Outputs,
+}
+
+/// Extra outputs of a flat tree (none by default: the flat tree is then
+/// exactly the merged layers, as `umoci unpack` extracts them). They belong
+/// to the flat tree of a manifest digest, so every name of that digest
+/// shows the outputs its latest publish asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outputs {
+    /// `/.singularity.d` and friends ([`crate::apptainer`]).
+    pub apptainer: bool,
+}
+
+impl Outputs {
+    /// The names recorded in image records (sorted).
+    pub fn names(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.apptainer {
+            v.push(crate::apptainer::OUTPUT.to_owned());
+        }
+        v
+    }
+
+    /// From recorded names (unknown names are ignored).
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Self {
+        Outputs {
+            apptainer: names.iter().any(|n| n.as_ref() == crate::apptainer::OUTPUT),
+        }
+    }
 }
 
 /// What happened to one image (the `--json` report of `stratum publish`).
@@ -101,12 +131,12 @@ pub fn publish(
                 let base = req.name.clone().unwrap_or_else(|| rm.default_name.clone());
                 let names = source::image_names(&base, rm.placement.as_ref());
                 let digest = rm.digest.to_string();
-                if let Some(r) = tx.publish_existing(&names, &digest, &req.source)? {
+                if let Some(r) = tx.publish_existing(&names, &digest, &req.source, &req.outputs)? {
                     reports.extend(r);
                     continue;
                 }
                 let src = source::registry::open(registry, &rm, &req.source, &ctx.platforms)?;
-                reports.extend(tx.publish_source(&src, &base, progress)?);
+                reports.extend(tx.publish_source(&src, &base, &req.outputs, progress)?);
             }
             continue;
         }
@@ -115,7 +145,7 @@ pub fn publish(
                 Some(n) => n.clone(),
                 None => src.image().default_name.clone(),
             };
-            reports.extend(tx.publish_source(src.as_ref(), &base, progress)?);
+            reports.extend(tx.publish_source(src.as_ref(), &base, &req.outputs, progress)?);
         }
     }
     let (revision, new_revision) = tx.commit(key)?;
@@ -226,6 +256,7 @@ impl<'r> Transaction<'r> {
         &mut self,
         src: &dyn ImageSource,
         base: &str,
+        outputs: &Outputs,
         progress: &dyn Progress,
     ) -> Result<Vec<ImageReport>> {
         let names = src.image().names(base);
@@ -239,6 +270,7 @@ impl<'r> Transaction<'r> {
                 &name,
                 self.ts,
                 &self.limits,
+                outputs,
                 progress,
             )?;
             self.changed |= report.status != "unchanged";
@@ -249,16 +281,21 @@ impl<'r> Transaction<'r> {
 
     /// Points `names` at an image already published (under another name)
     /// with manifest `digest`, without reading its source: nothing is
-    /// downloaded. `None` when no published image has that manifest.
+    /// downloaded. `None` when no published image has that manifest with
+    /// these `outputs` (its flat tree must then be rebuilt).
     pub fn publish_existing(
         &mut self,
         names: &[String],
         digest: &str,
         source: &str,
+        outputs: &Outputs,
     ) -> Result<Option<Vec<ImageReport>>> {
         let Some(existing) = self.ns.image_by_digest(digest)? else {
             return Ok(None);
         };
+        if existing.outputs != outputs.names() {
+            return Ok(None);
+        }
         let mut reports = Vec::new();
         for name in names {
             let name = ImageName::parse(name)?.to_string();
@@ -273,7 +310,7 @@ impl<'r> Transaction<'r> {
             if self
                 .ns
                 .image(&name)?
-                .is_some_and(|r| r.manifest_digest == digest)
+                .is_some_and(|r| r.manifest_digest == digest && r.outputs == existing.outputs)
             {
                 report.status = "unchanged".into();
             } else {
@@ -360,6 +397,7 @@ fn publish_image(
     name: &str,
     ts: u64,
     limits: &Limits,
+    outputs: &Outputs,
     progress: &dyn Progress,
 ) -> Result<ImageReport> {
     let started = Instant::now();
@@ -374,9 +412,10 @@ fn publish_image(
         platform: image.platform.clone(),
         ..Default::default()
     };
+    let wanted_outputs = outputs.names();
     if ns
         .image(&name)?
-        .is_some_and(|r| r.manifest_digest == report.manifest_digest)
+        .is_some_and(|r| r.manifest_digest == report.manifest_digest && r.outputs == wanted_outputs)
     {
         report.status = "unchanged".into();
         report.layers_skipped = image.layers.len() as u64;
@@ -397,8 +436,13 @@ fn publish_image(
     let before = objects.stats();
     let mut layer_records = Vec::new();
     // An image whose manifest is already published (under another name)
-    // needs no work beyond its name.
-    let existing_flat = ns.flat(&store, &manifest_hex)?;
+    // needs no work beyond its name, unless its flat tree has other outputs:
+    // then it is built again from the layer catalogs (no content is read).
+    let had_flat = ns.flat(&store, &manifest_hex)?;
+    let existing_flat = match had_flat {
+        Some(id) if flat_outputs(&store.load_catalog(&id)?)? == wanted_outputs => Some(id),
+        _ => None,
+    };
     let mut flat = match existing_flat {
         Some(_) => None,
         None => {
@@ -485,7 +529,17 @@ fn publish_image(
     }
     let flat_id = match (existing_flat, flat) {
         (Some(id), _) => id,
-        (None, Some(b)) => {
+        (None, Some(mut b)) => {
+            if outputs.apptainer {
+                let config =
+                    crate::apptainer::ImageConfig::parse(&image.config).map_err(|reason| {
+                        PublishError::Image {
+                            image: name.clone(),
+                            reason,
+                        }
+                    })?;
+                crate::apptainer::add_to_flat(&mut b, objects, &config)?;
+            }
             let id = objects.put_file(ObjectKind::Catalog, b.finish_file()?.as_file_mut())?;
             ns.add_flat(&manifest_hex, id);
             id
@@ -504,13 +558,43 @@ fn publish_image(
         manifest: image.manifest.clone(),
         config: image.config.clone(),
         layers: layer_records,
+        outputs: wanted_outputs.clone(),
     })?;
+    // Other names of this manifest share its flat tree: when it was
+    // rebuilt with other outputs, they follow it.
+    let others = match (had_flat, existing_flat) {
+        (Some(_), None) => ns.images()?,
+        _ => Vec::new(),
+    };
+    for mut other in others {
+        if other.name != name
+            && other.manifest_digest == image.manifest_digest
+            && (other.flat_catalog != flat_id.to_hex() || other.outputs != wanted_outputs)
+        {
+            other.flat_catalog = flat_id.to_hex();
+            other.outputs = wanted_outputs.clone();
+            ns.set_image(other)?;
+        }
+    }
     objects.flush()?;
     let after = objects.stats();
     report.new_objects = after.new_objects - before.new_objects;
     report.new_stored_bytes = after.new_stored_bytes - before.new_stored_bytes;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The outputs a flat catalog carries (its `outputs` property), sorted.
+fn flat_outputs(cat: &Catalog) -> Result<Vec<String>> {
+    let mut v: Vec<String> = cat
+        .property(crate::apptainer::PROP_OUTPUTS)?
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    Ok(v)
 }
 
 fn unreachable_flat(name: &str) -> Result<stratum_catalog::ObjectId> {

@@ -32,7 +32,7 @@ use stratum_registry::{Credentials, Platform, Reference, Registry, RegistryConfi
 
 use crate::error::{PublishError, Result};
 use crate::event_log::{Action, Event, EventLog, Status};
-use crate::publish::{Progress, Transaction};
+use crate::publish::{Outputs, Progress, Transaction};
 use crate::repo::Repository;
 use crate::source::registry::{self as registry_source, ResolvedManifest};
 use crate::source::{image_names, ImageSource, PlatformSelection};
@@ -205,6 +205,7 @@ pub fn sync(
                 &reference,
                 &base,
                 &sel,
+                &input.outputs,
                 opts,
                 progress,
                 &mut report,
@@ -309,6 +310,7 @@ fn sync_target(
     reference: &Reference,
     base: &str,
     sel: &PlatformSelection,
+    outputs: &Outputs,
     opts: &SyncOptions,
     progress: &dyn Progress,
     report: &mut SyncReport,
@@ -346,9 +348,10 @@ fn sync_target(
             platform: rm.platform.as_ref().map(ToString::to_string),
             ..Default::default()
         };
-        let unchanged = names
-            .iter()
-            .all(|n| current(n).is_some_and(|r| r.manifest_digest == digest));
+        let wanted_outputs = outputs.names();
+        let unchanged = names.iter().all(|n| {
+            current(n).is_some_and(|r| r.manifest_digest == digest && r.outputs == wanted_outputs)
+        });
         if unchanged {
             item.platform = current(&names[0]).map(|r| r.platform.clone());
             item.seconds = t0.elapsed().as_secs_f64();
@@ -357,7 +360,9 @@ fn sync_target(
         }
         let updated = previous.is_some();
         if !opts.dry_run {
-            match publish_resolved(registry, tx, &rm, &original, sel, base, opts, progress) {
+            match publish_resolved(
+                registry, tx, &rm, &original, sel, base, outputs, opts, progress,
+            ) {
                 Ok(stats) => {
                     item.platform = Some(stats.0);
                     item.layers_ingested = stats.1;
@@ -392,11 +397,12 @@ fn publish_resolved(
     original: &str,
     sel: &PlatformSelection,
     base: &str,
+    outputs: &Outputs,
     opts: &SyncOptions,
     progress: &dyn Progress,
 ) -> Result<(String, u64, u64, u64)> {
     let names = image_names(base, rm.placement.as_ref());
-    let reports = match tx.publish_existing(&names, &rm.digest.to_string(), original)? {
+    let reports = match tx.publish_existing(&names, &rm.digest.to_string(), original, outputs)? {
         Some(r) => r,
         None => {
             let src = registry_source::open(registry, rm, original, sel)?;
@@ -407,9 +413,10 @@ fn publish_resolved(
                         cancel: cancel.clone(),
                     },
                     base,
+                    outputs,
                     progress,
                 )?,
-                None => tx.publish_source(&src, base, progress)?,
+                None => tx.publish_source(&src, base, outputs, progress)?,
             }
         }
     };

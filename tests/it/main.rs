@@ -9,6 +9,7 @@
 
 mod support;
 
+mod apptainer;
 mod bad_input;
 mod bundle;
 mod cli;

@@ -853,6 +853,7 @@ fn record(config: &Value) -> ImageRecord {
                 catalog: h("33"),
             },
         ],
+        outputs: Vec::new(),
     }
 }
 

@@ -45,6 +45,9 @@ pub struct ImageRecord {
     pub config: Vec<u8>,
     /// Base first.
     pub layers: Vec<ImageLayerRecord>,
+    /// Extra outputs added to the flat tree, sorted (`apptainer`); empty
+    /// when the flat tree is exactly the merged layers (FORMAT.md §5.5).
+    pub outputs: Vec<String>,
 }
 
 pub(crate) fn insert(conn: &Connection, i: &ImageRecord) -> rusqlite::Result<()> {
@@ -83,6 +86,10 @@ pub(crate) fn insert(conn: &Connection, i: &ImageRecord) -> rusqlite::Result<()>
             ],
         )?;
     }
+    for o in &i.outputs {
+        conn.prepare_cached("INSERT OR IGNORE INTO image_outputs (image, output) VALUES (?1, ?2)")?
+            .execute(params![i.name, o])?;
+    }
     Ok(())
 }
 
@@ -91,6 +98,10 @@ pub(crate) fn remove(conn: &Connection, name: &str) -> rusqlite::Result<()> {
         .execute([name])?;
     conn.prepare_cached("DELETE FROM image_layers WHERE image = ?1")?
         .execute([name])?;
+    if table_exists(conn, "image_outputs")? {
+        conn.prepare_cached("DELETE FROM image_outputs WHERE image = ?1")?
+            .execute([name])?;
+    }
     Ok(())
 }
 
@@ -140,6 +151,7 @@ fn select<P: rusqlite::Params>(
                 manifest: r.get(8)?,
                 config: r.get(9)?,
                 layers: Vec::new(),
+                outputs: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -160,6 +172,15 @@ fn select<P: rusqlite::Params>(
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
+    }
+    if table_exists(conn, "image_outputs")? {
+        let mut st =
+            conn.prepare("SELECT output FROM image_outputs WHERE image = ?1 ORDER BY output")?;
+        for img in &mut images {
+            img.outputs = st
+                .query_map([&img.name], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+        }
     }
     Ok(images)
 }

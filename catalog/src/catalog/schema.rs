@@ -58,6 +58,11 @@ CREATE TABLE image_layers (
     PRIMARY KEY (image, position)
 ) WITHOUT ROWID;
 CREATE INDEX image_layers_by_diff_id ON image_layers (diff_id);
+CREATE TABLE image_outputs (
+    image  TEXT NOT NULL,
+    output TEXT NOT NULL,
+    PRIMARY KEY (image, output)
+) WITHOUT ROWID;
 CREATE TABLE retired_images (
     name            TEXT NOT NULL,
     manifest_digest TEXT NOT NULL,

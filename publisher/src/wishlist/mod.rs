@@ -143,6 +143,8 @@ pub struct Input {
     pub name: String,
     /// The tag from `name: REPO:TAG`, which replaces the source's tag.
     pub tag: Option<String>,
+    /// Extra outputs of its flat trees (`outputs: [apptainer]`).
+    pub outputs: crate::publish::Outputs,
 }
 
 impl Input {
@@ -296,6 +298,8 @@ struct RawImageEntry {
     platforms: Option<RawPlatforms>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    outputs: Option<Vec<String>>,
 }
 
 /// An `images` entry: a reference string, or a map.
@@ -545,15 +549,18 @@ fn parse_input(
     defaults: &Platforms,
 ) -> Result<Input, WishlistError> {
     let line = line_of(entry);
-    let (source_text, platforms, name, prefix) = match &entry.value {
-        RawImage::Plain(s) => (s, None, None, format!("images[{index}]")),
+    let (source_text, platforms, name, prefix, raw_outputs) = match &entry.value {
+        RawImage::Plain(s) => (s, None, None, format!("images[{index}]"), None),
         RawImage::Full(e) => (
             &e.source,
             e.platforms.as_ref(),
             e.name.as_deref(),
             format!("images[{index}].source"),
+            e.outputs.as_deref(),
         ),
     };
+    let outputs = parse_outputs(raw_outputs.unwrap_or_default())
+        .map_err(|r| cx.field(line, format!("images[{index}].outputs"), r))?;
     let has_name = name.is_some();
     let source = ImageRef::parse(source_text).map_err(|e| cx.field(line, &prefix, e))?;
     let platforms = match platforms {
@@ -589,6 +596,7 @@ fn parse_input(
         platforms,
         name,
         tag,
+        outputs,
     };
     // The published name must be a valid `/images` name. For a glob, check
     // the repository part with a stand-in tag.
@@ -700,6 +708,25 @@ fn check_thin_targets(
         }
     }
     Ok(())
+}
+
+/// `outputs`: a list of extra flat-tree outputs; `apptainer` is the only
+/// one, given at most once.
+fn parse_outputs(raw: &[String]) -> Result<crate::publish::Outputs, String> {
+    let mut out = crate::publish::Outputs::default();
+    for o in raw {
+        match o.as_str() {
+            crate::apptainer::OUTPUT if !out.apptainer => out.apptainer = true,
+            crate::apptainer::OUTPUT => return Err(format!("{o:?} is listed twice")),
+            _ => {
+                return Err(format!(
+                    "unknown output {o:?} (the outputs are: {})",
+                    crate::apptainer::OUTPUT
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------- platforms

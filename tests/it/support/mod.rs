@@ -374,7 +374,7 @@ impl TestRepo {
         }
     }
 
-    fn publish_args(&self, sources: &[&str], as_name: Option<&str>) -> Vec<String> {
+    pub fn publish_args(&self, sources: &[&str], as_name: Option<&str>) -> Vec<String> {
         let mut args = vec!["publish".to_string()];
         args.extend(sources.iter().map(|s| s.to_string()));
         args.push("--repo".into());
