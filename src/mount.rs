@@ -160,17 +160,14 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
             source.clone(),
             shown,
         ));
-        return serve_fs(
-            filesystem,
-            tree,
+        let fsname = format!("stratum:{source}");
+        let target = MountTarget {
             root,
-            &path,
-            &mountpoint,
-            &args,
-            &format!("stratum:{source}"),
-            None,
-            live,
-        );
+            path: &path,
+            mountpoint: &mountpoint,
+            fsname: &fsname,
+        };
+        return serve_fs(filesystem, tree, &target, &args, None, live);
     }
     if args.refresh.is_some_and(|d| !d.is_zero()) {
         bail!("--refresh applies to a repository URL; a mount of a directory stays on the revision it mounted");
@@ -292,17 +289,13 @@ fn mount_thin(spec: &Path, args: MountArgs) -> Result<ExitCode> {
             label.clone(),
             Shown::Thin,
         ));
-        return serve_fs(
-            filesystem,
-            tree,
-            flat,
-            "/",
-            &mountpoint,
-            &args,
-            &fsname,
-            plan,
-            None,
-        );
+        let target = MountTarget {
+            root: flat,
+            path: "/",
+            mountpoint: &mountpoint,
+            fsname: &fsname,
+        };
+        return serve_fs(filesystem, tree, &target, &args, plan, None);
     }
     mount_layers(
         tree,
@@ -365,25 +358,40 @@ fn serve_one<S: TreeStore>(
     plan: Option<PrefetchPlan>,
 ) -> Result<ExitCode> {
     let filesystem = open_fs(&tree, &root, path, args)?;
-    serve_fs(
-        filesystem, tree, root, path, mountpoint, args, fsname, plan, None,
-    )
+    let target = MountTarget {
+        root,
+        path,
+        mountpoint,
+        fsname,
+    };
+    serve_fs(filesystem, tree, &target, args, plan, None)
 }
 
-/// Serves `filesystem` (showing `path` of `root`) until it is unmounted;
-/// `live` starts refreshing once it is mounted.
-#[allow(clippy::too_many_arguments)]
+/// What one FUSE mount shows and where: `path` of the namespace whose root
+/// catalog is `root`, at `mountpoint`, named `fsname` in the mount table.
+struct MountTarget<'a> {
+    root: ObjectId,
+    path: &'a str,
+    mountpoint: &'a Path,
+    fsname: &'a str,
+}
+
+/// Serves `filesystem` (showing `target`) until it is unmounted; `live`
+/// starts refreshing once it is mounted.
 fn serve_fs<S: TreeStore>(
     filesystem: StratumFs<S>,
     tree: Arc<S>,
-    root: ObjectId,
-    path: &str,
-    mountpoint: &Path,
+    target: &MountTarget<'_>,
     args: &MountArgs,
-    fsname: &str,
     plan: Option<PrefetchPlan>,
     live: Option<Arc<Live>>,
 ) -> Result<ExitCode> {
+    let MountTarget {
+        root,
+        path,
+        mountpoint,
+        fsname,
+    } = *target;
     let plan = match plan {
         Some(p) => Some((root, p)),
         None if args.prefetch_all => Some((root, PrefetchPlan::All)),
