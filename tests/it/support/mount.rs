@@ -530,6 +530,17 @@ impl Drop for Mount {
             ));
         }
         if problems.is_empty() {
+            // A failing test shows what its mount said: every error a mount
+            // answers (EIO included) is logged there as a warning, and
+            // nothing else records which operation failed.
+            if std::thread::panicking() {
+                eprintln!(
+                    "--- stderr of the mount at {} ({}) ---\n{}",
+                    self.mountpoint.display(),
+                    self.cmdline,
+                    self.stderr()
+                );
+            }
             return;
         }
         let msg = format!(
