@@ -222,17 +222,7 @@ fn pull_by_thin_descriptor_and_refuse_an_altered_one() {
     let server = Server::start(&repo.repo);
     let local = repo.scratch("local");
     repo.pull_image(IMAGE, &local);
-    let desc_path = repo.scratch("desc").with_extension("json");
-    stratum([
-        OsStr::new("thin"),
-        repo.repo.as_os_str(),
-        OsStr::new("--image"),
-        OsStr::new(IMAGE),
-        OsStr::new("--url"),
-        OsStr::new(&server.url()),
-        OsStr::new("-o"),
-        desc_path.as_os_str(),
-    ]);
+    let desc_path = write_descriptor(&repo, &server.url(), "desc");
     let cache = repo.scratch("cache");
     let pull_thin = |desc: &Path, dest: &Path| {
         support::stratum_raw([
@@ -362,17 +352,7 @@ fn thin_descriptor_pinning_a_catalog_no_signed_revision_holds_is_refused() {
     .unwrap();
     let server = Server::start(&mirror);
 
-    let desc_path = repo.scratch("desc").with_extension("json");
-    stratum([
-        OsStr::new("thin"),
-        repo.repo.as_os_str(),
-        OsStr::new("--image"),
-        OsStr::new(IMAGE),
-        OsStr::new("--url"),
-        OsStr::new(&server.url()),
-        OsStr::new("-o"),
-        desc_path.as_os_str(),
-    ]);
+    let desc_path = write_descriptor(&repo, &server.url(), "desc");
     let mut desc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&desc_path).unwrap()).unwrap();
     desc["flat"]["catalog"] = evil_id.clone().into();
@@ -500,17 +480,7 @@ fn pull_by_url_refuses_another_repository_signed_with_the_same_key() {
 
     // A thin descriptor names its repository: the other one is refused.
     server.set_root(&repo.repo);
-    let desc = repo.scratch("desc").with_extension("json");
-    stratum([
-        OsStr::new("thin"),
-        repo.repo.as_os_str(),
-        OsStr::new("--image"),
-        OsStr::new(IMAGE),
-        OsStr::new("--url"),
-        OsStr::new(&url),
-        OsStr::new("-o"),
-        desc.as_os_str(),
-    ]);
+    let desc = write_descriptor(&repo, &url, "desc");
     server.set_root(&other);
     let out = support::stratum_raw([
         OsStr::new("pull"),
@@ -540,17 +510,7 @@ fn thin_descriptor_of_a_collected_image_is_vouched_for_by_the_signed_history() {
     let server = Server::start(&repo.repo);
     let local = repo.scratch("local");
     repo.pull_image(IMAGE, &local);
-    let desc = repo.scratch("desc").with_extension("json");
-    stratum([
-        OsStr::new("thin"),
-        repo.repo.as_os_str(),
-        OsStr::new("--image"),
-        OsStr::new(IMAGE),
-        OsStr::new("--url"),
-        OsStr::new(&server.url()),
-        OsStr::new("-o"),
-        desc.as_os_str(),
-    ]);
+    let desc = write_descriptor(&repo, &server.url(), "desc");
     let r = repo.repo.as_os_str();
     stratum([
         OsStr::new("rm"),
@@ -586,4 +546,21 @@ fn thin_descriptor_of_a_collected_image_is_vouched_for_by_the_signed_history() {
     ]);
     support::compare::compare_trees(&local, &dest)
         .unwrap_or_else(|d| panic!("pull --thin differs from pull --image:\n{}", d.join("\n")));
+}
+
+/// Writes `stratum thin`'s descriptor of `IMAGE` in `repo`, listing `url`,
+/// to a new scratch file named after `what`.
+fn write_descriptor(repo: &TestRepo, url: &str, what: &str) -> PathBuf {
+    let path = repo.scratch(what).with_extension("json");
+    stratum([
+        OsStr::new("thin"),
+        repo.repo.as_os_str(),
+        OsStr::new("--image"),
+        OsStr::new(IMAGE),
+        OsStr::new("--url"),
+        OsStr::new(url),
+        OsStr::new("-o"),
+        path.as_os_str(),
+    ]);
+    path
 }
