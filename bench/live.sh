@@ -15,7 +15,7 @@
 #      publisher's CPU does not compete with the readers. Reads per second. Target: no more
 #      than 10 % slower.
 #   4. delayed link: (2) and (1) through a TCP proxy that delays every forwarded chunk by
-#      $DELAY_MS ms each way (a python asyncio proxy in this script; `tc netem` is not
+#      $DELAY_MS ms each way (bench/delay-proxy.py, pipelined; `tc netem` is not
 #      available on this machine): the duration of a refresh (status refresh.last.seconds).
 #
 # Prints a markdown report (also in $WORK/live/results.md). Needs root, /dev/fuse, python3.
@@ -267,29 +267,7 @@ cp "$W/manifests/$revs" "$repo/.stratum/manifest.new" && mv "$repo/.stratum/mani
 # --- 4. delayed link -----------------------------------------------------------------------
 if [ "$DELAY" = 1 ]; then
     dport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    python3 - "$dport" "$port" "$DELAY_MS" <<'EOF' &
-import asyncio, sys
-listen, upstream, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1000
-async def pipe(r, w):
-    try:
-        while data := await r.read(65536):
-            await asyncio.sleep(delay)
-            w.write(data)
-            await w.drain()
-    except Exception:
-        pass
-    finally:
-        w.close()
-async def handle(cr, cw):
-    await asyncio.sleep(delay)  # the SYN's way
-    ur, uw = await asyncio.open_connection("127.0.0.1", upstream)
-    await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
-async def main():
-    s = await asyncio.start_server(handle, "127.0.0.1", listen)
-    async with s:
-        await s.serve_forever()
-asyncio.run(main())
-EOF
+    python3 "$here/delay-proxy.py" "$dport" "127.0.0.1:$port" "$DELAY_MS" &
     pids+=($!)
     sleep 0.5
     say "### 4. Delayed link (a proxy delaying each forwarded chunk by ${DELAY_MS} ms each way)"

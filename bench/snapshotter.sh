@@ -214,53 +214,10 @@ pids+=($!)
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$serve_port/.stratum/manifest" -o /dev/null && break; sleep 0.1; done
 
 # --- delaying proxies --------------------------------------------------------------------
-# Every chunk read on one side is written to the other DELAY ms after it was read; chunks
-# queue (pipelined), so the link has latency, not a bandwidth cap. The connect waits DELAY too.
+# bench/delay-proxy.py: every byte held $DELAY_MS ms each way, pipelined (latency, not a
+# bandwidth cap); the connect waits too.
 delay_proxy() { # LISTEN_PORT UPSTREAM_PORT
-    python3 - "$1" "$2" "$DELAY_MS" <<'EOF' &
-import asyncio, sys
-listen, upstream, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1000
-async def pipe(r, w):
-    loop = asyncio.get_running_loop()
-    q = asyncio.Queue()
-    async def writer():
-        try:
-            while True:
-                t, data = await q.get()
-                if data is None:
-                    break
-                dt = t + delay - loop.time()
-                if dt > 0:
-                    await asyncio.sleep(dt)
-                w.write(data)
-                await w.drain()
-        except Exception:
-            pass
-        finally:
-            w.close()
-    wt = asyncio.create_task(writer())
-    try:
-        while data := await r.read(65536):
-            q.put_nowait((loop.time(), data))
-    except Exception:
-        pass
-    q.put_nowait((loop.time(), None))
-    await wt
-async def handle(cr, cw):
-    await asyncio.sleep(delay)
-    try:
-        ur, uw = await asyncio.open_connection("127.0.0.1", upstream)
-    except Exception:
-        cw.close()
-        return
-    await asyncio.sleep(delay)
-    await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
-async def main():
-    s = await asyncio.start_server(handle, "127.0.0.1", listen)
-    async with s:
-        await s.serve_forever()
-asyncio.run(main())
-EOF
+    python3 "$here/delay-proxy.py" "$1" "127.0.0.1:$2" "$DELAY_MS" &
     pids+=($!)
 }
 reg_dport=$(free_port); delay_proxy "$reg_dport" "$reg_port"
