@@ -1,4 +1,11 @@
-//! Connections of `stratum serve`: the accept loop, its cap and timeouts.
+//! Connections of `stratum serve`: the accept loop, its cap and timeouts,
+//! for HTTP/1.1 and HTTP/2 alike.
+//!
+//! Both protocols are served on the same port: a connection that opens with
+//! the HTTP/2 preface (`PRI * HTTP/2.0…`, a client with prior knowledge:
+//! `curl --http2-prior-knowledge`) is served as HTTP/2 over cleartext (h2c), any other as HTTP/1.1. There
+//! is no `Upgrade: h2c` (deprecated by RFC 9113) and no TLS (terminate TLS
+//! in front, see docs/DEPLOYMENT.md).
 //!
 //! A client that opens connections and sends nothing, or half a request, or
 //! stops reading a response, must not hold the server's file descriptors
@@ -30,6 +37,32 @@
 //! - [`IdleTimeout`] closes a connection on which no byte could be read or
 //!   written for [`ConnLimits::idle_timeout`]: a client that stopped reading
 //!   the response, or a stalled request body.
+//! - Whatever the protocol, a connection with no request in flight for
+//!   [`ConnLimits::header_timeout`] is asked to close (HTTP/2: `GOAWAY`),
+//!   and dropped if it is still open, still without a request in flight,
+//!   one more header timeout later (a peer that does not finish the close).
+//!   For HTTP/1 this is what hyper's header read timeout does already; for
+//!   HTTP/2, which has no such timeout, it bounds a connection that sends
+//!   the preface and nothing else, or half a header block.
+//!
+//! HTTP/2 multiplexes requests on one connection, so a slot no longer bounds
+//! the requests, and bytes moving on a connection (a `PING` now and then,
+//! one stream read slowly) no longer prove that each response is read: a
+//! connection carries at most [`MAX_STREAMS_PER_CONNECTION`]
+//! streams at once (nginx's `http2_max_concurrent_streams`), a header block
+//! may decode to at most [`MAX_HEADER_LIST_SIZE`] bytes, streams reset by
+//! the client before being answered are bounded (hyper's defaults against
+//! "rapid reset", CVE-2023-44487), and the server answers at most
+//! `max_connections` requests at once over all connections (more wait for
+//! their turn, in order), so the memory a server holds for responses (up
+//! to 1 MiB per request, see `READ_WHOLE_MAX`) stays what it was with
+//! HTTP/1 alone. An HTTP/2 connection on which a response being answered
+//! has sent nothing for [`ConnLimits::idle_timeout`] (its stream's
+//! flow-control window kept shut; a body is sent in frames of up to 64 KiB,
+//! so less than one per idle timeout) is closed, as [`IdleTimeout`] closes an HTTP/1
+//! connection whose client stopped reading. The request limit per
+//! connection closes an HTTP/2 connection with `GOAWAY` (the streams open
+//! finish).
 //!
 //! Graceful shutdown ([`Connections::shutdown`]): every connection is asked
 //! to close (idle ones close at once, the others after their response); the
@@ -49,7 +82,8 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue};
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -70,6 +104,21 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
 /// Requests served on one kept-alive connection before it is closed: nginx's
 /// `keepalive_requests` default.
 pub const MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
+
+/// Concurrent HTTP/2 streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`):
+/// nginx's `http2_max_concurrent_streams`; above the 64 downloads in flight
+/// that a `pull --jobs 64` asks for.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+
+/// Decoded size of an HTTP/2 request's header block
+/// (`SETTINGS_MAX_HEADER_LIST_SIZE`): a GET of a repository path with
+/// conditional headers needs a few hundred bytes.
+pub const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+
+/// Streams an HTTP/2 client may reset before the server has answered them,
+/// pending at once, before the connection is closed (the h2 crate's
+/// default, against "rapid reset").
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 
 /// While a connection waits for a slot, how often an idle connection is
 /// looked for again when closing the last one picked freed no slot (none was
@@ -138,10 +187,18 @@ pub async fn accept_loop(
     stop: impl Future<Output = ()>,
 ) -> Connections {
     let conns = Connections::new(limits.max_connections);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS);
+    // Requests answered at once, over all connections and protocols.
+    let answering = Arc::new(Semaphore::new(limits.max_connections as usize));
     let mut stop = std::pin::pin!(stop);
     let mut last_error_warned: Option<Instant> = None;
     loop {
@@ -187,34 +244,80 @@ pub async fn accept_loop(
         let (id, state) = conns.register();
         let app = app.clone();
         let service_state = state.clone();
+        let answering = answering.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             // The access log reads the client's address from here.
             req.extensions_mut().insert(ConnectInfo(peer));
             let busy = Busy::start(service_state.clone());
             let last = service_state.requests.fetch_add(1, Ordering::Relaxed) + 1
                 >= MAX_REQUESTS_PER_CONNECTION;
+            if last && req.version() == hyper::Version::HTTP_2 {
+                // GOAWAY: the streams open are answered, no new one is.
+                service_state.ask_to_close();
+            }
             let mut app = app.clone();
+            let answering = answering.clone();
             async move {
+                // Never closed, so never `None`.
+                let turn = answering.acquire_owned().await.ok();
+                let http1 = req.version() != hyper::Version::HTTP_2;
                 let mut res = app.call(req.map(Body::new)).await?;
-                if last {
+                if last && http1 {
                     // hyper closes the connection after this response.
                     res.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                Ok::<_, std::convert::Infallible>(res.map(|body| BusyBody { body, _busy: busy }))
+                let progress = Arc::new(AtomicU64::new(busy.0.now()));
+                if !http1 {
+                    // HTTP/1: `IdleTimeout` sees a client that stops reading.
+                    busy.0.track_response(&progress);
+                }
+                Ok::<_, std::convert::Infallible>(res.map(|body| BusyBody {
+                    body,
+                    progress,
+                    busy,
+                    _turn: turn,
+                }))
             }
         });
         let io = TokioIo::new(IdleTimeout::new(tcp, limits.idle_timeout));
-        let conn = http.serve_connection(io, service);
+        let conn = http.serve_connection(io, service).into_owned();
         let conns_ = conns.clone();
+        let idle_close = limits.header_timeout;
+        let stall = limits.idle_timeout;
+        let stall_tick = (stall / 4).max(Duration::from_millis(100));
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
-            let r = tokio::select! {
-                r = conn.as_mut() => r,
-                () = state.close.notified() => {
-                    // Closes it now if idle, else after the response.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let mut closing = false;
+            let r: Result<(), Box<dyn std::error::Error + Send + Sync>> = loop {
+                let wait = state
+                    .idle_for()
+                    .map_or(idle_close, |d| idle_close.saturating_sub(d))
+                    .min(stall_tick);
+                tokio::select! {
+                    r = conn.as_mut() => break r,
+                    () = state.close.notified(), if !closing => {
+                        // Closes it now if idle, else after the responses
+                        // in progress (HTTP/2: GOAWAY first).
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        state.restart_idle_clock();
+                    }
+                    () = tokio::time::sleep(wait) => {
+                        if state.longest_stall().is_some_and(|d| d >= stall) {
+                            break Err(format!(
+                                "a response sent nothing for {stall:?}: closed"
+                            ).into());
+                        }
+                        if state.idle_for().is_some_and(|d| d >= idle_close) {
+                            if closing {
+                                // Asked to close a header timeout ago, idle
+                                // since, and still open.
+                                break Ok(());
+                            }
+                            state.ask_to_close();
+                        }
+                    }
                 }
             };
             if let Err(e) = r {
@@ -255,12 +358,56 @@ struct ConnState {
     requests: AtomicU32,
     /// Asked to close already.
     closing: AtomicBool,
+    /// When each response being sent last sent something (see
+    /// [`BusyBody`]), in nanoseconds since `epoch`.
+    responses: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
     close: Notify,
 }
 
 impl ConnState {
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// How long no request has been in flight, or `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let since = self.idle_since.load(Ordering::Relaxed);
+        Some(Duration::from_nanos(self.now().saturating_sub(since)))
+    }
+
+    /// Tracks a response being sent: `progress` holds when it last sent
+    /// something.
+    fn track_response(&self, progress: &Arc<AtomicU64>) {
+        let mut r = self
+            .responses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        r.retain(|p| p.strong_count() > 0);
+        r.push(Arc::downgrade(progress));
+    }
+
+    /// The longest time a response being sent has sent nothing, if any is
+    /// being sent.
+    fn longest_stall(&self) -> Option<Duration> {
+        let now = self.now();
+        let mut r = self
+            .responses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        r.retain(|p| p.strong_count() > 0);
+        r.iter()
+            .filter_map(|p| p.upgrade())
+            .map(|p| Duration::from_nanos(now.saturating_sub(p.load(Ordering::Relaxed))))
+            .max()
+    }
+
+    /// Counts the idle time from now on (the grace given to a connection
+    /// asked to close).
+    fn restart_idle_clock(&self) {
+        self.idle_since.store(self.now(), Ordering::Relaxed);
     }
 
     fn ask_to_close(&self) {
@@ -299,6 +446,7 @@ impl Connections {
             idle_since: AtomicU64::new(0),
             requests: AtomicU32::new(0),
             closing: AtomicBool::new(false),
+            responses: Mutex::new(Vec::new()),
             close: Notify::new(),
         });
         state.idle_since.store(state.now(), Ordering::Relaxed);
@@ -371,10 +519,14 @@ impl Drop for Busy {
     }
 }
 
-/// A response body that keeps its request marked in flight.
+/// A response body that keeps its request marked in flight, and its turn
+/// among the requests answered at once.
 struct BusyBody {
     body: Body,
-    _busy: Busy,
+    /// When a frame of this body was last sent (or the body created).
+    progress: Arc<AtomicU64>,
+    busy: Busy,
+    _turn: Option<OwnedSemaphorePermit>,
 }
 
 impl HttpBody for BusyBody {
@@ -385,7 +537,11 @@ impl HttpBody for BusyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &r {
+            self.progress.store(self.busy.0.now(), Ordering::Relaxed);
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {

@@ -39,15 +39,21 @@
 //!   with `X-Content-Type-Options: nosniff`.
 //! - Access log: one `tracing` event per request at `info` level, target
 //!   `stratum::serve::access`, when the body has been sent (or dropped): client,
-//!   method, path, status, body bytes actually sent, duration, and whether the
+//!   method, protocol version (`HTTP/1.1`, `HTTP/2.0`), path, status, body bytes actually sent, duration, and whether the
 //!   body was sent completely. Show it with `RUST_LOG=stratum::serve=info`.
+//! - Protocols ([`conn`]): HTTP/1.1, and HTTP/2 over cleartext (h2c) for a
+//!   client with prior knowledge, on the same port.
 //! - Connections ([`conn`]): at most `--max-connections` at once (the rest
 //!   wait in the listen backlog); when all are taken and another connection
 //!   waits, kept-alive connections idle between requests are closed for it,
 //!   the longest idle first (as nginx does), so one client cannot hold every
 //!   slot; at most 1000 requests per kept-alive connection; closed when a
 //!   complete request head has not arrived within `--header-timeout` or when
-//!   nothing moved for `--idle-timeout`.
+//!   nothing moved for `--idle-timeout`. HTTP/2: at most 128 streams per
+//!   connection, at most `--max-connections` requests answered at once over
+//!   all connections, a connection idle for `--header-timeout` gets
+//!   `GOAWAY`, one whose response sent nothing for `--idle-timeout` is
+//!   closed.
 //! - Metrics (`--metrics HOST:PORT`): each request counted by status, with
 //!   the body bytes sent and its duration, when its access-log line is
 //!   written (`stratum_metrics::serve`).
@@ -597,6 +603,7 @@ async fn access_log(req: Request, next: Next) -> Response {
         .map(|c| c.0.to_string())
         .unwrap_or_else(|| "-".into());
     let method = req.method().clone();
+    let version = req.version();
     let path = req.uri().path().to_owned();
     let res = next.run(req).await;
     let status = res.status().as_u16();
@@ -613,6 +620,7 @@ async fn access_log(req: Request, next: Next) -> Response {
             entry: AccessEntry {
                 client,
                 method,
+                version,
                 path,
                 status,
                 start,
@@ -624,6 +632,7 @@ async fn access_log(req: Request, next: Next) -> Response {
 struct AccessEntry {
     client: String,
     method: Method,
+    version: axum::http::Version,
     path: String,
     status: u16,
     start: Instant,
@@ -679,6 +688,7 @@ impl Drop for LoggedBody {
             target: "stratum::serve::access",
             client = %e.client,
             method = %e.method,
+            version = ?e.version,
             path = %e.path,
             status = e.status,
             bytes = self.sent,

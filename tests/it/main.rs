@@ -33,6 +33,7 @@ mod regressions;
 mod replicate;
 mod s3;
 mod serve;
+mod serve_h2;
 mod service;
 mod snapshotter;
 mod thin;

@@ -21,7 +21,7 @@ use reqwest::StatusCode;
 
 /// Publishes a small one-layer image (a few small files and a 300 kB one)
 /// into a fresh repository.
-fn published_repo() -> TestRepo {
+pub(crate) fn published_repo() -> TestRepo {
     let repo = TestRepo::new("serve-test");
     let layout = Layout::create(&repo.scratch("layout"));
     layout.add_image(
@@ -46,7 +46,7 @@ fn published_repo() -> TestRepo {
 }
 
 /// The repository-relative URL path of a file under `repo`.
-fn url_path(repo: &Path, file: &Path) -> String {
+pub(crate) fn url_path(repo: &Path, file: &Path) -> String {
     format!(
         "/{}",
         file.strip_prefix(repo)
@@ -57,7 +57,7 @@ fn url_path(repo: &Path, file: &Path) -> String {
 }
 
 /// The largest object under `data/` and its bytes.
-fn largest_object(repo: &TestRepo) -> (String, Vec<u8>) {
+pub(crate) fn largest_object(repo: &TestRepo) -> (String, Vec<u8>) {
     let f = repo
         .data_files()
         .into_iter()

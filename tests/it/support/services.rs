@@ -152,6 +152,7 @@ impl StratumServe {
                 panic!("unexpected access log line of stratum serve: {line:?}");
             };
             out.push(Served {
+                version: field("version"),
                 path,
                 status: status.parse().unwrap(),
                 bytes: bytes.parse().unwrap(),
@@ -196,6 +197,8 @@ impl StratumServe {
 /// One request in the access log of `stratum serve`.
 #[derive(Clone, Debug)]
 pub struct Served {
+    /// `HTTP/1.1`, `HTTP/2.0`.
+    pub version: Option<String>,
     pub path: String,
     pub status: u16,
     #[allow(dead_code)] // shown in failure messages (Debug)
