@@ -135,8 +135,8 @@ enum Command {
     /// a key or any other file left in the directory get 404. Warns about private keys inside REPO.
     /// Prints `listening on http://ADDR` once bound (`--listen 127.0.0.1:0` picks a free port).
     /// Speaks HTTP/1.1 and, to clients with prior knowledge, HTTP/2 over cleartext (h2c) on
-    /// the same port (`curl --http2-prior-knowledge`; at most 128
-    /// streams per connection). Connections are capped and timed out (--max-connections, --header-timeout,
+    /// the same port (`curl --http2-prior-knowledge`, `stratum pull
+    /// --http2-prior-knowledge`; at most 128 streams per connection). Connections are capped and timed out (--max-connections, --header-timeout,
     /// --idle-timeout). Stops on SIGINT/SIGTERM. Access log: RUST_LOG=stratum::serve=info.
     Serve(serve::ServeArgs),
     /// Write the thin-image descriptor of a published image (JSON, see docs/THIN-IMAGE.md).

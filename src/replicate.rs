@@ -37,6 +37,13 @@ pub struct ReplicateArgs {
     /// are unchanged since the replica's revision (repairs missing objects).
     #[arg(long)]
     full: bool,
+    /// Speak HTTP/2 to http:// URLs without negotiating it (h2c), all
+    /// downloads multiplexed on one connection: for `stratum serve` and
+    /// servers configured for it; an HTTP/1.1-only server (Squid, S3, a
+    /// default nginx) then fails. https:// URLs use HTTP/2 whenever the
+    /// server offers it.
+    #[arg(long)]
+    http2_prior_knowledge: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -64,6 +71,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
     let mut cfg = ReplicateConfig::new(urls, key);
     cfg.jobs = args.jobs as usize;
     cfg.full = args.full;
+    cfg.http2_prior_knowledge = args.http2_prior_knowledge;
     let bar = progress::bytes_bar("replicating");
     let report = replicate::replicate(&cfg, backend.as_ref(), &|p| {
         bar.set_position(p.bytes_fetched);

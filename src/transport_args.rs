@@ -1,7 +1,8 @@
-//! `--timeout SECONDS`, `--retries N` and `--name NAME` of `mount` and `pull`
-//! from a URL: the repository name the manifest must carry, and
-//! how long a request to a mirror may wait, and how many extra rounds over
-//! the mirrors a fetch runs (`fetcher/src/transport.rs`, defaults in
+//! `--timeout SECONDS`, `--retries N`, `--name NAME` and
+//! `--http2-prior-knowledge` of `mount`, `pull` and `bundle` from a URL: the
+//! repository name the manifest must carry, how long a request to a mirror
+//! may wait, how many extra rounds over the mirrors a fetch runs, and
+//! whether `http://` mirrors are spoken to in HTTP/2 without negotiation (`fetcher/src/transport.rs`, defaults in
 //! `RemoteConfig::new`, docs/DEPLOYMENT.md §4.5).
 
 use std::time::Duration;
@@ -34,18 +35,32 @@ pub struct TransportArgs {
     /// URL was first used with this key (trust on first use)
     #[arg(long = "name", value_name = "NAME")]
     pub repository_name: Option<String>,
+    /// Speak HTTP/2 to http:// mirrors without negotiating it (h2c): every
+    /// request to a mirror multiplexed on one connection. For `stratum
+    /// serve` and servers configured for it (nginx `listen … http2`); an
+    /// HTTP/1.1-only server (Squid, S3, a default nginx) then fails every
+    /// request. https:// mirrors use HTTP/2 whenever the server offers it,
+    /// with or without this flag
+    #[arg(long)]
+    pub http2_prior_knowledge: bool,
 }
 
 impl TransportArgs {
     /// True when either flag was given.
     pub fn is_set(&self) -> bool {
-        self.timeout.is_some() || self.retries.is_some() || self.repository_name.is_some()
+        self.timeout.is_some()
+            || self.retries.is_some()
+            || self.repository_name.is_some()
+            || self.http2_prior_knowledge
     }
 
     /// Refuses the flags for a repository directory (no transport).
     pub fn refuse_for_directory(&self) -> Result<()> {
         if self.is_set() {
-            bail!("--timeout, --retries and --name apply to a repository URL, not a directory");
+            bail!(
+                "--timeout, --retries, --name and --http2-prior-knowledge apply to a \
+                 repository URL, not a directory"
+            );
         }
         Ok(())
     }
@@ -61,6 +76,9 @@ impl TransportArgs {
         }
         if let Some(n) = &self.repository_name {
             cfg.expected_name = Some(n.clone());
+        }
+        if self.http2_prior_knowledge {
+            cfg.http2_prior_knowledge = true;
         }
     }
 
@@ -120,12 +138,14 @@ mod tests {
             timeout: Some(Duration::from_millis(1500)),
             retries: Some(0),
             repository_name: Some("repo.example".into()),
+            http2_prior_knowledge: true,
         };
         args.apply(&mut cfg);
         assert_eq!(cfg.connect_timeout, Duration::from_millis(1500));
         assert_eq!(cfg.read_timeout, Duration::from_millis(1500));
         assert_eq!(cfg.retries, 0);
         assert_eq!(cfg.expected_name.as_deref(), Some("repo.example"));
+        assert!(cfg.http2_prior_knowledge);
         // A thin descriptor's name must agree with --name.
         assert!(args.expect_thin_name(&mut cfg, "other.example").is_err());
         args.expect_thin_name(&mut cfg, "repo.example").unwrap();
@@ -133,6 +153,7 @@ mod tests {
             timeout: Some(Duration::from_secs(60)),
             retries: None,
             repository_name: None,
+            http2_prior_knowledge: false,
         };
         args.apply(&mut cfg);
         assert_eq!(cfg.connect_timeout, MAX_CONNECT_TIMEOUT);

@@ -77,6 +77,11 @@ pub struct RemoteConfig {
     /// signed manifest carries. Another repository signed with the same
     /// key is refused either way.
     pub expected_name: Option<String>,
+    /// Speak HTTP/2 without negotiation (h2c, "prior knowledge") to the
+    /// `http://` mirrors, e.g. `stratum serve` or nginx `listen … http2`;
+    /// an HTTP/1.1-only server (Squid, S3, a default nginx) then fails.
+    /// `https://` mirrors negotiate HTTP/2 either way. Default false.
+    pub http2_prior_knowledge: bool,
 }
 
 impl RemoteConfig {
@@ -90,6 +95,7 @@ impl RemoteConfig {
             read_timeout: Duration::from_secs(20),
             retries: 3,
             expected_name: None,
+            http2_prior_knowledge: false,
         }
     }
 }
@@ -280,6 +286,7 @@ impl Remote {
             cfg.connect_timeout,
             cfg.read_timeout,
             cfg.retries,
+            cfg.http2_prior_knowledge,
         )?;
         let cache = Cache::open(&cfg.cache_dir, cfg.quota_bytes)?;
         let key = cfg.public_key;

@@ -96,6 +96,9 @@ pub struct ReplicateConfig {
     /// Walk every catalog, even below mount points unchanged since the
     /// replica's current revision. Default false.
     pub full: bool,
+    /// HTTP/2 without negotiation to `http://` mirrors (as
+    /// [`crate::RemoteConfig::http2_prior_knowledge`]). Default false.
+    pub http2_prior_knowledge: bool,
 }
 
 impl ReplicateConfig {
@@ -108,6 +111,7 @@ impl ReplicateConfig {
             retries: 3,
             jobs: 8,
             full: false,
+            http2_prior_knowledge: false,
         }
     }
 }
@@ -193,6 +197,7 @@ pub fn replicate(
         cfg.connect_timeout,
         cfg.read_timeout,
         cfg.retries,
+        cfg.http2_prior_knowledge,
     )?;
 
     // The replica as it is.

@@ -25,6 +25,18 @@
 //! request) and an overall deadline of `connect + 10 × read` timeouts, so a
 //! fetch always ends.
 //!
+//! Connections: every transport of a process with the same timeouts and
+//! protocol choice uses one client ([`shared_client`]), so one connection
+//! pool: kept-alive connections are reused across mounts, pulls and
+//! catalogs of one process, as many at once as downloads run in parallel
+//! (no cap per host), closed after 5 s unused. `https://` mirrors speak
+//! HTTP/2 when the server offers it in the TLS handshake (ALPN), else
+//! HTTP/1.1. `http://` mirrors speak HTTP/1.1, unless
+//! `http2_prior_knowledge` is set: then HTTP/2 without negotiation (h2c,
+//! what `stratum serve` and nginx's `listen … http2` speak; an HTTP/1.1-only
+//! server such as Squid, S3 or a default nginx fails every request), all
+//! requests to one mirror multiplexed on one connection.
+//!
 //! Proxies: the standard variables (`HTTP_PROXY`, `HTTPS_PROXY`,
 //! `ALL_PROXY`, `NO_PROXY`, lowercase too) are honoured by the client.
 //! The manifest is requested with `Cache-Control: no-cache` so that an HTTP
@@ -37,8 +49,10 @@
 //! seconds from sending it to the end of its body. Cache hits and misses
 //! are recorded where they are counted ([`Counters::hit`], [`Counters::miss`]).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
@@ -270,7 +284,9 @@ pub(crate) enum Reject {
 }
 
 pub(crate) struct Transport {
-    client: Client,
+    /// The client of each mirror, in the order of `urls`, and whether it
+    /// speaks HTTP/2 with prior knowledge.
+    clients: Vec<(Client, bool)>,
     urls: Vec<String>,
     preferred: AtomicUsize,
     retries: u32,
@@ -282,16 +298,20 @@ const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl Transport {
+    /// `http2_prior_knowledge`: speak HTTP/2 without negotiation to the
+    /// `http://` mirrors (see the module documentation).
     pub fn new(
         urls: &[String],
         connect_timeout: Duration,
         read_timeout: Duration,
         retries: u32,
+        http2_prior_knowledge: bool,
     ) -> Result<Self, FetchError> {
         if urls.is_empty() {
             return Err(FetchError::Config("no repository URL given".into()));
         }
         let mut clean = Vec::with_capacity(urls.len());
+        let mut clients = Vec::with_capacity(urls.len());
         for u in urls {
             let parsed = reqwest::Url::parse(u)
                 .map_err(|e| FetchError::Config(format!("bad URL {u:?}: {e}")))?;
@@ -306,22 +326,16 @@ impl Transport {
                 )));
             }
             clean.push(u.trim_end_matches('/').to_owned());
+            let h2c = http2_prior_knowledge && parsed.scheme() == "http";
+            let settings = ClientSettings {
+                connect_timeout,
+                read_timeout,
+                h2c,
+            };
+            clients.push((shared_client(settings)?, h2c));
         }
-        let client = Client::builder()
-            .connect_timeout(connect_timeout)
-            // The blocking client applies this to waiting for the response
-            // head and to every read of the body: a read timeout.
-            .timeout(read_timeout)
-            // Below the idle limits servers put on kept-alive connections
-            // (`stratum serve --header-timeout` 10 s, nginx 75 s): reusing a
-            // connection the server is closing at that moment costs a retry.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .user_agent(concat!("stratum/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| FetchError::Config(format!("HTTP client: {e}")))?;
         Ok(Transport {
-            client,
+            clients,
             urls: clean,
             preferred: AtomicUsize::new(0),
             retries,
@@ -444,7 +458,7 @@ impl Transport {
                 let validators = cond.filter(|(u, _)| *u == url).map(|(_, v)| v);
                 let mirror = &self.urls[i];
                 let (sent, mut received) = (Instant::now(), 0u64);
-                let got = self.get(&url, limit, revalidate, validators, &mut received);
+                let got = self.get(i, &url, limit, revalidate, validators, &mut received);
                 let seconds = sent.elapsed();
                 let record = |ok: bool| {
                     stratum_metrics::mount::fetch(mirror, ok, received, seconds.as_secs_f64());
@@ -532,6 +546,7 @@ impl Transport {
     /// to the body bytes received, whatever the outcome.
     fn get(
         &self,
+        mirror: usize,
         url: &str,
         limit: u64,
         revalidate: bool,
@@ -545,7 +560,8 @@ impl Transport {
         };
         let started = Instant::now();
         Counters::bump(&self.counters.requests);
-        let mut req = self.client.get(url);
+        let (client, h2c) = &self.clients[mirror];
+        let mut req = client.get(url);
         if revalidate {
             req = req.header(reqwest::header::CACHE_CONTROL, "no-cache");
         }
@@ -564,7 +580,15 @@ impl Transport {
             } else {
                 FailureKind::Truncated
             };
-            fail(kind, format!("request failed: {}", error_chain(&e)))
+            let chain = error_chain(&e);
+            // What an HTTP/1.1 server's answer to the HTTP/2 preface looks
+            // like to the client ("frame with invalid size").
+            let hint = if *h2c && chain.contains("http2 error") {
+                " (HTTP/2 with prior knowledge: does this server speak HTTP/2 in cleartext?)"
+            } else {
+                ""
+            };
+            fail(kind, format!("request failed: {chain}{hint}"))
         })?;
         let status = resp.status();
         if status == StatusCode::NOT_MODIFIED && cond.is_some() {
@@ -714,6 +738,56 @@ impl Validators {
     pub fn is_empty(&self) -> bool {
         self.etag.is_none() && self.last_modified.is_none()
     }
+}
+
+/// What makes two transports' clients interchangeable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ClientSettings {
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    /// HTTP/2 with prior knowledge (cleartext `http://` only).
+    h2c: bool,
+}
+
+/// The client for `settings`, built once per process: a `reqwest` client is
+/// a connection pool, and every transport with the same settings shares it
+/// (a mount's catalogs and objects, the images of one pull, a replicate).
+fn shared_client(settings: ClientSettings) -> Result<Client, FetchError> {
+    static CLIENTS: OnceLock<Mutex<HashMap<ClientSettings, Client>>> = OnceLock::new();
+    let mut clients = CLIENTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(c) = clients.get(&settings) {
+        return Ok(c.clone());
+    }
+    let mut b = Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        // The blocking client applies this to waiting for the response
+        // head and to every read of the body: a read timeout.
+        .timeout(settings.read_timeout)
+        // Below the idle limits servers put on kept-alive connections
+        // (`stratum serve --header-timeout` 10 s, nginx 75 s): reusing a
+        // connection the server is closing at that moment costs a retry.
+        .pool_idle_timeout(Duration::from_secs(5))
+        // No cap on idle connections per host (the default, said here):
+        // the 64 connections of 64 parallel HTTP/1.1 downloads stay open
+        // between batches.
+        .pool_max_idle_per_host(usize::MAX)
+        // HTTP/2: the connection window bounds all streams of a mirror
+        // together; hyper's 5 MB would cap 64 downloads at 10 ms round
+        // trips to ~250 MB/s.
+        .http2_initial_connection_window_size(16 << 20)
+        .tcp_nodelay(true)
+        .user_agent(concat!("stratum/", env!("CARGO_PKG_VERSION")));
+    if settings.h2c {
+        b = b.http2_prior_knowledge();
+    }
+    let client = b
+        .build()
+        .map_err(|e| FetchError::Config(format!("HTTP client: {e}")))?;
+    clients.insert(settings, client.clone());
+    Ok(client)
 }
 
 fn retryable_status(s: u16) -> bool {

@@ -601,6 +601,31 @@ fn server_errors_and_truncated_bodies_are_retried() {
     );
 }
 
+/// One connection pool per process: two remotes of the same repository
+/// (a mount's and a pull's, the images of one pull) reuse each other's
+/// kept-alive connections instead of opening their own.
+#[test]
+fn remotes_of_one_process_share_one_connection_pool() {
+    let f = fixture();
+    let s = Server::start(&f.repo);
+    let a = open(vec![s.url()], &f, "cache-a");
+    let b = open(vec![s.url()], &f, "cache-b");
+    for (_, bytes, id) in &f.objects {
+        assert_eq!(&a.object(id).unwrap().read_all().unwrap(), bytes);
+        assert_eq!(&b.object(id).unwrap().read_all().unwrap(), bytes);
+    }
+    let conns = s
+        .state
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        conns,
+        1,
+        "{conns} connections for {} requests",
+        s.requests()
+    );
+}
+
 #[test]
 fn a_missing_object_is_not_found_without_retries() {
     let f = fixture();

@@ -3,7 +3,8 @@
 //!
 //! Both protocols are served on the same port: a connection that opens with
 //! the HTTP/2 preface (`PRI * HTTP/2.0…`, a client with prior knowledge:
-//! `curl --http2-prior-knowledge`) is served as HTTP/2 over cleartext (h2c), any other as HTTP/1.1. There
+//! `curl --http2-prior-knowledge`, `stratum pull --http2-prior-knowledge`)
+//! is served as HTTP/2 over cleartext (h2c), any other as HTTP/1.1. There
 //! is no `Upgrade: h2c` (deprecated by RFC 9113) and no TLS (terminate TLS
 //! in front, see docs/DEPLOYMENT.md).
 //!

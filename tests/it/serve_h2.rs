@@ -434,3 +434,139 @@ fn an_http2_connection_serves_at_most_1000_requests() {
     let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
     assert!(st.success(), "exit status {st}\n{}", server.stderr());
 }
+
+// ---------------------------------------------------------------------------
+// stratum's own client over h2c
+
+/// `stratum pull URL … EXTRA` of the image of [`published_repo`].
+fn pull_args(url: &str, repo: &TestRepo, dest: &Path, cache: &Path) -> Vec<std::ffi::OsString> {
+    let key = format!("{}.pub", repo.key.display());
+    [
+        "pull",
+        url,
+        "--pubkey",
+        &key,
+        "--image",
+        "test/serve:1",
+        dest.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect()
+}
+
+/// `pull` and `mount` with `--http2-prior-knowledge` against `stratum
+/// serve`: the same tree as a local pull, every request over HTTP/2; the
+/// same commands without the flag speak HTTP/1.1.
+#[test]
+fn pull_and_mount_over_h2c_from_stratum_serve() {
+    use crate::support::compare::{assert_trees_equal, CompareOpts};
+    let repo = published_repo();
+    let server = StratumServe::start(&repo.repo, &[] as &[&str]);
+    let local = repo.scratch("local");
+    support::stratum([
+        std::ffi::OsStr::new("pull"),
+        repo.repo.as_os_str(),
+        std::ffi::OsStr::new("--image"),
+        std::ffi::OsStr::new("test/serve:1"),
+        local.as_os_str(),
+    ]);
+
+    let dest = repo.scratch("h2c");
+    let mut args = pull_args(&server.url, &repo, &dest, &repo.scratch("cache-h2c"));
+    args.push("--http2-prior-knowledge".into());
+    let report = support::stratum(&args).json();
+    assert_trees_equal(&local, &dest, &CompareOpts::default(), "pull over h2c");
+    let fetched = report["transport"]["requests"].as_u64().unwrap();
+    let log = server.settled_access_log();
+    assert!(fetched >= 3 && log.len() as u64 == fetched, "{log:?}");
+    assert!(
+        log.iter().all(|r| r.version.as_deref() == Some("HTTP/2.0")),
+        "{log:?}"
+    );
+
+    let dest = repo.scratch("h1");
+    let args = pull_args(&server.url, &repo, &dest, &repo.scratch("cache-h1"));
+    support::stratum(&args);
+    assert_trees_equal(&local, &dest, &CompareOpts::default(), "pull over h1");
+    let log = server.settled_access_log();
+    assert!(
+        log[fetched as usize..]
+            .iter()
+            .all(|r| r.version.as_deref() == Some("HTTP/1.1")),
+        "{log:?}"
+    );
+
+    // A lazy mount over h2c.
+    if !(support::require_root() && crate::support::mount::require_fuse()) {
+        return;
+    }
+    use crate::support::mount::{Mount, MountSource};
+    let key = std::path::PathBuf::from(format!("{}.pub", repo.key.display()));
+    let before = server.access_log().len();
+    let src = MountSource::url(&server.url, &key, ());
+    let cache = repo.scratch("cache-mount");
+    let m = Mount::start_with(
+        &src,
+        &repo.scratch("mnt"),
+        Some("test/serve:1"),
+        &[
+            std::ffi::OsStr::new("--cache"),
+            cache.as_os_str(),
+            std::ffi::OsStr::new("--http2-prior-knowledge"),
+        ],
+    );
+    assert_trees_equal(&local, m.path(), &CompareOpts::default(), "mount over h2c");
+    m.unmount();
+    let log = server.settled_access_log();
+    assert!(log.len() > before + 2, "{log:?}");
+    assert!(
+        log[before..]
+            .iter()
+            .all(|r| r.version.as_deref() == Some("HTTP/2.0")),
+        "{log:?}"
+    );
+}
+
+/// `--http2-prior-knowledge` against a server that speaks only HTTP/1.1
+/// (nginx as Debian configures it): a clear failure naming the URL, not a
+/// hang; without the flag the same server works.
+#[test]
+fn http2_prior_knowledge_against_an_http1_only_server_fails_clearly() {
+    let Some(bin) = crate::support::services::nginx_bin() else {
+        support::skip("nginx is not installed");
+        return;
+    };
+    let repo = published_repo();
+    let nginx = crate::support::services::Nginx::start(&bin, &repo.repo);
+    let url = nginx.at("");
+    let dest = repo.scratch("h2c");
+    let mut args = pull_args(&url, &repo, &dest, &repo.scratch("cache-h2c"));
+    args.extend(
+        [
+            "--http2-prior-knowledge",
+            "--retries",
+            "0",
+            "--timeout",
+            "5",
+        ]
+        .map(Into::into),
+    );
+    let started = Instant::now();
+    let out = support::stratum_fails(&args);
+    let err = out.stderr_str();
+    eprintln!("h2c against HTTP/1.1-only nginx: {err}");
+    assert!(err.contains(&url), "names the URL: {err}");
+    assert!(err.contains("does this server speak HTTP/2"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let dest = repo.scratch("h1");
+    support::stratum(pull_args(&url, &repo, &dest, &repo.scratch("cache-h1")));
+}
