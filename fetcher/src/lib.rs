@@ -49,7 +49,7 @@ pub mod testing;
 pub mod transport;
 
 pub use error::PullError;
-pub use pull::{materialize, PullOptions, PullStats};
+pub use pull::{materialize, PullOptions, PullStats, DEFAULT_PULL_JOBS};
 pub use source::ObjectSource;
 
 pub use cache::CacheUsage;

@@ -665,6 +665,19 @@ impl ObjectSource for Remote {
             error,
         })
     }
+    /// Fetched, verified and pinned like [`Remote::catalog`] (where
+    /// [`RemoteLoader`] finds it); returns the catalogs mounted in it.
+    fn catalog_ahead(&self, id: &ObjectId) -> Vec<ObjectId> {
+        let Ok(cat) = self.catalog(id) else {
+            return Vec::new();
+        };
+        let mut nested = Vec::new();
+        let _ = cat.for_each_entry(|e| {
+            nested.extend(e.nested);
+            Ok(())
+        });
+        nested
+    }
 }
 
 /// Loads the catalogs of a [`Namespace`](stratum_catalog::namespace::Namespace)

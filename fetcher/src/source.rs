@@ -15,6 +15,14 @@ use stratum_catalog::{ObjectId, ObjectKind, Store};
 /// it is decoded, so a small zstd frame declaring a gigabyte costs nothing.
 pub trait ObjectSource {
     fn content(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error>;
+
+    /// A hint that catalog `id` will be loaded soon: a source with slow
+    /// requests fetches and verifies it now (where the loader will find
+    /// it) and returns the ids of the catalogs mounted in it, to be fetched
+    /// ahead in turn. Errors are left to the real load. Default: nothing.
+    fn catalog_ahead(&self, _id: &ObjectId) -> Vec<ObjectId> {
+        Vec::new()
+    }
 }
 
 impl ObjectSource for Store {
@@ -27,5 +35,9 @@ impl ObjectSource for Store {
 impl<T: ObjectSource + ?Sized> ObjectSource for &T {
     fn content(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error> {
         (**self).content(id, size)
+    }
+
+    fn catalog_ahead(&self, id: &ObjectId) -> Vec<ObjectId> {
+        (**self).catalog_ahead(id)
     }
 }

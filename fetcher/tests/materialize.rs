@@ -3,13 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use stratum_catalog::backend::LocalDir;
 use stratum_catalog::catalog::{
@@ -234,7 +233,7 @@ fn every_file_type_with_metadata() {
     let root_id = repo.catalog(b);
     let sb = repo.sandbox("sb");
     let dest = sb.join("dest");
-    let progress = RefCell::new(Vec::new());
+    let progress = Mutex::new(Vec::new());
     let ns = repo.ns(&root_id);
     let stats = materialize(
         &ns,
@@ -242,7 +241,7 @@ fn every_file_type_with_metadata() {
         &repo.store,
         &dest,
         &PullOptions::default(),
-        &|n| progress.borrow_mut().push(n),
+        &|n| progress.lock().unwrap().push(n),
     )
     .unwrap();
 
@@ -258,8 +257,9 @@ fn every_file_type_with_metadata() {
         "{:?}",
         stats.skipped
     );
-    assert_eq!(progress.borrow().last().copied(), Some(stats.bytes));
-    assert!(progress.borrow().windows(2).all(|w| w[0] < w[1]));
+    let progress = progress.into_inner().unwrap();
+    assert_eq!(progress.last().copied(), Some(stats.bytes));
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
 
     assert_eq!(names_in(&sb), vec!["dest"]);
     let m = lmeta(&dest);
@@ -376,6 +376,7 @@ fn setuid_survives_chown_and_is_dropped_when_root_keeps_ownership() {
     let opts = PullOptions {
         preserve_owner: false,
         devices: true,
+        ..PullOptions::default()
     };
     let stats = repo.pull_with(&root_id, &dest, &opts).unwrap();
     let m = lmeta(&dest.join("su"));
@@ -419,6 +420,7 @@ fn read_only_directories_still_get_their_children() {
     let opts = PullOptions {
         preserve_owner: false,
         devices: false,
+        ..PullOptions::default()
     };
     let stats = repo.pull_with(&root_id, &dest, &opts).unwrap();
     assert!(stats.skipped.is_empty(), "{:?}", stats.skipped);
@@ -465,23 +467,45 @@ fn chunked_files_stream_and_check_sizes() {
 
     let dest = repo.sandbox("ok").join("dest");
     let ns = repo.ns(&root_id);
-    let seen = RefCell::new(Vec::new());
+    let seen = Mutex::new(Vec::new());
+    // Sequential: chunks are written in file order.
+    let sequential = PullOptions {
+        jobs: 1,
+        ..PullOptions::default()
+    };
+    let stats = materialize(
+        &ns,
+        &ns.root().unwrap(),
+        &repo.store,
+        &dest,
+        &sequential,
+        &|n| seen.lock().unwrap().push(n),
+    )
+    .unwrap();
+    assert_eq!(fs::read(dest.join("big")).unwrap(), whole);
+    assert_eq!(stats.bytes, whole.len() as u64);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![12, 19, 31, 34],
+        "progress after every chunk"
+    );
+    // In parallel: each chunk at its offset, whatever the order they land in.
+    let dest = repo.sandbox("parallel").join("dest");
+    let seen = Mutex::new(Vec::new());
     let stats = materialize(
         &ns,
         &ns.root().unwrap(),
         &repo.store,
         &dest,
         &PullOptions::default(),
-        &|n| seen.borrow_mut().push(n),
+        &|n| seen.lock().unwrap().push(n),
     )
     .unwrap();
     assert_eq!(fs::read(dest.join("big")).unwrap(), whole);
     assert_eq!(stats.bytes, whole.len() as u64);
-    assert_eq!(
-        *seen.borrow(),
-        vec![12, 19, 31, 34],
-        "progress after every chunk"
-    );
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), 4, "progress after every chunk: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
 
     // A chunk whose object is shorter than declared.
     let mut bad = chunks.clone();

@@ -418,6 +418,7 @@ fn materialize_over_http_equals_a_local_pull() {
     let opts = PullOptions {
         preserve_owner: false,
         devices: false,
+        ..PullOptions::default()
     };
     let stats = materialize(&ns, &node, &*r, &remote_dest, &opts, &|_| {}).unwrap();
     assert_eq!(stats.files, 1 + 8 + 1 + 1);

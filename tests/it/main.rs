@@ -26,6 +26,7 @@ mod mount;
 mod mount_http;
 mod oracle;
 mod pull_http;
+mod pull_jobs;
 mod reader_trust;
 mod registry;
 mod registry_support;

@@ -4,17 +4,19 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, XattrFlags, CWD};
 use rustix::io::Errno;
-use stratum_catalog::catalog::{Data, Entry, FileType};
+use stratum_catalog::catalog::{Entry, FileType};
 use stratum_catalog::namespace::{CatalogLoader, Node};
 
+use super::content::{FileJob, Plan};
+use super::pipeline::Task;
 use super::safety::*;
 use super::*;
 use crate::PullError;
@@ -216,6 +218,7 @@ impl<L: CatalogLoader> Puller<'_, L> {
             // The umask took owner bits: we need them to fill it.
             rfs::fchmod(&fd, Mode::from_raw_mode(0o700)).map_err(|e| io_err(loc, "fchmod", e))?;
         }
+        catalogs_ahead(self.pool, &node);
         let children = self
             .ns
             .children(&node)
@@ -340,146 +343,16 @@ impl<L: CatalogLoader> Puller<'_, L> {
         e: &Entry,
         loc: Loc<'_>,
     ) -> Result<(), PullError> {
-        for (n, v) in &e.xattrs {
-            let res = match target {
-                XattrTarget::Fd(fd) => rfs::fsetxattr(fd, n.as_slice(), v, XattrFlags::empty()),
-                XattrTarget::NoFollow(p) => rfs::lsetxattr(p, n.as_slice(), v, XattrFlags::empty()),
-                XattrTarget::ProcFd(p) => rfs::setxattr(p, n.as_slice(), v, XattrFlags::empty()),
-            };
-            match res {
-                Ok(()) => {}
-                // trusted.*, security.*, user.* on special files and
-                // filesystems without xattrs: only root must reproduce them.
-                Err(err) if !self.root_user && (err == Errno::PERM || err == Errno::OPNOTSUPP) => {
-                    self.skip(loc, format!("xattr {} not set: {err}", lossy(n)));
-                }
-                Err(err) => return Err(io_err(loc, format!("setting xattr {}", lossy(n)), err)),
-            }
-        }
-        Ok(())
+        let (pool, seq) = (self.pool, self.seq);
+        apply_xattrs(target, e, self.root_user, loc, &mut |line| {
+            tracing::debug!(path = loc.path, "not reproduced: {line}");
+            pool.skip(seq, line)
+        })
     }
 
-    pub(super) fn write(
-        &mut self,
-        file: &mut File,
-        bytes: &[u8],
-        loc: Loc<'_>,
-    ) -> Result<(), PullError> {
-        file.write_all(bytes).map_err(|source| PullError::Io {
-            path: loc.path.to_owned(),
-            dest: loc.dest.to_owned(),
-            op: "writing".into(),
-            source,
-        })?;
-        self.stats.bytes += bytes.len() as u64;
-        (self.progress)(self.stats.bytes);
-        Ok(())
-    }
-
-    /// The verified bytes of content object `id`, which its catalog says
-    /// is `size` bytes (`what` names it in errors). An object of another
-    /// size is refused from its frame header, before it is decoded.
-    pub(super) fn fetch(
-        &self,
-        id: &stratum_catalog::ObjectId,
-        size: u64,
-        what: &dyn Fn() -> String,
-        loc: Loc<'_>,
-    ) -> Result<Vec<u8>, PullError> {
-        self.objects
-            .content(id, size)
-            .map_err(|source| match source {
-                stratum_catalog::Error::SizeMismatch {
-                    declared, expected, ..
-                } => PullError::Size {
-                    path: loc.path.to_owned(),
-                    dest: loc.dest.to_owned(),
-                    what: what(),
-                    expected,
-                    actual: declared,
-                },
-                source => PullError::Content {
-                    path: loc.path.to_owned(),
-                    dest: loc.dest.to_owned(),
-                    id: *id,
-                    source: Box::new(source),
-                },
-            })
-    }
-
-    pub(super) fn write_content(
-        &mut self,
-        file: &mut File,
-        e: &Entry,
-        loc: Loc<'_>,
-    ) -> Result<(), PullError> {
-        let size_err = |what: String, expected: u64, actual: u64| PullError::Size {
-            path: loc.path.to_owned(),
-            dest: loc.dest.to_owned(),
-            what,
-            expected,
-            actual,
-        };
-        match &e.data {
-            Data::None if e.size == 0 => Ok(()),
-            Data::None => Err(size_err("the content (none is recorded)".into(), e.size, 0)),
-            Data::Inline(b) => {
-                if b.len() as u64 != e.size {
-                    return Err(size_err(
-                        "the inline content".into(),
-                        e.size,
-                        b.len() as u64,
-                    ));
-                }
-                self.write(file, b, loc)
-            }
-            Data::Object(id) => {
-                let b = self.fetch(id, e.size, &|| format!("content object {id}"), loc)?;
-                if b.len() as u64 != e.size {
-                    return Err(size_err(
-                        format!("content object {id}"),
-                        e.size,
-                        b.len() as u64,
-                    ));
-                }
-                self.write(file, &b, loc)
-            }
-            Data::Chunks(chunks) => {
-                let mut total: u64 = 0;
-                for c in chunks {
-                    total = total
-                        .checked_add(c.size)
-                        .ok_or_else(|| invalid(loc, "chunk sizes overflow"))?;
-                }
-                if total != e.size {
-                    return Err(size_err(
-                        format!("the sum of its {} chunk sizes", chunks.len()),
-                        e.size,
-                        total,
-                    ));
-                }
-                for (i, c) in chunks.iter().enumerate() {
-                    // One chunk in memory at a time.
-                    let b = self.fetch(
-                        &c.id,
-                        c.size,
-                        &|| format!("chunk {i} (object {})", c.id),
-                        loc,
-                    )?;
-                    if b.len() as u64 != c.size {
-                        return Err(size_err(
-                            format!("chunk {i} (object {})", c.id),
-                            c.size,
-                            b.len() as u64,
-                        ));
-                    }
-                    self.write(file, &b, loc)?;
-                }
-                Ok(())
-            }
-        }
-    }
-
+    /// Creates a regular file. Content the catalog holds inline is written
+    /// here; objects are handed to the pool, whose workers write them and
+    /// then the file's metadata (see `pipeline`).
     pub(super) fn regular(
         &mut self,
         dfd: BorrowedFd<'_>,
@@ -487,6 +360,7 @@ impl<L: CatalogLoader> Puller<'_, L> {
         e: &Entry,
         loc: Loc<'_>,
     ) -> Result<(u64, u64), PullError> {
+        let plan = FileJob::plan(e, loc)?;
         let fd = rfs::openat(
             dfd,
             name,
@@ -499,18 +373,30 @@ impl<L: CatalogLoader> Puller<'_, L> {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|err| io_err(loc, "creating the file", err))?;
-        let mut file = File::from(fd);
-        self.write_content(&mut file, e, loc)?;
+        let file = File::from(fd);
         let st = rfs::fstat(&file).map_err(|err| io_err(loc, "fstat", err))?;
-        if self.opts.preserve_owner {
-            let (u, g) = owner(e);
-            rfs::fchown(&file, u, g).map_err(|err| io_err(loc, "fchown", err))?;
-        }
-        self.set_xattrs(XattrTarget::Fd(file.as_fd()), e, loc)?;
         let mode = self.final_mode(e, FileType::Regular, loc);
-        rfs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(|err| io_err(loc, "fchmod", err))?;
-        rfs::futimens(&file, &times(e)).map_err(|err| io_err(loc, "futimens", err))?;
-        self.stats.files += 1;
+        let pieces = match plan {
+            Plan::Objects(p) => p,
+            Plan::Empty | Plan::Inline(_) => {
+                let job = FileJob::new(file, e, mode, self.seq, 1, loc);
+                if let Plan::Inline(b) = plan {
+                    job.write_at(b, 0)?;
+                    self.pool.add_bytes(b.len() as u64);
+                }
+                let (pool, seq) = (self.pool, self.seq);
+                job.finish(self.opts, self.root_user, &mut |line| pool.skip(seq, line))?;
+                self.pool.file_done();
+                return Ok(ident(&st));
+            }
+        };
+        let job = Arc::new(FileJob::new(file, e, mode, self.seq, pieces.len(), loc));
+        for piece in pieces {
+            self.pool.submit(Task {
+                job: job.clone(),
+                piece,
+            })?;
+        }
         Ok(ident(&st))
     }
 
@@ -603,4 +489,31 @@ impl<L: CatalogLoader> Puller<'_, L> {
         self.stats.devices += 1;
         Ok(ident(&st))
     }
+}
+
+/// Sets the xattrs of `e` on `target`. When not root, those Linux refuses
+/// (`trusted.*`, `security.*`, `user.*` on special files, filesystems
+/// without xattrs) are reported to `skip`, not errors.
+pub(super) fn apply_xattrs(
+    target: XattrTarget<'_>,
+    e: &Entry,
+    root_user: bool,
+    loc: Loc<'_>,
+    skip: &mut dyn FnMut(String),
+) -> Result<(), PullError> {
+    for (n, v) in &e.xattrs {
+        let res = match target {
+            XattrTarget::Fd(fd) => rfs::fsetxattr(fd, n.as_slice(), v, XattrFlags::empty()),
+            XattrTarget::NoFollow(p) => rfs::lsetxattr(p, n.as_slice(), v, XattrFlags::empty()),
+            XattrTarget::ProcFd(p) => rfs::setxattr(p, n.as_slice(), v, XattrFlags::empty()),
+        };
+        match res {
+            Ok(()) => {}
+            Err(err) if !root_user && (err == Errno::PERM || err == Errno::OPNOTSUPP) => {
+                skip(format!("{}: xattr {} not set: {err}", loc.path, lossy(n)));
+            }
+            Err(err) => return Err(io_err(loc, format!("setting xattr {}", lossy(n)), err)),
+        }
+    }
+    Ok(())
 }

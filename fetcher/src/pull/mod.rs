@@ -42,7 +42,10 @@
 //!
 //! This module walks the tree; `safety` holds the checks and the
 //! descriptor-relative primitives every creation goes through; `create`
-//! makes each kind of entry and applies its metadata.
+//! makes each kind of entry and applies its metadata; `content` fills a
+//! regular file from verified objects; `pipeline` runs those fills (and
+//! fetches nested catalogs ahead) on [`PullOptions::jobs`] threads while
+//! the walk goes on.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -57,8 +60,12 @@ use stratum_catalog::namespace::{CatalogLoader, Namespace, Node};
 
 use crate::{ObjectSource, PullError};
 
+mod content;
 mod create;
+mod pipeline;
 mod safety;
+
+use pipeline::Pool;
 
 use safety::*;
 
@@ -68,6 +75,10 @@ const FD_WINDOW: usize = 64;
 
 const S_IXUSR: u32 = 0o100;
 const SETID_BITS: u32 = 0o6000;
+
+/// The default of [`PullOptions::jobs`]: chosen by measurement at a 10 ms
+/// round trip (docs/DECISIONS.md, "`pull --jobs`").
+pub const DEFAULT_PULL_JOBS: usize = 32;
 
 /// How [`materialize`] treats what only root can reproduce.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +96,10 @@ pub struct PullOptions {
     /// 0:0), which Linux ≥ 5.8 lets anyone create: those are attempted and
     /// reported only if that fails.
     pub devices: bool,
+    /// Content objects fetched, verified and written at once (threads),
+    /// while the walk goes on creating entries; 1 is a sequential pull.
+    /// Default [`DEFAULT_PULL_JOBS`].
+    pub jobs: usize,
 }
 
 impl Default for PullOptions {
@@ -93,6 +108,7 @@ impl Default for PullOptions {
         PullOptions {
             preserve_owner: root,
             devices: root,
+            jobs: DEFAULT_PULL_JOBS,
         }
     }
 }
@@ -121,19 +137,21 @@ pub struct PullStats {
 ///
 /// `dest` must not exist (its parent must) or be an empty directory; it is
 /// never followed if it is a symlink. It receives the metadata of `node`
-/// itself. `objects` provides the verified bytes of content objects;
-/// `progress` is called with the number of content bytes written so far
-/// after each write.
+/// itself. `objects` provides the verified bytes of content objects (from
+/// [`PullOptions::jobs`] threads at once, and nested catalogs ahead of the
+/// walk through [`ObjectSource::catalog_ahead`]); `progress` is called
+/// with the number of content bytes written so far after each write, from
+/// those threads.
 ///
 /// Nothing is written outside `dest`, whatever the catalogs hold. On error,
 /// `dest` keeps what was written until then (see [`PullError`]).
 pub fn materialize<L: CatalogLoader>(
     ns: &Namespace<L>,
     node: &Node,
-    objects: &dyn ObjectSource,
+    objects: &(dyn ObjectSource + Sync),
     dest: &Path,
     opts: &PullOptions,
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<PullStats, PullError> {
     run(ns, node, objects, dest, opts, progress, geteuid().is_root())
 }
@@ -143,10 +161,10 @@ pub fn materialize<L: CatalogLoader>(
 pub(crate) fn run<L: CatalogLoader>(
     ns: &Namespace<L>,
     node: &Node,
-    objects: &dyn ObjectSource,
+    objects: &(dyn ObjectSource + Sync),
     dest: &Path,
     opts: &PullOptions,
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
     root_user: bool,
 ) -> Result<PullStats, PullError> {
     let top_path = ns_path_of(node);
@@ -163,6 +181,8 @@ pub(crate) fn run<L: CatalogLoader>(
     check_entry(&node.entry, opts, loc)?;
     let fd = open_dest(dest)?;
     let st = rfs::fstat(&fd).map_err(|e| io_err(loc, "fstat", e))?;
+    let pool = Pool::new(objects, opts, root_user, progress);
+    catalogs_ahead(&pool, node);
     let children = ns.children(node).map_err(|source| PullError::Catalog {
         path: top_path.clone(),
         source: Box::new(source),
@@ -181,18 +201,46 @@ pub(crate) fn run<L: CatalogLoader>(
     }];
     let mut p = Puller {
         ns,
-        objects,
+        pool: &pool,
         opts,
-        progress,
         root_user,
         stats: PullStats::default(),
         links: HashMap::new(),
         deferred: Vec::new(),
         next_inst: 0,
+        seq: 0,
     };
-    p.walk(&mut stack)?;
-    tracing::debug!(dest = %dest.display(), stats = ?p.stats, "pull done");
-    Ok(p.stats)
+    std::thread::scope(|s| {
+        for _ in 0..pool.threads() {
+            s.spawn(|| pool.worker());
+        }
+        let walked = p.walk(&mut stack);
+        // On an error of the walk, queued content is dropped; if a worker
+        // failed first, its error is the cause and is what is returned.
+        if let Err(e) = walked {
+            pool.fail(e);
+        }
+        pool.finish()
+    })?;
+    let (files, bytes, skipped) = pool.totals();
+    let mut stats = p.stats;
+    stats.files = files;
+    stats.bytes = bytes;
+    stats.skipped = skipped;
+    tracing::debug!(dest = %dest.display(), stats = ?stats, "pull done");
+    Ok(stats)
+}
+
+/// Asks the pool to fetch the catalogs mounted directly below `dir` (and
+/// those below them) ahead of the walk.
+fn catalogs_ahead(pool: &Pool<'_>, dir: &Node) {
+    if pool.threads() == 0 || !dir.entry.is_dir() {
+        return;
+    }
+    // A hint: an error here is reported by the walk's own listing.
+    if let Ok(mounts) = dir.catalog.mount_points(dir.entry.id) {
+        pool.catalogs_ahead(mounts.into_iter().map(|(_, id)| id));
+    }
 }
 
 /// One directory on the current path of the walk.
@@ -241,14 +289,17 @@ struct Deferred {
 
 struct Puller<'a, L> {
     ns: &'a Namespace<L>,
-    objects: &'a dyn ObjectSource,
+    pool: &'a Pool<'a>,
     opts: &'a PullOptions,
-    progress: &'a dyn Fn(u64),
     root_user: bool,
+    /// Counts of what the walk itself made (files, bytes and skipped lines
+    /// are the pool's).
     stats: PullStats,
     links: HashMap<(u64, i64), Link>,
     deferred: Vec<Deferred>,
     next_inst: u64,
+    /// The walk position of the entry being created.
+    seq: u64,
 }
 
 /// The namespace and destination paths an error or a skip is about.
@@ -261,7 +312,7 @@ struct Loc<'a> {
 impl<L: CatalogLoader> Puller<'_, L> {
     fn skip(&mut self, loc: Loc<'_>, why: impl std::fmt::Display) {
         tracing::debug!(path = loc.path, "not reproduced: {why}");
-        self.stats.skipped.push(format!("{}: {why}", loc.path));
+        self.pool.skip(self.seq, format!("{}: {why}", loc.path));
     }
 
     fn walk(&mut self, stack: &mut Vec<Frame>) -> Result<(), PullError> {
@@ -271,6 +322,7 @@ impl<L: CatalogLoader> Puller<'_, L> {
             };
             match stack[top].children.next() {
                 Some(node) => {
+                    self.seq += 1;
                     self.ensure_open(stack, top)?;
                     if let Some(frame) = self.child(stack, node)? {
                         // Each catalog's tree is checked when it is opened;
@@ -422,6 +474,7 @@ mod tests {
         let opts = PullOptions {
             preserve_owner: false,
             devices: false,
+            ..PullOptions::default()
         };
         let (tmp, res) = pull(std::slice::from_ref(&l), &opts, false);
         let stats = res.unwrap();
@@ -467,6 +520,7 @@ mod tests {
         let opts = PullOptions {
             preserve_owner: false,
             devices: false,
+            ..PullOptions::default()
         };
         let (tmp, res) = pull(&entries, &opts, false);
         let stats = res.unwrap();
