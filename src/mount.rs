@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use stratum_catalog::catalog::CatalogKind;
+use stratum_catalog::catalog::PrefetchRef;
+use stratum_catalog::prefetch_list::MAX_PREFETCH_ENTRIES;
 use stratum_catalog::{manifest, ObjectId};
 use stratum_fetcher::fs::{
-    self, Live, LocalTree, MountConfig, OverlayXattrs, PrefetchPlan, RemoteTree, StratumFs,
-    TreeStore,
+    self, Live, LocalTree, MountConfig, OverlayXattrs, PrefetchPlan, Recorder, RemoteTree,
+    StratumFs, TreeStore,
 };
 
 use crate::status::Shown;
@@ -40,10 +42,23 @@ pub struct MountArgs {
     #[arg(long, requires = "thin")]
     pub layers: bool,
     /// Fetch the whole image in the background while the mount is already usable
-    /// (eager mode for bad networks). Without it, a thin image's prioritized files are
-    /// prefetched.
+    /// (eager mode for bad networks). Without it, the image's recorded prefetch list (or a
+    /// thin image's prioritized files) is fetched ahead.
     #[arg(long)]
     pub prefetch_all: bool,
+    /// Downloads in flight at once for fetching ahead of the reads: the image's published
+    /// prefetch list (started at mount, or for a whole-repository mount when an image's
+    /// tree is first entered), the next small files of a directory read file by file, the
+    /// next chunk of a file read sequentially. Reads never wait for these: they fetch on
+    /// their own, and join a download already under way. 0 fetches nothing ahead.
+    #[arg(long, value_name = "N", default_value_t = fs::DEFAULT_PREFETCH_JOBS)]
+    pub prefetch_jobs: usize,
+    /// Write the files opened through this mount (paths relative to the image root, in
+    /// first-open order, each once) to FILE when the mount ends (unmount, SIGTERM,
+    /// SIGINT), and on SIGUSR1 while it runs: the prefetch list to publish with the image
+    /// (`stratum publish --prefetch NAME:TAG=FILE`). Needs --image or --thin.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
     /// Verify the manifest with this public key (required for a URL; default for a
     /// directory: the repository's own copy).
     #[arg(long)]
@@ -120,6 +135,11 @@ impl MountArgs {
 }
 
 pub fn mount(args: MountArgs) -> Result<ExitCode> {
+    if args.record.is_some() && args.image.is_none() && args.thin.is_none() {
+        bail!(
+            "--record writes paths relative to one image's root: give --image NAME:TAG or --thin"
+        );
+    }
     // Before the repository is opened: its first requests are counted too.
     args.metrics.install()?;
     if let Some(thin) = args.thin.clone() {
@@ -144,8 +164,13 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
         let tree = Arc::new(open_remote(&args, urls, None)?);
         let remote = tree.remote().clone();
         let root = remote.manifest().root;
-        let path = image_path(&*tree, &root, &args)?;
-        let mut filesystem = open_fs(&tree, &root, &path, &args)?;
+        let (path, list) = image_path(&*tree, &root, &args)?;
+        if let (Some((flat, list)), false) = (list, args.prefetch_all) {
+            // At once, before the mount is even up: ahead of the first read.
+            fs::prefetch::start_list(tree.clone(), flat, list);
+        }
+        let mut filesystem =
+            open_fs(&tree, &root, &path, &args)?.with_fetch_ahead(args.image.is_none(), true);
         let interval = args.refresh.unwrap_or(DEFAULT_REFRESH);
         let live = (args.image.is_none() && !interval.is_zero())
             .then(|| Live::new(remote.clone(), filesystem.live(), interval));
@@ -188,7 +213,7 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
         .manifest(&key)
         .with_context(|| format!("verifying {}", dir.display()))?;
     let tree = Arc::new(LocalTree::new(store));
-    let path = image_path(&*tree, &m.root, &args)?;
+    let (path, _) = image_path(&*tree, &m.root, &args)?;
     serve_one(
         tree,
         m.root,
@@ -222,18 +247,30 @@ fn open_remote(args: &MountArgs, urls: Vec<String>, thin_name: Option<&str>) -> 
     }
     let remote = stratum_fetcher::Remote::open(cfg)
         .with_context(|| format!("opening {}", urls.join(", ")))?;
-    Ok(RemoteTree::new(Arc::new(remote)))
+    Ok(RemoteTree::with_prefetch_jobs(
+        Arc::new(remote),
+        args.prefetch_jobs,
+    ))
 }
 
-/// The namespace path shown at the mountpoint: `/`, or an image's flat tree.
-fn image_path<S: TreeStore>(tree: &S, root: &ObjectId, args: &MountArgs) -> Result<String> {
+/// The namespace path shown at the mountpoint: `/`, or an image's flat
+/// tree; for an image, its flat catalog and published prefetch list.
+fn image_path<S: TreeStore>(
+    tree: &S,
+    root: &ObjectId,
+    args: &MountArgs,
+) -> Result<(String, Option<(ObjectId, PrefetchRef)>)> {
     Ok(match &args.image {
-        None => "/".to_owned(),
+        None => ("/".to_owned(), None),
         Some(name) => {
             let images = fs::image_variants(tree, root, name)?;
-            crate::thin::pick_image(&images, name)
-                .map(|r| r.flat_path.clone())
-                .with_context(|| format!("no image {name} in {}", args.source))?
+            let r = crate::thin::pick_image(&images, name)
+                .with_context(|| format!("no image {name} in {}", args.source))?;
+            let list = match (&r.prefetch, ObjectId::from_hex(&r.flat_catalog)) {
+                (Some(l), Ok(flat)) => Some((flat, l.clone())),
+                _ => None,
+            };
+            (r.flat_path.clone(), list)
         }
     })
 }
@@ -274,21 +311,38 @@ fn mount_thin(spec: &Path, args: MountArgs) -> Result<ExitCode> {
         )
         .with_context(context)?;
     }
+    // A descriptor's list is a hint, whoever wrote it: only paths of the
+    // pinned (vouched-for) flat tree are fetched, at most as many as a
+    // published list may hold, each object verified as a read's would be.
     let plan = if args.prefetch_all {
         Some(PrefetchPlan::All)
     } else if desc.prioritized_files.is_empty() {
         None
     } else {
-        Some(PrefetchPlan::Files(desc.prioritized_files.clone()))
+        if desc.prioritized_files.len() > MAX_PREFETCH_ENTRIES {
+            eprintln!(
+                "warning: {label}: {} prioritized files, only the first {MAX_PREFETCH_ENTRIES} are prefetched",
+                desc.prioritized_files.len()
+            );
+        }
+        Some(PrefetchPlan::Files(
+            desc.prioritized_files
+                .iter()
+                .take(MAX_PREFETCH_ENTRIES)
+                .cloned()
+                .collect(),
+        ))
     };
     let fsname = format!("stratum:{}", desc.image);
     if !args.layers {
-        let filesystem = open_fs(&tree, &flat, "/", &args)?.with_status(crate::status::provider(
-            tree.remote().clone(),
-            None,
-            label.clone(),
-            Shown::Thin,
-        ));
+        let filesystem = open_fs(&tree, &flat, "/", &args)?
+            .with_fetch_ahead(false, true)
+            .with_status(crate::status::provider(
+                tree.remote().clone(),
+                None,
+                label.clone(),
+                Shown::Thin,
+            ));
         let target = MountTarget {
             root: flat,
             path: "/",
@@ -318,22 +372,19 @@ fn mount_config(args: &MountArgs, fsname: &str) -> MountConfig {
 }
 
 /// SIGINT and SIGTERM unmount; SIGHUP refreshes a live mount now (and is
-/// ignored by the others).
+/// ignored by the others); SIGUSR1 writes the `--record` list now.
 fn signals() -> Result<signal_hook::iterator::Signals> {
     Ok(signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
     ])?)
 }
 
 fn start_prefetch<S: TreeStore>(tree: &Arc<S>, plan: Option<(ObjectId, PrefetchPlan)>) {
     if let Some((root, plan)) = plan {
-        let tree = tree.clone();
-        std::thread::spawn(move || {
-            let r = fs::prefetch(&tree, &root, &plan, 4);
-            tracing::info!("prefetch done: {} objects, {} failed", r.objects, r.failed);
-        });
+        fs::prefetch::start(tree.clone(), root, plan);
     }
 }
 
@@ -343,9 +394,32 @@ fn open_fs<S: TreeStore>(
     path: &str,
     args: &MountArgs,
 ) -> Result<StratumFs<S>> {
-    Ok(StratumFs::new(tree.clone(), root, path)
+    let fs = StratumFs::new(tree.clone(), root, path)
         .with_context(|| format!("opening {path}"))?
-        .with_overlay_xattrs(args.overlay_xattrs()))
+        .with_overlay_xattrs(args.overlay_xattrs());
+    Ok(match recorder(args) {
+        Some(r) => fs.with_recorder(r),
+        None => fs,
+    })
+}
+
+/// The one `--record` recorder of this process (the layer mounts of a
+/// thin image share it).
+fn recorder(args: &MountArgs) -> Option<Arc<Recorder>> {
+    static RECORDER: std::sync::OnceLock<Option<Arc<Recorder>>> = std::sync::OnceLock::new();
+    RECORDER
+        .get_or_init(|| args.record.clone().map(|f| Arc::new(Recorder::new(f))))
+        .clone()
+}
+
+/// Writes the `--record` list, if any, saying where and how long it is.
+fn write_record(args: &MountArgs) {
+    if let Some(r) = recorder(args) {
+        match r.write() {
+            Ok(n) => eprintln!("recorded {n} opened files in {}", r.file().display()),
+            Err(e) => eprintln!("error: writing --record {}: {e}", r.file().display()),
+        }
+    }
 }
 
 fn serve_one<S: TreeStore>(
@@ -404,6 +478,7 @@ fn serve_fs<S: TreeStore>(
         mountpoint.display()
     );
     let mp = mountpoint.to_owned();
+    let record = recorder(args);
     fs::serve(
         filesystem,
         mountpoint,
@@ -421,6 +496,14 @@ fn serve_fs<S: TreeStore>(
             // kernel ends the session when the last file closes.
             std::thread::spawn(move || {
                 for signal in signals.forever() {
+                    if signal == signal_hook::consts::SIGUSR1 {
+                        if let Some(r) = &record {
+                            if let Err(e) = r.write() {
+                                eprintln!("error: writing --record {}: {e}", r.file().display());
+                            }
+                        }
+                        continue;
+                    }
                     if signal == signal_hook::consts::SIGHUP {
                         match &live {
                             Some(live) => live.request_refresh(),
@@ -439,6 +522,7 @@ fn serve_fs<S: TreeStore>(
         },
     )
     .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+    write_record(args);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -473,9 +557,13 @@ fn mount_layers<S: TreeStore>(
     for (i, layer) in desc.layers.iter().enumerate() {
         let dir = work.path().join(format!("{i:03}"));
         std::fs::create_dir(&dir)?;
-        let filesystem = StratumFs::new(tree.clone(), &layer.catalog_id()?, "/")
+        let mut filesystem = StratumFs::new(tree.clone(), &layer.catalog_id()?, "/")
             .with_context(|| format!("opening layer {i} ({})", layer.diff_id))?
-            .with_overlay_xattrs(markers);
+            .with_overlay_xattrs(markers)
+            .with_fetch_ahead(false, true);
+        if let Some(r) = recorder(args) {
+            filesystem = filesystem.with_recorder(r);
+        }
         let cfg = mount_config(args, &format!("{fsname}:layer{i}"));
         let (tx, d) = (tx.clone(), dir.clone());
         threads.push(std::thread::spawn(move || {
@@ -538,7 +626,13 @@ fn mount_layers<S: TreeStore>(
     // umount`): then the layer mounts have no more use.
     let mut signals = signals()?;
     loop {
-        let stop = signals.pending().any(|s| s != signal_hook::consts::SIGHUP);
+        let pending: Vec<_> = signals.pending().collect();
+        if pending.contains(&signal_hook::consts::SIGUSR1) {
+            write_record(args);
+        }
+        let stop = pending
+            .iter()
+            .any(|s| *s != signal_hook::consts::SIGHUP && *s != signal_hook::consts::SIGUSR1);
         if stop || !is_mounted(mountpoint) {
             break;
         }
@@ -556,6 +650,7 @@ fn mount_layers<S: TreeStore>(
     for t in threads {
         let _ = t.join();
     }
+    write_record(args);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,7 +4,8 @@
 //! nowhere else: object ids and their paths ([`ObjectId`], [`layout`]), the OCI
 //! digests images are recorded under ([`Sha256Digest`]), the object
 //! encoding ([`object`]), the SQLite catalog schema ([`catalog`]), the signed
-//! manifest ([`manifest`]) and the storage backends ([`backend`]).
+//! manifest ([`manifest`]), prefetch lists ([`prefetch_list`]) and the
+//! storage backends ([`backend`]).
 //! `docs/FORMAT.md` is the normative description; this crate implements it.
 //!
 //! The crate knows nothing of the network, and of OCI images only the
@@ -30,6 +31,7 @@ pub mod namespace;
 pub mod object;
 mod object_id;
 pub mod platform;
+pub mod prefetch_list;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

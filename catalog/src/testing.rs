@@ -38,6 +38,7 @@ pub fn image_record(name: &str, platform: &str, digest: char) -> crate::catalog:
         config: Vec::new(),
         layers: Vec::new(),
         outputs: Vec::new(),
+        prefetch: None,
     }
 }
 

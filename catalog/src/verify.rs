@@ -105,6 +105,9 @@ pub enum FindingKind {
     UnreadableImages,
     /// An image record names a catalog that is not in the store.
     MissingCatalog,
+    /// An image record's prefetch list is missing, does not verify, or is
+    /// not a valid list of the stated length.
+    BadPrefetchList,
 }
 
 impl Finding {
@@ -146,6 +149,11 @@ impl std::fmt::Display for Finding {
             FindingKind::UnreadableImages => {
                 write!(f, "image records of catalog {object}: {detail}")
             }
+            FindingKind::BadPrefetchList => write!(
+                f,
+                "image {}: prefetch list {object}: {detail}",
+                self.image.as_deref().unwrap_or("?")
+            ),
             FindingKind::MissingCatalog => write!(
                 f,
                 "image {}: {detail}",
@@ -294,6 +302,7 @@ pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Resul
         }
         if matches!(cat.kind(), CatalogKind::Images | CatalogKind::Partition) {
             check_images(store, &cat, &mut problems);
+            check_prefetch_lists(store, &cat, &mut seen, &mut report, &mut problems);
         }
         report.findings.extend(problems);
     }
@@ -362,6 +371,70 @@ fn check_images(store: &Store, cat: &Catalog, problems: &mut Vec<Finding>) {
                     detail: format!("catalog {hex} is missing"),
                 }),
             }
+        }
+    }
+}
+
+/// Every prefetch list an image record names must be an object that
+/// verifies, within the format's limits, holding the stated number of paths
+/// (FORMAT.md §5.6).
+fn check_prefetch_lists(
+    store: &Store,
+    cat: &Catalog,
+    seen: &mut HashSet<ObjectId>,
+    report: &mut CheckReport,
+    problems: &mut Vec<Finding>,
+) {
+    let lists = match cat.prefetch_lists() {
+        Ok(l) => l,
+        Err(e) => {
+            problems.push(Finding::catalog(
+                FindingKind::UnreadableImages,
+                &cat.id(),
+                cat.path(),
+                e.to_string(),
+            ));
+            return;
+        }
+    };
+    for (image, list) in lists {
+        let bad = |detail: String| Finding {
+            kind: FindingKind::BadPrefetchList,
+            object: Some(list.list.clone()),
+            path: Some(cat.path().to_owned()),
+            entry: None,
+            image: Some(image.clone()),
+            detail,
+        };
+        let (id, size) = match list.object() {
+            Ok(o) => o,
+            Err(e) => {
+                problems.push(bad(e.to_string()));
+                continue;
+            }
+        };
+        let first = !seen.contains(&id);
+        if let Some(p) = verify_object(store, &id, Some(size), seen, report) {
+            problems.push(bad(p));
+            continue;
+        }
+        if !first {
+            continue;
+        }
+        let parsed = store
+            .get_encoded(&id, ObjectKind::Content)
+            .and_then(|enc| crate::object::decode_expected(&id, &enc, Expected::Size(size)))
+            .map_err(|e| e.to_string())
+            .and_then(|b| crate::prefetch_list::PrefetchList::parse(&b).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(l) if l.paths.len() as u64 == list.entries && l.skipped.is_empty() => {}
+            Ok(l) => problems.push(bad(format!(
+                "holds {} paths and {} invalid lines, the record states {}",
+                l.paths.len(),
+                l.skipped.len(),
+                list.entries
+            ))),
+            Err(e) => problems.push(bad(e)),
         }
     }
 }

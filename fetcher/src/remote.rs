@@ -154,6 +154,9 @@ impl CachedObject {
 struct Flight<T> {
     result: Mutex<Option<Result<T, FetchError>>>,
     done: Condvar,
+    /// Started by a prefetch: a reader that waited for it and got an error
+    /// fetches on its own (a failed hint must not fail a read).
+    hint: bool,
 }
 
 struct Flights<T> {
@@ -175,30 +178,50 @@ impl<T: Clone> Flights<T> {
         waits: &AtomicU64,
         f: impl FnOnce() -> Result<T, FetchError>,
     ) -> Result<T, FetchError> {
-        let (flight, leader) = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            match map.get(id) {
-                Some(fl) => (fl.clone(), false),
-                None => {
-                    let fl = Arc::new(Flight {
-                        result: Mutex::new(None),
-                        done: Condvar::new(),
-                    });
-                    map.insert(*id, fl.clone());
-                    (fl, true)
+        self.run_as(id, waits, false, f)
+    }
+
+    /// [`Flights::run`]; `hint`: the caller is a prefetch. A reader that
+    /// waited for a prefetch's run and got an error runs again itself.
+    fn run_as(
+        &self,
+        id: &ObjectId,
+        waits: &AtomicU64,
+        hint: bool,
+        f: impl FnOnce() -> Result<T, FetchError>,
+    ) -> Result<T, FetchError> {
+        let flight = loop {
+            let (flight, leader) = {
+                let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+                match map.get(id) {
+                    Some(fl) => (fl.clone(), false),
+                    None => {
+                        let fl = Arc::new(Flight {
+                            result: Mutex::new(None),
+                            done: Condvar::new(),
+                            hint,
+                        });
+                        map.insert(*id, fl.clone());
+                        (fl, true)
+                    }
                 }
+            };
+            if leader {
+                break flight;
             }
-        };
-        if !leader {
             Counters::bump(waits);
             let mut r = flight.result.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
+            let res = loop {
                 if let Some(res) = r.as_ref() {
-                    return res.clone();
+                    break res.clone();
                 }
                 r = flight.done.wait(r).unwrap_or_else(|p| p.into_inner());
+            };
+            // The flight is out of the map once its result is set.
+            if !(res.is_err() && flight.hint && !hint) {
+                return res;
             }
-        }
+        };
         // Whatever happens to `f` (even a panic), waiters are released and
         // the flight is removed.
         struct Land<'a, T> {
@@ -501,7 +524,7 @@ impl Remote {
     /// [`MAX_OBJECT_SIZE`]), from the cache or downloaded into it. Readers
     /// that know the size from a catalog use [`Remote::object_sized`].
     pub fn object(&self, id: &ObjectId) -> Result<CachedObject, FetchError> {
-        self.object_expected(id, Expected::AtMost(MAX_OBJECT_SIZE), true)
+        self.object_expected(id, Expected::AtMost(MAX_OBJECT_SIZE), true, false)
     }
 
     /// A verified content object of `size` bytes (as its catalog entry or
@@ -509,14 +532,23 @@ impl Remote {
     /// shared by all concurrent callers of the same id). A cached file of
     /// another size is not it.
     pub fn object_sized(&self, id: &ObjectId, size: u64) -> Result<CachedObject, FetchError> {
-        self.object_expected(id, Expected::Size(size), true)
+        self.object_expected(id, Expected::Size(size), true, false)
     }
 
     /// [`Remote::object_sized`] for a reader that has just read this object
     /// (the next read of the same open file): found in the cache, it is not
     /// counted as another cache hit.
     pub fn object_sized_again(&self, id: &ObjectId, size: u64) -> Result<CachedObject, FetchError> {
-        self.object_expected(id, Expected::Size(size), false)
+        self.object_expected(id, Expected::Size(size), false, false)
+    }
+
+    /// Brings content object `id` of `size` bytes into the cache ahead of
+    /// the reads (not counted as a cache hit). A reader waiting for this
+    /// download gets its bytes; when it fails, the reader fetches on its
+    /// own instead of failing with it.
+    pub fn prefetch_object(&self, id: &ObjectId, size: u64) -> Result<(), FetchError> {
+        self.object_expected(id, Expected::Size(size), false, true)
+            .map(drop)
     }
 
     fn object_expected(
@@ -524,6 +556,7 @@ impl Remote {
         id: &ObjectId,
         expected: Expected,
         count_hit: bool,
+        hint: bool,
     ) -> Result<CachedObject, FetchError> {
         let c = &self.transport.counters;
         let fits = |len: u64| match expected {
@@ -539,7 +572,7 @@ impl Remote {
             }
             return Ok(CachedObject { file, len });
         }
-        let (file, len) = self.object_flights.run(id, &c.shared_waits, || {
+        let (file, len) = self.object_flights.run_as(id, &c.shared_waits, hint, || {
             // Another thread or process may have inserted it meanwhile.
             if let Some((file, len)) = self.cache.lookup(Kind::Object, id)? {
                 if count_hit {

@@ -691,6 +691,10 @@ impl Walker<'_> {
             Ok(())
         })
         .map_err(invalid)?;
+        // The prefetch lists its image records name (FORMAT.md §5.6).
+        for (_, list) in cat.prefetch_lists().map_err(invalid)? {
+            contents.push(list.object().map_err(invalid)?);
+        }
         if !nested.is_empty() {
             // The old tree's catalog at this path, from the replica
             // (complete by the manifest-last rule). Unreadable: no pruning

@@ -265,6 +265,10 @@ fn mark_tree(
             }
             Ok(())
         })?;
+        // The prefetch lists its image records name (FORMAT.md §5.6).
+        for (_, list) in cat.prefetch_lists()? {
+            marked.insert((ObjectKind::Content, list.object()?.0));
+        }
     }
     Ok(())
 }

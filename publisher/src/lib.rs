@@ -22,6 +22,7 @@ pub mod limits;
 pub mod names;
 pub mod namespace_writer;
 pub mod objects;
+pub mod prefetch;
 pub mod publish;
 pub mod repo;
 pub mod source;
@@ -32,6 +33,7 @@ pub mod wishlist;
 pub use error::{PublishError, Result};
 pub use limits::Limits;
 pub use publish::{
-    publish, ImageReport, NoProgress, Progress, PublishOutcome, PublishRequest, Transaction,
+    publish, ImageReport, NoProgress, PrefetchRequest, Progress, PublishOutcome, PublishRequest,
+    Transaction,
 };
 pub use repo::Repository;

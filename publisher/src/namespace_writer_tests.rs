@@ -60,6 +60,7 @@ fn record(name: &str, hex: &str) -> ImageRecord {
             catalog: ObjectId::of(b"layer").to_hex(),
         }],
         outputs: Vec::new(),
+        prefetch: None,
     }
 }
 

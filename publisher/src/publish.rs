@@ -23,6 +23,7 @@ use crate::limits::Limits;
 use crate::names::ImageName;
 use crate::namespace_writer::NamespaceWriter;
 use crate::objects::ObjectWriter;
+pub use crate::prefetch::PrefetchReport;
 use crate::repo::{now, RepoLock, Repository};
 use crate::source::{self, ImageSource, SourceContext, SourceRef};
 
@@ -86,6 +87,19 @@ pub struct ImageReport {
     pub new_objects: u64,
     pub new_stored_bytes: u64,
     pub seconds: f64,
+    /// The prefetch list stored with this name by this publish, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<PrefetchReport>,
+}
+
+/// A recorded prefetch list to store with a published image (FORMAT.md
+/// §5.6): `publish --prefetch NAME:TAG=FILE`, or a wishlist's `prefetch`.
+#[derive(Clone, Debug)]
+pub struct PrefetchRequest {
+    /// The image name with its tag, published by this publish or before.
+    pub name: String,
+    /// The list's text (see `stratum_catalog::prefetch_list`).
+    pub list: Vec<u8>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -111,11 +125,13 @@ impl Progress for NoProgress {
     fn layer_done(&self) {}
 }
 
-/// Publishes `requests` as one new signed revision of `repo`.
+/// Publishes `requests`, then stores the `prefetch` lists with their
+/// images, as one new signed revision of `repo`.
 pub fn publish(
     repo: &Repository,
     key: &SigningKey,
     requests: &[PublishRequest],
+    prefetch: &[PrefetchRequest],
     ctx: &SourceContext,
     progress: &dyn Progress,
 ) -> Result<PublishOutcome> {
@@ -146,6 +162,26 @@ pub fn publish(
                 None => src.image().default_name.clone(),
             };
             reports.extend(tx.publish_source(src.as_ref(), &base, &req.outputs, progress)?);
+        }
+    }
+    for p in prefetch {
+        let stored = tx.set_prefetch(&p.name, &p.list)?;
+        match reports.iter_mut().rev().find(|r| r.name == p.name) {
+            Some(r) => r.prefetch = Some(stored),
+            None => {
+                let record = tx.image(&p.name)?;
+                reports.push(ImageReport {
+                    name: p.name.clone(),
+                    manifest_digest: record
+                        .as_ref()
+                        .map(|r| r.manifest_digest.to_string())
+                        .unwrap_or_default(),
+                    status: "unchanged".into(),
+                    platform: record.map(|r| r.platform).unwrap_or_default(),
+                    prefetch: Some(stored),
+                    ..Default::default()
+                });
+            }
         }
     }
     let (revision, new_revision) = tx.commit(key)?;
@@ -324,6 +360,21 @@ impl<'r> Transaction<'r> {
             reports.push(report);
         }
         Ok(Some(reports))
+    }
+
+    /// Stores `list` (the text of a prefetch list, FORMAT.md §5.6) as the
+    /// prefetch list of the published image `name`: paths that are not
+    /// files with content in its flat tree are dropped and reported, a
+    /// list over the format's limits is refused. Setting the list it
+    /// already has changes nothing.
+    pub fn set_prefetch(&mut self, name: &str, list: &[u8]) -> Result<PrefetchReport> {
+        let (record, report) =
+            crate::prefetch::store_list(self.repo, &self.ns, &mut self.objects, name, list)?;
+        if let Some(record) = record {
+            self.ns.set_image(record)?;
+            self.changed = true;
+        }
+        Ok(report)
     }
 
     /// Signs and publishes the new revision if anything changed; returns
@@ -546,6 +597,11 @@ fn publish_image(
         }
         (None, None) => unreachable_flat(&name)?,
     };
+    // A list recorded for this digest under this name still describes it.
+    let prefetch = ns
+        .image(&name)?
+        .filter(|r| r.manifest_digest == image.manifest_digest)
+        .and_then(|r| r.prefetch);
     ns.set_image(ImageRecord {
         name: name.clone(),
         manifest_digest: image.manifest_digest,
@@ -559,6 +615,7 @@ fn publish_image(
         config: image.config.clone(),
         layers: layer_records,
         outputs: wanted_outputs.clone(),
+        prefetch,
     })?;
     // Other names of this manifest share its flat tree: when it was
     // rebuilt with other outputs, they follow it.

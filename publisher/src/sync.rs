@@ -82,6 +82,9 @@ pub struct SyncItem {
     /// Compressed layer bytes downloaded.
     pub bytes: u64,
     pub seconds: f64,
+    /// The prefetch list the wishlist gives for this image, as stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<crate::prefetch::PrefetchReport>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -172,6 +175,26 @@ pub fn sync(
     for input in &wl.images {
         opts.check_cancel()?;
         let sel = selection(&input.platforms);
+        // Reread every round, as the wishlist is: a new recording applies
+        // at the next sync.
+        let prefetch = match input
+            .prefetch
+            .as_deref()
+            .map(crate::prefetch::read_list_file)
+        {
+            None => None,
+            Some(Ok(list)) => Some(list),
+            Some(Err(e)) => {
+                report.failed.push(SyncItem {
+                    name: format!("{} {}", input.label(), input.source),
+                    source: input.source.to_string(),
+                    error: Some(format!("prefetch: {e}")),
+                    ..Default::default()
+                });
+                protected_repos.push((input.source.host.clone(), input.source.repository.clone()));
+                continue;
+            }
+        };
         let targets = match targets(registry, input) {
             Ok(t) => t,
             Err(e) => {
@@ -206,6 +229,7 @@ pub fn sync(
                 &base,
                 &sel,
                 &input.outputs,
+                prefetch.as_deref(),
                 opts,
                 progress,
                 &mut report,
@@ -311,6 +335,7 @@ fn sync_target(
     base: &str,
     sel: &PlatformSelection,
     outputs: &Outputs,
+    prefetch: Option<&[u8]>,
     opts: &SyncOptions,
     progress: &dyn Progress,
     report: &mut SyncReport,
@@ -354,6 +379,13 @@ fn sync_target(
         });
         if unchanged {
             item.platform = current(&names[0]).map(|r| r.platform.clone());
+            if let Err(e) = store_prefetch(tx, &names, prefetch, opts, &mut item) {
+                protected.push(base.to_owned());
+                item.error = Some(e.to_string());
+                item.seconds = t0.elapsed().as_secs_f64();
+                report.failed.push(item);
+                continue;
+            }
             item.seconds = t0.elapsed().as_secs_f64();
             report.kept.push(item);
             continue;
@@ -368,6 +400,13 @@ fn sync_target(
                     item.layers_ingested = stats.1;
                     item.layers_skipped = stats.2;
                     item.bytes = stats.3;
+                    if let Err(e) = store_prefetch(tx, &names, prefetch, opts, &mut item) {
+                        protected.push(base.to_owned());
+                        item.error = Some(e.to_string());
+                        item.seconds = t0.elapsed().as_secs_f64();
+                        report.failed.push(item);
+                        continue;
+                    }
                 }
                 Err(e) => {
                     protected.push(base.to_owned());
@@ -385,6 +424,27 @@ fn sync_target(
             report.added.push(item);
         }
     }
+}
+
+/// Stores the input's prefetch list with each of `names` (none in a dry
+/// run); the report of the first name goes into `item`.
+fn store_prefetch(
+    tx: &mut Transaction<'_>,
+    names: &[String],
+    prefetch: Option<&[u8]>,
+    opts: &SyncOptions,
+    item: &mut SyncItem,
+) -> Result<()> {
+    let Some(list) = prefetch.filter(|_| !opts.dry_run) else {
+        return Ok(());
+    };
+    for n in names {
+        let r = tx.set_prefetch(n, list)?;
+        if item.prefetch.is_none() {
+            item.prefetch = Some(r);
+        }
+    }
+    Ok(())
 }
 
 /// Opens and publishes one resolved manifest: (platform, layers ingested,

@@ -25,6 +25,7 @@ mod live;
 mod mount;
 mod mount_http;
 mod oracle;
+mod prefetch;
 mod pull_http;
 mod pull_jobs;
 mod reader_trust;

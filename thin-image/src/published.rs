@@ -12,6 +12,7 @@ use std::path::Path;
 use stratum_catalog::catalog::ImageRecord;
 use stratum_catalog::manifest::{self, Manifest};
 use stratum_catalog::namespace::{Namespace, StoreLoader};
+use stratum_catalog::prefetch_list::PrefetchList;
 use stratum_catalog::Store;
 use stratum_publisher::Repository;
 
@@ -88,18 +89,42 @@ impl Published {
         )?)
     }
 
-    /// The descriptor of `record`, naming `urls`.
+    /// The descriptor of `record`, naming `urls`; its `prioritizedFiles`
+    /// are the image's published prefetch list (FORMAT.md §5.6), if any.
     pub fn build(
         &self,
         record: &ImageRecord,
         urls: &[String],
     ) -> Result<ThinImage, PublishedError> {
-        ThinImage::build(record, &self.manifest, &self.key, urls).map_err(|source| {
-            PublishedError::Build {
-                image: record.name.clone(),
-                source,
-            }
-        })
+        let built = |source| PublishedError::Build {
+            image: record.name.clone(),
+            source,
+        };
+        let thin = ThinImage::build(record, &self.manifest, &self.key, urls).map_err(built)?;
+        let Some(list) = &record.prefetch else {
+            return Ok(thin);
+        };
+        let (id, size) = list.object()?;
+        let bytes = self
+            .store
+            .get_encoded(&id, stratum_catalog::ObjectKind::Content)
+            .and_then(|enc| {
+                stratum_catalog::object::decode_expected(
+                    &id,
+                    &enc,
+                    stratum_catalog::object::Expected::Size(size),
+                )
+            })?;
+        let paths = PrefetchList::parse(&bytes)
+            .map_err(|e| stratum_catalog::Error::CorruptObject {
+                id,
+                reason: format!("prefetch list: {e}"),
+            })?
+            .paths
+            .into_iter()
+            .map(|p| format!("/{p}"))
+            .collect();
+        thin.with_prioritized_files(paths).map_err(built)
     }
 }
 

@@ -854,6 +854,7 @@ fn record(config: &Value) -> ImageRecord {
             },
         ],
         outputs: Vec::new(),
+        prefetch: None,
     }
 }
 

@@ -87,7 +87,12 @@ impl CatalogBuilder {
         let mut missing = String::new();
         for stmt in SCHEMA.split_inclusive(';') {
             let t = stmt.trim();
-            for table in ["retired_images", "revision_tags", "image_outputs"] {
+            for table in [
+                "retired_images",
+                "revision_tags",
+                "image_outputs",
+                "image_prefetch",
+            ] {
                 if t.starts_with(&format!("CREATE TABLE {table} ")) {
                     missing.push_str(&t.replacen("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1));
                     missing.push('\n');

@@ -48,6 +48,37 @@ pub struct ImageRecord {
     /// Extra outputs added to the flat tree, sorted (`apptainer`); empty
     /// when the flat tree is exactly the merged layers (FORMAT.md §5.5).
     pub outputs: Vec<String>,
+    /// The recorded prefetch list published with this name (FORMAT.md
+    /// §5.6), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<PrefetchRef>,
+}
+
+/// Where an image's prefetch list is: a content object (FORMAT.md §5.6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrefetchRef {
+    /// Id (hex) of the content object holding the list.
+    pub list: String,
+    /// Its size in bytes (at most `MAX_PREFETCH_LIST_SIZE`).
+    pub size: u64,
+    /// How many paths it lists.
+    pub entries: u64,
+}
+
+impl PrefetchRef {
+    /// The list object's id and size, checked against the format's limits.
+    pub fn object(&self) -> Result<(crate::ObjectId, u64), crate::Error> {
+        use crate::prefetch_list::{MAX_PREFETCH_ENTRIES, MAX_PREFETCH_LIST_SIZE};
+        let id = crate::ObjectId::from_hex(&self.list)?;
+        if self.size > MAX_PREFETCH_LIST_SIZE || self.entries > MAX_PREFETCH_ENTRIES as u64 {
+            return Err(crate::Error::ObjectTooLarge {
+                id,
+                size: self.size,
+                limit: MAX_PREFETCH_LIST_SIZE,
+            });
+        }
+        Ok((id, self.size))
+    }
 }
 
 pub(crate) fn insert(conn: &Connection, i: &ImageRecord) -> rusqlite::Result<()> {
@@ -90,6 +121,17 @@ pub(crate) fn insert(conn: &Connection, i: &ImageRecord) -> rusqlite::Result<()>
         conn.prepare_cached("INSERT OR IGNORE INTO image_outputs (image, output) VALUES (?1, ?2)")?
             .execute(params![i.name, o])?;
     }
+    if let Some(p) = &i.prefetch {
+        conn.prepare_cached(
+            "INSERT INTO image_prefetch (image, list, size, entries) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            i.name,
+            p.list,
+            i64::try_from(p.size).unwrap_or(i64::MAX),
+            i64::try_from(p.entries).unwrap_or(i64::MAX)
+        ])?;
+    }
     Ok(())
 }
 
@@ -100,6 +142,10 @@ pub(crate) fn remove(conn: &Connection, name: &str) -> rusqlite::Result<()> {
         .execute([name])?;
     if table_exists(conn, "image_outputs")? {
         conn.prepare_cached("DELETE FROM image_outputs WHERE image = ?1")?
+            .execute([name])?;
+    }
+    if table_exists(conn, "image_prefetch")? {
+        conn.prepare_cached("DELETE FROM image_prefetch WHERE image = ?1")?
             .execute([name])?;
     }
     Ok(())
@@ -152,6 +198,7 @@ fn select<P: rusqlite::Params>(
                 config: r.get(9)?,
                 layers: Vec::new(),
                 outputs: Vec::new(),
+                prefetch: None,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -182,7 +229,46 @@ fn select<P: rusqlite::Params>(
                 .collect::<rusqlite::Result<_>>()?;
         }
     }
+    if table_exists(conn, "image_prefetch")? {
+        let mut st =
+            conn.prepare("SELECT list, size, entries FROM image_prefetch WHERE image = ?1")?;
+        for img in &mut images {
+            img.prefetch = st
+                .query_map([&img.name], prefetch_row)?
+                .next()
+                .transpose()?;
+        }
+    }
     Ok(images)
+}
+
+fn prefetch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrefetchRef> {
+    Ok(PrefetchRef {
+        list: r.get(0)?,
+        size: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(u64::MAX),
+        entries: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(u64::MAX),
+    })
+}
+
+/// Every prefetch list this catalog's records name (for garbage
+/// collection, `check` and replication: the objects beyond its entries).
+pub(crate) fn prefetch_lists(conn: &Connection) -> rusqlite::Result<Vec<(String, PrefetchRef)>> {
+    if !table_exists(conn, "image_prefetch")? {
+        return Ok(Vec::new());
+    }
+    let mut st =
+        conn.prepare("SELECT image, list, size, entries FROM image_prefetch ORDER BY image")?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            PrefetchRef {
+                list: r.get(1)?,
+                size: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(u64::MAX),
+                entries: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(u64::MAX),
+            },
+        ))
+    })?;
+    rows.collect()
 }
 
 /// An image that stopped being wanted: unlinked from `/images` at once, its

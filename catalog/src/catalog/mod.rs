@@ -15,7 +15,7 @@ pub mod schema;
 
 pub use builder::CatalogBuilder;
 pub use entry::{Chunk, Data, Entry, FileType, OPAQUE_XATTR, OPAQUE_XATTR_USER};
-pub use images::{ImageLayerRecord, ImageRecord, RetiredImage, RevisionTag};
+pub use images::{ImageLayerRecord, ImageRecord, PrefetchRef, RetiredImage, RevisionTag};
 pub use reader::Catalog;
 
 /// The entry id of every catalog's root directory.

@@ -441,6 +441,12 @@ impl Catalog {
         super::images::by_digest(&self.conn(), digest).map_err(|e| self.sql(e))
     }
 
+    /// The prefetch lists the image records of this catalog name, with the
+    /// name of the image each belongs to (FORMAT.md §5.6).
+    pub fn prefetch_lists(&self) -> Result<Vec<(String, super::images::PrefetchRef)>> {
+        super::images::prefetch_lists(&self.conn()).map_err(|e| self.sql(e))
+    }
+
     /// Named revisions (only the `/images` catalog has any).
     pub fn revision_tags(&self) -> Result<Vec<super::images::RevisionTag>> {
         super::images::list_tags(&self.conn()).map_err(|e| self.sql(e))

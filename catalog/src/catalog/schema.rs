@@ -63,6 +63,12 @@ CREATE TABLE image_outputs (
     output TEXT NOT NULL,
     PRIMARY KEY (image, output)
 ) WITHOUT ROWID;
+CREATE TABLE image_prefetch (
+    image   TEXT PRIMARY KEY NOT NULL,
+    list    TEXT NOT NULL,
+    size    INTEGER NOT NULL,
+    entries INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE retired_images (
     name            TEXT NOT NULL,
     manifest_digest TEXT NOT NULL,

@@ -10,31 +10,36 @@
 //! Handlers return `Result`; [`Errno`] conversion happens in one place
 //! ([`FsError::errno`]), and every failure is logged with what it was about.
 
+mod ahead;
 mod live;
-mod prefetch;
+mod overlay_xattrs;
+pub mod prefetch;
+mod record;
+mod session;
 mod slots;
 mod store;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType as FuseType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
-    Request,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use stratum_catalog::catalog::{CatalogKind, Data, Entry, FileType, ROOT_ID};
 use stratum_catalog::ObjectId;
 
 pub use fuser::{Notifier, SessionUnmounter};
 pub use live::{Live, LiveStatus, Outcome, Refresh, Switcher};
-pub use prefetch::{prefetch, PrefetchPlan, PrefetchReport};
+pub use overlay_xattrs::OverlayXattrs;
+pub use prefetch::{PrefetchPlan, PrefetchReport, Prefetcher, DEFAULT_PREFETCH_JOBS};
+pub use record::Recorder;
+pub use session::{serve, unmount, MountConfig};
 pub use slots::SlotCounts;
 use slots::{RootCell, Slot, SlotTable};
 pub use store::{LocalTree, RemoteTree, TreeStore};
@@ -117,44 +122,9 @@ pub struct StratumFs<S: TreeStore> {
     /// the image was published for several platforms.
     platform_suffix: Vec<u8>,
     overlay_xattrs: OverlayXattrs,
-}
-
-/// Which of the overlayfs markers that layer trees carry (FORMAT.md §5.3:
-/// `trusted.overlay.opaque` and `user.overlay.opaque` on opaque
-/// directories) a mount shows. overlayfs hides the markers of the namespace
-/// it uses from its merged view (`trusted.` normally, `user.` when mounted
-/// with `userxattr`) but passes the other namespace through as ordinary
-/// xattrs: a stack must be given exactly the namespace it reads, or its
-/// merged view shows overlayfs' private attributes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OverlayXattrs {
-    /// `trusted.overlay.*` only: for overlayfs mounted by root.
-    Trusted,
-    /// `user.overlay.*` only: for overlayfs mounted with `userxattr` (rootless).
-    User,
-    /// Both, as stored.
-    Both,
-}
-
-impl OverlayXattrs {
-    /// What a stack built by this process would read: `Trusted` for root,
-    /// `User` otherwise (only root can mount overlayfs without `userxattr`).
-    pub fn for_this_process() -> Self {
-        if rustix::process::geteuid().is_root() {
-            OverlayXattrs::Trusted
-        } else {
-            OverlayXattrs::User
-        }
-    }
-
-    /// True when the xattr `name` is hidden by this choice.
-    pub fn hides(self, name: &[u8]) -> bool {
-        match self {
-            OverlayXattrs::Trusted => name.starts_with(b"user.overlay."),
-            OverlayXattrs::User => name.starts_with(b"trusted.overlay."),
-            OverlayXattrs::Both => false,
-        }
-    }
+    ahead: ahead::Ahead,
+    /// `--record`: the files opened, and the names that give their paths.
+    recorder: Option<(Arc<Recorder>, record::Names)>,
 }
 
 impl<S: TreeStore> StratumFs<S> {
@@ -179,6 +149,8 @@ impl<S: TreeStore> StratumFs<S> {
             uid_gid_override: None,
             platform_suffix: format!("+{}", stratum_catalog::Platform::host().slug()).into_bytes(),
             overlay_xattrs: OverlayXattrs::Both,
+            ahead: ahead::Ahead::default(),
+            recorder: None,
         };
         let mut node = (fs.slot_of(root)?, ROOT_ID);
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
@@ -193,6 +165,29 @@ impl<S: TreeStore> StratumFs<S> {
         // are released (nothing below the mount point names them).
         fs.slots.keep_only([node.0].into());
         Ok(fs)
+    }
+
+    /// Records every file opened through this mount into `recorder`.
+    pub fn with_recorder(mut self, recorder: Arc<Recorder>) -> Self {
+        self.recorder = Some((recorder, record::Names::default()));
+        self
+    }
+
+    /// Fetches ahead (through the store's [`Prefetcher`]): `images`, the
+    /// published prefetch list of each image whose flat tree is entered
+    /// (for a whole-repository mount); `batch`, the small files of a listed
+    /// directory whose files are opened one after another.
+    pub fn with_fetch_ahead(mut self, images: bool, batch: bool) -> Self {
+        self.ahead.images = images;
+        self.ahead.batch = batch;
+        self
+    }
+
+    /// Notes that `ino` is `name` in directory `parent` (for `--record`).
+    fn note_name(&self, parent: u64, name: &[u8], ino: u64) {
+        if let Some((_, names)) = &self.recorder {
+            names.note(parent, name, ino);
+        }
     }
 
     /// Makes the root switchable: returns the handle that switches it. Only
@@ -278,6 +273,7 @@ impl<S: TreeStore> StratumFs<S> {
         match e.nested {
             None => Ok(Some((s, self.platform_alias(&slot, id, e)?))),
             Some(child) => {
+                self.ahead.entered(&self.store, &slot.catalog, child);
                 let cs = self.slot_of(&child)?;
                 let root = self.slot(cs)?.catalog.root()?;
                 Ok(Some((cs, root)))
@@ -429,6 +425,7 @@ impl<S: TreeStore> StratumFs<S> {
         if !e.is_dir() {
             return Err(FsError::NotDir);
         }
+        self.ahead.listed((s, e.id));
         let own = self.attr(ino, &e);
         let mut list: Listing = vec![(own, b".".to_vec()), (own, b"..".to_vec())];
         for c in slot.catalog.children(e.id)? {
@@ -535,6 +532,7 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
         ) {
             Ok(attr) => {
                 self.hand_out(attr.ino.0);
+                self.note_name(parent.0, name.as_bytes(), attr.ino.0);
                 reply.entry(self.ttl(parent.0), &attr, Generation(0))
             }
             Err(e) => reply.error(e),
@@ -570,16 +568,21 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        let r = self.node(ino.0).and_then(|(_, _, e)| {
+        let r = self.node(ino.0).and_then(|(s, slot, e)| {
             if e.is_dir() {
                 Err(FsError::IsDir)
             } else {
-                Ok(())
+                Ok((s, slot, e))
             }
         });
         match fail("open", ino.0, r) {
             // Immutable content: let the page cache survive close and reopen.
-            Ok(()) => {
+            Ok((s, slot, e)) => {
+                if let Some((recorder, names)) = &self.recorder {
+                    recorder.opened(names.path(ino.0));
+                }
+                self.ahead
+                    .opened(&self.store, &slot.catalog, (s, e.parent), &e.name);
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 self.files
                     .lock()
@@ -686,6 +689,7 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
             // Each entry but `.` and `..` is a reference the kernel keeps.
             if name != b"." && name != b".." {
                 self.hand_out(attr.ino.0);
+                self.note_name(ino.0, name, attr.ino.0);
             }
         }
         reply.ok();
@@ -777,95 +781,4 @@ pub fn image_variants(
         stratum_catalog::image_index::ImageIndex::new(&cat, |id: &ObjectId| store.catalog(id))
             .variants(name)?;
     Ok(images)
-}
-
-/// How to mount.
-#[derive(Clone, Debug)]
-pub struct MountConfig {
-    pub fsname: String,
-    pub allow_other: bool,
-    /// Honour setuid/setgid bits (`suid`); off by default (`nosuid`), so a
-    /// hostile image cannot hand root to local users.
-    pub suid: bool,
-    /// Allow opening device nodes (`dev`); off by default (`nodev`).
-    pub dev: bool,
-    /// Request threads: one slow fetch occupies one of them, never the mount.
-    pub threads: usize,
-}
-
-impl Default for MountConfig {
-    fn default() -> Self {
-        MountConfig {
-            fsname: "stratum".into(),
-            allow_other: false,
-            suid: false,
-            dev: false,
-            threads: 16,
-        }
-    }
-}
-
-/// Mounts `fs` at `mountpoint` and serves it until it is unmounted.
-/// `on_mounted` receives a handle that unmounts (e.g. from a signal thread)
-/// and one that sends the kernel cache invalidations (for [`Live`]).
-pub fn serve<S: TreeStore>(
-    fs: StratumFs<S>,
-    mountpoint: &Path,
-    cfg: &MountConfig,
-    on_mounted: impl FnOnce(fuser::SessionUnmounter, fuser::Notifier),
-) -> std::io::Result<()> {
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        MountOption::RO,
-        MountOption::FSName(cfg.fsname.clone()),
-        MountOption::Subtype("stratum".into()),
-        MountOption::DefaultPermissions,
-        if cfg.dev {
-            MountOption::Dev
-        } else {
-            MountOption::NoDev
-        },
-        if cfg.suid {
-            MountOption::Suid
-        } else {
-            MountOption::NoSuid
-        },
-        MountOption::Exec,
-        MountOption::NoAtime,
-    ];
-    if cfg.allow_other {
-        // The ACL, not a custom `allow_other` option: fuser filters requests
-        // by it (the default, Owner, answers EACCES to every other uid even
-        // when the kernel lets them through) and adds `allow_other` itself.
-        config.acl = fuser::SessionACL::All;
-    }
-    config.n_threads = Some(cfg.threads.max(1));
-    config.clone_fd = true;
-    let mut session = fuser::Session::new(fs, mountpoint, &config)?;
-    let notifier = session.notifier();
-    on_mounted(session.unmount_callable(), notifier);
-    session.run()
-}
-
-/// Unmounts a stratum mount (lazily, so a busy mount detaches at once).
-pub fn unmount(mountpoint: &Path) -> std::io::Result<()> {
-    match rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH) {
-        Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::PERM => {
-            let status = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(mountpoint)
-                .status()?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(std::io::Error::other(format!(
-                    "fusermount3 -u {} failed",
-                    mountpoint.display()
-                )))
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
 }

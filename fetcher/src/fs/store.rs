@@ -11,6 +11,8 @@ use stratum_catalog::catalog::Catalog;
 use stratum_catalog::object::{self, Expected};
 use stratum_catalog::{ObjectId, ObjectKind, Store};
 
+use super::prefetch::{Prefetcher, DEFAULT_PREFETCH_JOBS};
+
 pub trait TreeStore: Send + Sync + 'static {
     /// A verified catalog.
     fn catalog(&self, id: &ObjectId) -> Result<Arc<Catalog>, stratum_catalog::Error>;
@@ -32,8 +34,17 @@ pub trait TreeStore: Send + Sync + 'static {
         self.read_at(id, size, offset, buf)
     }
     /// Hints that `id`, of `size` bytes, will be read soon (read-ahead of
-    /// the next chunk).
-    fn prefetch(&self, _id: &ObjectId, _size: u64) {}
+    /// the next chunk): queued ahead in the [`Prefetcher`], if any.
+    fn prefetch(&self, id: &ObjectId, size: u64) {
+        if let Some(p) = self.prefetcher() {
+            p.push_front([(*id, size)]);
+        }
+    }
+    /// The queue that fetches ahead of the reads (`None`: this store reads
+    /// nothing ahead, e.g. a local directory).
+    fn prefetcher(&self) -> Option<&Prefetcher> {
+        None
+    }
     /// The caller holds no more references to catalog `id` than the `Arc`s
     /// it already has: the store may close it (and unpin it) once those
     /// are dropped. A later [`TreeStore::catalog`] opens it again.
@@ -153,10 +164,6 @@ impl TreeStore for LocalTree {
     }
 }
 
-/// Read-ahead downloads in flight at once per mount: enough to keep a
-/// sequential reader ahead, few enough not to starve demand reads.
-const MAX_PREFETCH: usize = 4;
-
 /// How long a failed object fetch is remembered. The kernel retries a
 /// failed readahead at once with a plain read; without this memory that
 /// retry would spend a whole second retry budget before the EIO arrives.
@@ -165,15 +172,26 @@ const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 /// The HTTP remote through the node's verified cache.
 pub struct RemoteTree {
     remote: Arc<crate::Remote>,
-    prefetching: Arc<std::sync::atomic::AtomicUsize>,
+    prefetcher: Prefetcher,
     failed: Mutex<HashMap<ObjectId, (std::time::Instant, String)>>,
 }
 
 impl RemoteTree {
     pub fn new(remote: Arc<crate::Remote>) -> Self {
+        Self::with_prefetch_jobs(remote, DEFAULT_PREFETCH_JOBS)
+    }
+
+    /// A tree whose [`Prefetcher`] runs at most `jobs` downloads at once
+    /// (0: nothing is fetched ahead of the reads).
+    pub fn with_prefetch_jobs(remote: Arc<crate::Remote>, jobs: usize) -> Self {
+        let r = remote.clone();
+        let prefetcher = Prefetcher::new(
+            jobs,
+            Box::new(move |id, size| r.prefetch_object(id, size).map_err(|e| e.to_string())),
+        );
         RemoteTree {
             remote,
-            prefetching: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            prefetcher,
             failed: Mutex::new(HashMap::new()),
         }
     }
@@ -208,8 +226,8 @@ impl TreeStore for RemoteTree {
         self.read(id, size, offset, buf, true)
     }
 
-    fn prefetch(&self, id: &ObjectId, size: u64) {
-        self.start_prefetch(id, size)
+    fn prefetcher(&self) -> Option<&Prefetcher> {
+        Some(&self.prefetcher)
     }
 }
 
@@ -235,6 +253,8 @@ impl RemoteTree {
                 )));
             }
         }
+        // Workers start fewer prefetches while this read runs.
+        let _demand = self.prefetcher.demand();
         let got = if again {
             self.remote.object_sized_again(id, size)
         } else {
@@ -264,21 +284,5 @@ impl RemoteTree {
             done += n;
         }
         Ok(done)
-    }
-
-    fn start_prefetch(&self, id: &ObjectId, size: u64) {
-        use std::sync::atomic::Ordering;
-        if self.prefetching.fetch_add(1, Ordering::AcqRel) >= MAX_PREFETCH {
-            self.prefetching.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
-        let (remote, counter, id) = (self.remote.clone(), self.prefetching.clone(), *id);
-        std::thread::spawn(move || {
-            // A failure here is retried by the demand read that needs it.
-            if let Err(e) = remote.object_sized(&id, size) {
-                tracing::debug!("read-ahead of {id}: {e}");
-            }
-            counter.fetch_sub(1, Ordering::AcqRel);
-        });
     }
 }

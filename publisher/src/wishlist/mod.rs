@@ -145,6 +145,9 @@ pub struct Input {
     pub tag: Option<String>,
     /// Extra outputs of its flat trees (`outputs: [apptainer]`).
     pub outputs: crate::publish::Outputs,
+    /// A recorded prefetch list stored with every name it publishes
+    /// (`prefetch: FILE`, relative to the wishlist's directory).
+    pub prefetch: Option<PathBuf>,
 }
 
 impl Input {
@@ -300,6 +303,8 @@ struct RawImageEntry {
     name: Option<String>,
     #[serde(default)]
     outputs: Option<Vec<String>>,
+    #[serde(default)]
+    prefetch: Option<PathBuf>,
 }
 
 /// An `images` entry: a reference string, or a map.
@@ -501,7 +506,14 @@ fn parse_inner(
 
     let mut images = Vec::with_capacity(raw.images.len());
     for (index, entry) in raw.images.iter().enumerate() {
-        images.push(parse_input(&cx, index, entry, &platforms)?);
+        let mut input = parse_input(&cx, index, entry, &platforms)?;
+        if let RawImage::Full(RawImageEntry {
+            prefetch: Some(p), ..
+        }) = &entry.value
+        {
+            input.prefetch = Some(resolve(&format!("images[{index}].prefetch"), p)?);
+        }
+        images.push(input);
     }
     check_conflicts(&cx, &raw.images, &images)?;
 
@@ -597,6 +609,7 @@ fn parse_input(
         name,
         tag,
         outputs,
+        prefetch: None,
     };
     // The published name must be a valid `/images` name. For a glob, check
     // the repository part with a stand-in tag.
