@@ -39,7 +39,7 @@ pub enum Error {
     },
     #[error("catalog {catalog} is invalid: {reason}")]
     InvalidCatalog { catalog: String, reason: String },
-    #[error("unsupported format version {found} in {what} (this build reads version {expected})")]
+    #[error("unsupported format version {found} in {what} (this build reads versions 1 to {expected}; a newer stratum wrote it)")]
     UnsupportedVersion {
         what: String,
         found: u64,

@@ -1,4 +1,4 @@
-//! The stratum repository format, version 1.
+//! The stratum repository format, version 2 (version 1 is read too).
 //!
 //! Everything a reader or writer of a repository must agree on lives here and
 //! nowhere else: object ids and their paths ([`ObjectId`], [`layout`]), the OCI
@@ -43,9 +43,19 @@ pub use object_id::{is_hex64, ObjectId, ObjectKind};
 pub use platform::Platform;
 pub use store::{Put, Store};
 
-/// The repository format version this crate reads and writes. Readers refuse
-/// manifests and catalogs that declare another version.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format version this crate writes. Readers accept every
+/// version from [`OLDEST_FORMAT_VERSION`] to this one (a version-2
+/// repository keeps the version-1 catalogs it was upgraded from) and refuse
+/// manifests and catalogs that declare another.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this crate reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+
+/// Whether this crate reads format version `v`.
+pub fn reads_version(v: u64) -> bool {
+    (u64::from(OLDEST_FORMAT_VERSION)..=u64::from(FORMAT_VERSION)).contains(&v)
+}
 
 /// The `tracing` target of notices for the person running a command, such
 /// as "waiting for the repository lock …": libraries never print; they emit

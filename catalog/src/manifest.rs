@@ -5,7 +5,7 @@
 //! order, so that the signed bytes are unambiguous without a canonical JSON:
 //!
 //! ```text
-//! stratum-manifest 1
+//! stratum-manifest 2
 //! name example
 //! revision 7
 //! timestamp 1763900000
@@ -32,6 +32,9 @@ const MAX_MANIFEST: usize = 4096;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
+    /// The format version on its first line: [`FORMAT_VERSION`] for every
+    /// manifest this crate makes, 1 for one of a version-1 repository.
+    pub version: u32,
     pub name: String,
     pub revision: u64,
     pub timestamp: u64,
@@ -61,6 +64,7 @@ impl Manifest {
             )));
         }
         Ok(Manifest {
+            version: FORMAT_VERSION,
             name: name.to_owned(),
             revision,
             timestamp,
@@ -71,12 +75,14 @@ impl Manifest {
 
     fn body(&self) -> String {
         format!(
-            "stratum-manifest {FORMAT_VERSION}\nname {}\nrevision {}\ntimestamp {}\nroot {}\nprevious {}\n",
+            "stratum-manifest {}\nname {}\nrevision {}\ntimestamp {}\nroot {}\nprevious {}\n",
+            self.version,
             self.name,
             self.revision,
             self.timestamp,
             self.root,
-            self.previous.map_or_else(|| "none".to_owned(), |p| p.to_hex()),
+            self.previous
+                .map_or_else(|| "none".to_owned(), |p| p.to_hex()),
         )
     }
 
@@ -119,7 +125,7 @@ impl Manifest {
         };
         let version = field("stratum-manifest")?;
         let version: u64 = version.parse().map_err(|_| bad("bad format version"))?;
-        if version != u64::from(FORMAT_VERSION) {
+        if !crate::reads_version(version) {
             return Err(Error::UnsupportedVersion {
                 what: "manifest".into(),
                 found: version,
@@ -161,7 +167,8 @@ impl Manifest {
         }
         let mut sig = [0u8; 64];
         hex::decode_to_slice(sig_hex, &mut sig).map_err(|_| bad("bad signature hex"))?;
-        let m = Manifest::new(&name, revision, timestamp, root, previous)?;
+        let mut m = Manifest::new(&name, revision, timestamp, root, previous)?;
+        m.version = version as u32;
         if revision == 0 {
             return Err(bad("revision 0"));
         }
@@ -290,13 +297,21 @@ mod tests {
             .replace("revision 3", "revision 4");
         assert!(Manifest::verify(tampered.as_bytes(), &key(1).verifying_key()).is_err());
         assert!(Manifest::verify(&bytes[..bytes.len() - 2], &key(1).verifying_key()).is_err());
-        let v2 = String::from_utf8(bytes)
-            .unwrap()
-            .replace("stratum-manifest 1", "stratum-manifest 2");
-        assert!(matches!(
-            Manifest::parse_unverified(v2.as_bytes()),
-            Err(Error::UnsupportedVersion { .. })
-        ));
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("stratum-manifest 2\n"), "{text}");
+        let v3 = text.replace("stratum-manifest 2", "stratum-manifest 3");
+        let err = Manifest::parse_unverified(v3.as_bytes()).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedVersion { found: 3, .. }));
+        assert!(err.to_string().contains("reads versions 1 to 2"), "{err}");
+        // A version-1 manifest (a repository not upgraded yet) is read,
+        // and signed again as the version it says.
+        let mut v1 = m.clone();
+        v1.version = 1;
+        let bytes = v1.sign(&key(1));
+        assert!(bytes.starts_with(b"stratum-manifest 1\n"));
+        let back = Manifest::verify(&bytes, &key(1).verifying_key()).unwrap();
+        assert_eq!(back.version, 1);
+        assert_eq!(back, v1);
     }
 
     #[test]

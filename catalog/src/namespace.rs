@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use crate::catalog::nesting::{fits, MAX_NESTING};
 use crate::catalog::{Catalog, Entry};
 use crate::store::Store;
 use crate::{Error, ObjectId, Result};
@@ -50,6 +51,9 @@ impl CatalogLoader for StoreLoader {
 pub struct Node {
     pub catalog: Rc<Catalog>,
     pub entry: Entry,
+    /// Catalogs on the path from the namespace root to this entry's, both
+    /// included (1 in the root catalog).
+    pub nesting: usize,
 }
 
 pub struct Namespace<L> {
@@ -78,23 +82,51 @@ impl<L: CatalogLoader> Namespace<L> {
         Ok(Node {
             catalog: self.root.clone(),
             entry: self.root.root()?,
+            nesting: 1,
         })
     }
 
-    /// Follows a nested-catalog mount point, if `entry` is one.
-    fn cross(&self, catalog: &Rc<Catalog>, entry: Entry) -> Result<Node> {
+    /// Follows a nested-catalog mount point, if `entry` (a child of `dir`)
+    /// is one: the child catalog must fit its place (a tree mounts only
+    /// subtrees, FORMAT.md §4.12) and be at most [`MAX_NESTING`] catalogs
+    /// deep. Catalogs are named by the hash of their bytes, so none can
+    /// name itself or an ancestor; the depth bound holds whatever a hostile
+    /// store (or a broken hash) serves.
+    fn cross(&self, dir: &Node, entry: Entry) -> Result<Node> {
         match entry.nested {
             None => Ok(Node {
-                catalog: catalog.clone(),
+                catalog: dir.catalog.clone(),
                 entry,
+                nesting: dir.nesting,
             }),
             Some(id) => {
+                let invalid = |reason: String| Error::InvalidCatalog {
+                    catalog: id.to_hex(),
+                    reason,
+                };
+                if dir.nesting >= MAX_NESTING {
+                    return Err(invalid(format!(
+                        "nested catalogs more than {MAX_NESTING} deep (mounted at {:?} in catalog {})",
+                        String::from_utf8_lossy(&entry.name),
+                        dir.catalog.id()
+                    )));
+                }
                 let child = self.loader.load(&id)?;
+                if !fits(dir.catalog.kind(), child.kind()) {
+                    return Err(invalid(format!(
+                        "a catalog of kind {} cannot be mounted in one of kind {} (at {:?} in catalog {})",
+                        child.kind().as_str(),
+                        dir.catalog.kind().as_str(),
+                        String::from_utf8_lossy(&entry.name),
+                        dir.catalog.id()
+                    )));
+                }
                 let mut root = child.root()?;
                 root.name = entry.name;
                 Ok(Node {
                     catalog: child,
                     entry: root,
+                    nesting: dir.nesting + 1,
                 })
             }
         }
@@ -103,7 +135,7 @@ impl<L: CatalogLoader> Namespace<L> {
     pub fn lookup(&self, dir: &Node, name: &[u8]) -> Result<Option<Node>> {
         match dir.catalog.lookup(dir.entry.id, name)? {
             None => Ok(None),
-            Some(e) => self.cross(&dir.catalog, e).map(Some),
+            Some(e) => self.cross(dir, e).map(Some),
         }
     }
 
@@ -111,7 +143,7 @@ impl<L: CatalogLoader> Namespace<L> {
         dir.catalog
             .children(dir.entry.id)?
             .into_iter()
-            .map(|e| self.cross(&dir.catalog, e))
+            .map(|e| self.cross(dir, e))
             .collect()
     }
 

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use ed25519_dalek::VerifyingKey;
 
+use crate::catalog::nesting::{fits, MAX_NESTING};
 use crate::catalog::{Catalog, CatalogKind, Data, FileType};
 use crate::object::Expected;
 use crate::{ObjectId, ObjectKind, Result, Store};
@@ -172,10 +173,21 @@ pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Resul
         ..Default::default()
     };
     let mut seen: HashSet<ObjectId> = HashSet::new();
-    // (catalog id, namespace path it is mounted at)
-    let mut todo = vec![(manifest.root, "/".to_owned())];
-    while let Some((id, path)) = todo.pop() {
+    // (catalog id, namespace path it is mounted at, kind of the catalog
+    // that mounts it, catalogs from the root down to it)
+    let mut todo = vec![(manifest.root, "/".to_owned(), None, 1usize)];
+    while let Some((id, path, parent_kind, nesting)) = todo.pop() {
+        // A subtree catalog shared by many places is checked once.
         if !seen.insert(id) {
+            continue;
+        }
+        if nesting > MAX_NESTING {
+            report.findings.push(Finding::catalog(
+                FindingKind::MisplacedCatalog,
+                &id,
+                &path,
+                format!("is nested more than {MAX_NESTING} catalogs deep; not read"),
+            ));
             continue;
         }
         let cat = match load(store, &id, &mut report) {
@@ -191,7 +203,19 @@ pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Resul
             }
         };
         report.catalogs += 1;
-        if cat.path() != path {
+        if let Some(pk) = parent_kind.filter(|&pk| !fits(pk, cat.kind())) {
+            report.findings.push(Finding::catalog(
+                FindingKind::MisplacedCatalog,
+                &id,
+                &path,
+                format!(
+                    "is of kind {}, which a catalog of kind {} cannot mount",
+                    cat.kind().as_str(),
+                    pk.as_str()
+                ),
+            ));
+        }
+        if cat.kind() != CatalogKind::Subtree && cat.path() != path {
             report.findings.push(Finding::catalog(
                 FindingKind::MisplacedCatalog,
                 &id,
@@ -251,7 +275,7 @@ pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Resul
                         }
                     }
                 };
-                todo.push((child, child_path));
+                todo.push((child, child_path, Some(cat.kind()), nesting + 1));
             }
             let declared = e.size;
             match (&e.data, ft) {

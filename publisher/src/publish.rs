@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
+use stratum_catalog::catalog::nesting::{write_tree, SUBTREE_MIN_ENTRIES};
 use stratum_catalog::catalog::{
     Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageLayerRecord, ImageRecord,
 };
@@ -404,6 +405,22 @@ impl<'r> Transaction<'r> {
             NamespaceWriter::empty(self.repo.tmp_dir(), self.ts),
         );
         let root = ns.write(store, &mut self.objects)?;
+        if self.current.version < stratum_catalog::FORMAT_VERSION {
+            // Readers of version 2 read version-1 catalogs, so the upgrade
+            // is this one signed revision: its manifest says 2; the catalogs
+            // it keeps stay as they are (FORMAT.md §12).
+            tracing::info!(
+                target: stratum_catalog::NOTICE,
+                "repository {} is in format version {}: this revision (revision {}) upgrades it \
+                 to format version {}; stratum releases that read only version {} cannot read it \
+                 any more (they refuse it, naming the version)",
+                self.current.name,
+                self.current.version,
+                self.current.revision + 1,
+                stratum_catalog::FORMAT_VERSION,
+                self.current.version,
+            );
+        }
         let manifest = Manifest::new(
             &self.current.name,
             self.current.revision + 1,
@@ -591,9 +608,19 @@ fn publish_image(
                     })?;
                 crate::apptainer::add_to_flat(&mut b, objects, &config)?;
             }
-            let id = objects.put_file(ObjectKind::Catalog, b.finish_file()?.as_file_mut())?;
-            ns.add_flat(&manifest_hex, id);
-            id
+            // The flat tree as a Merkle tree of catalogs: what it shares
+            // with other images (its base's subtrees) is stored once.
+            let path = format!("/flat/{}/{manifest_hex}", &manifest_hex[..2]);
+            let tree = write_tree(
+                b,
+                &repo.tmp_dir(),
+                CatalogKind::Flat,
+                &path,
+                subtree_min_entries(),
+                |f| objects.put_file(ObjectKind::Catalog, f),
+            )?;
+            ns.add_flat(&manifest_hex, tree.top);
+            tree.top
         }
         (None, None) => unreachable_flat(&name)?,
     };
@@ -639,6 +666,20 @@ fn publish_image(
     report.new_stored_bytes = after.new_stored_bytes - before.new_stored_bytes;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The cut threshold of flat trees: [`SUBTREE_MIN_ENTRIES`], or for
+/// measurements (bench/nesting.sh) `STRATUM_SUBTREE_MIN_ENTRIES` (a number;
+/// `0` writes every flat tree as one catalog, as format version 1 did).
+fn subtree_min_entries() -> usize {
+    match std::env::var("STRATUM_SUBTREE_MIN_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(0) => usize::MAX,
+        Some(n) => n,
+        None => SUBTREE_MIN_ENTRIES,
+    }
 }
 
 /// The outputs a flat catalog carries (its `outputs` property), sorted.

@@ -39,8 +39,11 @@ impl CatalogBuilder {
         };
         let conn = Connection::open(file.path()).map_err(sql)?;
         // A builder's file is scratch until finish(): no journal, no fsync.
+        // The page size is fixed (before the first table) so that equal
+        // content gives equal bytes whatever SQLite's default (§4.1).
         conn.execute_batch(
-            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;
+            "PRAGMA page_size = 4096; PRAGMA auto_vacuum = NONE;
+             PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;
              PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
         )
         .map_err(sql)?;
@@ -55,7 +58,10 @@ impl CatalogBuilder {
         };
         b.set_property(schema::PROP_FORMAT_VERSION, &FORMAT_VERSION.to_string())?;
         b.set_property(schema::PROP_KIND, kind.as_str())?;
-        b.set_property(schema::PROP_PATH, ns_path)?;
+        // A subtree catalog may be mounted anywhere: no path (§4.12).
+        if kind != CatalogKind::Subtree {
+            b.set_property(schema::PROP_PATH, ns_path)?;
+        }
         let mut root = root.clone();
         root.name.clear();
         b.insert_row(Some(ROOT_ID), 0, &root)?;
@@ -147,6 +153,15 @@ impl CatalogBuilder {
         Ok(())
     }
 
+    /// Every `(key, value)` property, in key order.
+    pub(crate) fn properties(&self) -> Result<Vec<(String, String)>> {
+        let res = self
+            .conn
+            .prepare("SELECT key, value FROM properties ORDER BY key")
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect());
+        res.map_err(|e| self.sql(e))
+    }
+
     pub fn property(&self, key: &str) -> Result<Option<String>> {
         rows::property(&self.conn, key).map_err(|e| self.sql(e))
     }
@@ -209,6 +224,12 @@ impl CatalogBuilder {
             res.map_err(|e| self.sql(e))?;
         }
         Ok(())
+    }
+
+    /// Adds `e` under `parent` as entry `id` (ids chosen by the caller, as
+    /// the canonical writer of [`super::nesting`] numbers them).
+    pub(crate) fn insert_with_id(&mut self, id: i64, parent: i64, e: &Entry) -> Result<i64> {
+        self.insert_row(Some(id), parent, e)
     }
 
     /// Adds `e` (its `name`) under `parent`; returns the new entry's id. The
@@ -401,9 +422,71 @@ impl CatalogBuilder {
             catalog: label,
             source,
         })?;
+        fix_header(out.path())?;
         Ok(out)
     }
+
+    /// Computes `nlink` (as [`CatalogBuilder::finish`] does) and ends the
+    /// builder's transaction, leaving it readable: the canonical writer
+    /// then copies it into catalogs of its own.
+    pub(crate) fn freeze_links(&mut self) -> Result<()> {
+        let res = self.conn.execute_batch(
+            "UPDATE entries SET nlink = 1 WHERE nlink != 1;
+             UPDATE entries SET nlink = g.n
+                 FROM (SELECT hardlink, COUNT(*) AS n FROM entries WHERE hardlink != 0 GROUP BY hardlink) AS g
+                 WHERE entries.hardlink = g.hardlink;",
+        );
+        res.map_err(|e| self.sql(e))
+    }
+
+    /// `(id, parent, is directory, hardlink group, nlink)` of every entry,
+    /// in id order: the shape of the tree, for the cut rule.
+    pub(crate) fn shape(&self) -> Result<Vec<(i64, i64, bool, i64, u32)>> {
+        let res = self
+            .conn
+            .prepare("SELECT id, parent, mode, hardlink, nlink FROM entries ORDER BY id")
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    let mode: u32 = r.get(2)?;
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        mode & super::entry::S_IFMT == 0o040000,
+                        r.get(3)?,
+                        r.get(4)?,
+                    ))
+                })?
+                .collect()
+            });
+        res.map_err(|e| self.sql(e))
+    }
 }
+
+/// Header fields of a database file that depend on how, not what, SQLite
+/// wrote: the change counter (offset 24), the version-valid-for number
+/// (92, which must equal it) and the number of the SQLite library that
+/// wrote the file (96). Fixed, so that equal content gives equal bytes
+/// whatever SQLite version the writer links (FORMAT.md §4.1).
+fn fix_header(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let io = |e| Error::io(path, e);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let mut header = [0u8; 100];
+    f.read_exact(&mut header).map_err(io)?;
+    header[24..28].copy_from_slice(&1u32.to_be_bytes());
+    header[92..96].copy_from_slice(&1u32.to_be_bytes());
+    header[96..100].copy_from_slice(&CANONICAL_SQLITE_VERSION.to_be_bytes());
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    f.write_all(&header).map_err(io)
+}
+
+/// What the header of every catalog the reference writer builds says about
+/// the SQLite version that wrote it (3.45.0; informational for SQLite).
+pub const CANONICAL_SQLITE_VERSION: u32 = 3_045_000;
 
 fn to_i64(v: u64) -> i64 {
     // SQLite integers are signed; sizes and device numbers fit in 63 bits.

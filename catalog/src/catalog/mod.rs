@@ -9,6 +9,7 @@
 mod builder;
 mod entry;
 mod images;
+pub mod nesting;
 mod reader;
 mod rows;
 pub mod schema;
@@ -40,6 +41,9 @@ pub enum CatalogKind {
     Flat,
     /// `/images`: the image names and the image metadata tables.
     Images,
+    /// A subtree of a flat tree, mounted at any number of places (format
+    /// version 2): it has no `path`, so identical subtrees are one catalog.
+    Subtree,
 }
 
 impl CatalogKind {
@@ -50,6 +54,7 @@ impl CatalogKind {
             CatalogKind::Layer => "layer",
             CatalogKind::Flat => "flat",
             CatalogKind::Images => "images",
+            CatalogKind::Subtree => "subtree",
         }
     }
 
@@ -60,6 +65,7 @@ impl CatalogKind {
             "layer" => CatalogKind::Layer,
             "flat" => CatalogKind::Flat,
             "images" => CatalogKind::Images,
+            "subtree" => CatalogKind::Subtree,
             _ => return None,
         })
     }
@@ -194,7 +200,7 @@ mod tests {
             &Entry::new(FileType::Directory, 0o755),
         )
         .unwrap();
-        b.set_property(schema::PROP_FORMAT_VERSION, "2").unwrap();
+        b.set_property(schema::PROP_FORMAT_VERSION, "3").unwrap();
         let bytes = b.finish().unwrap();
         assert!(matches!(
             Catalog::from_bytes(ObjectId::of(&bytes), &bytes),

@@ -18,7 +18,9 @@ pub struct Catalog {
     id: ObjectId,
     conn: Mutex<Connection>,
     kind: CatalogKind,
+    /// Empty for a subtree catalog.
     path: String,
+    version: u32,
     /// The decoded file of a catalog opened with [`Catalog::from_encoded`],
     /// removed when the catalog is dropped.
     _scratch: Option<tempfile::TempPath>,
@@ -165,7 +167,7 @@ impl Catalog {
         let version: u64 = version
             .parse()
             .map_err(|_| invalid(format!("bad format_version {version:?}")))?;
-        if version != u64::from(FORMAT_VERSION) {
+        if !crate::reads_version(version) {
             return Err(Error::UnsupportedVersion {
                 what: format!("catalog {id}"),
                 found: version,
@@ -176,14 +178,25 @@ impl Catalog {
             .map_err(sql)?
             .and_then(|k| CatalogKind::parse(&k))
             .ok_or_else(|| invalid("missing or unknown kind".into()))?;
-        let path = rows::property(&conn, schema::PROP_PATH)
-            .map_err(sql)?
-            .ok_or_else(|| invalid("no path property".into()))?;
+        // A subtree catalog is mounted wherever its content occurs: it has
+        // no path of its own (FORMAT.md §4.12).
+        let path = match kind {
+            CatalogKind::Subtree if version < 2 => {
+                return Err(invalid(format!(
+                    "kind subtree does not exist in format version {version}"
+                )))
+            }
+            CatalogKind::Subtree => String::new(),
+            _ => rows::property(&conn, schema::PROP_PATH)
+                .map_err(sql)?
+                .ok_or_else(|| invalid("no path property".into()))?,
+        };
         let cat = Catalog {
             id,
             conn: Mutex::new(conn),
             kind,
             path,
+            version: version as u32,
             _scratch: None,
         };
         let root = cat.root()?;
@@ -287,9 +300,15 @@ impl Catalog {
         self.kind
     }
 
-    /// The namespace path this catalog is mounted at.
+    /// The namespace path this catalog is mounted at; empty for a
+    /// subtree catalog, which may be mounted at many places.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The `format_version` the catalog declares (1 or 2).
+    pub fn format_version(&self) -> u32 {
+        self.version
     }
 
     pub fn property(&self, key: &str) -> Result<Option<String>> {

@@ -31,6 +31,7 @@ use fuser::{
     InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
+use stratum_catalog::catalog::nesting::{fits, MAX_NESTING};
 use stratum_catalog::catalog::{CatalogKind, Data, Entry, FileType, ROOT_ID};
 use stratum_catalog::ObjectId;
 
@@ -274,11 +275,50 @@ impl<S: TreeStore> StratumFs<S> {
             None => Ok(Some((s, self.platform_alias(&slot, id, e)?))),
             Some(child) => {
                 self.ahead.entered(&self.store, &slot.catalog, child);
-                let cs = self.slot_of(&child)?;
+                let cs = self.nested_slot(s, &slot, e.id, &child)?;
                 let root = self.slot(cs)?.catalog.root()?;
                 Ok(Some((cs, root)))
             }
         }
+    }
+
+    /// The slot of catalog `child`, mounted at entry `entry` of slot `s`:
+    /// a subtree catalog gets a slot per place (the same subtree shown at
+    /// two places is two directories), and must fit its place and be at
+    /// most [`MAX_NESTING`] catalogs deep (FORMAT.md §4.12).
+    fn nested_slot(&self, s: u32, slot: &Slot, entry: i64, child: &ObjectId) -> FsResult<u32> {
+        let parent = slot.catalog.kind();
+        let in_tree = matches!(
+            parent,
+            CatalogKind::Flat | CatalogKind::Layer | CatalogKind::Subtree
+        );
+        let invalid = |reason: String| {
+            FsError::Catalog(stratum_catalog::Error::InvalidCatalog {
+                catalog: child.to_hex(),
+                reason,
+            })
+        };
+        if self.slots.nesting(s) >= MAX_NESTING {
+            return Err(invalid(format!(
+                "nested catalogs more than {MAX_NESTING} deep (mounted in catalog {})",
+                slot.catalog.id()
+            )));
+        }
+        let cs = if in_tree {
+            self.slots.slot_at(child, Some((s, entry)))?
+        } else {
+            self.slot_of(child)?
+        };
+        let kind = self.slot(cs)?.catalog.kind();
+        if !fits(parent, kind) {
+            return Err(invalid(format!(
+                "a catalog of kind {} cannot be mounted in one of kind {} (catalog {})",
+                kind.as_str(),
+                parent.as_str(),
+                slot.catalog.id()
+            )));
+        }
+        Ok(cs)
     }
 
     /// In the `/images` catalog, `TAG` of an image published for several
@@ -431,7 +471,7 @@ impl<S: TreeStore> StratumFs<S> {
         for c in slot.catalog.children(e.id)? {
             let (cs, ce) = match c.nested {
                 Some(child) => {
-                    let cs = self.slot_of(&child)?;
+                    let cs = self.nested_slot(s, &slot, c.id, &child)?;
                     let mut root = self.slot(cs)?.catalog.root()?;
                     root.name = c.name;
                     (cs, root)

@@ -39,6 +39,9 @@ pub(super) struct Slot {
 
 struct Entry {
     id: ObjectId,
+    /// Catalogs from the mount's top catalog down to this one, both
+    /// included.
+    nesting: usize,
     /// The open catalog; `None` once released.
     loaded: Option<Arc<Slot>>,
     /// References the kernel holds to inodes of this slot (counted under
@@ -46,9 +49,17 @@ struct Entry {
     lookups: AtomicU64,
 }
 
+/// What a slot is: a catalog, and for a subtree catalog the place it is
+/// mounted at (the slot and entry id of its mount point). A subtree
+/// catalog is shared by every place its content occurs (FORMAT.md §4.12);
+/// each place is its own slot, so that one directory never has two
+/// parents. Other catalogs have one place per namespace, and keep their
+/// slot across revisions.
+type Key = (ObjectId, Option<(u32, i64)>);
+
 #[derive(Default)]
 struct Slots {
-    by_id: HashMap<ObjectId, u32>,
+    by_id: HashMap<Key, u32>,
     slots: Vec<Entry>,
     /// Slots never released while they are listed: the root's, and the
     /// catalogs a live mount's current revision mounts at its top.
@@ -105,14 +116,27 @@ impl SlotTable {
     /// The slot of catalog `id`, loading the catalog into a new slot the
     /// first time (and opening it again when it was released).
     pub fn slot_of(&self, id: &ObjectId) -> FsResult<u32> {
-        let known = self.read().by_id.get(id).copied();
+        self.slot_at(id, None)
+    }
+
+    /// How many catalogs deep slot `s` is (1 for a mount's top catalog).
+    pub fn nesting(&self, s: u32) -> usize {
+        self.read().slots.get(s as usize).map_or(0, |e| e.nesting)
+    }
+
+    /// The slot of catalog `id` mounted at `place` (the slot and entry id
+    /// of a mount point in a tree; `None` for any other catalog).
+    pub fn slot_at(&self, id: &ObjectId, place: Option<(u32, i64)>) -> FsResult<u32> {
+        let key = (*id, place);
+        let known = self.read().by_id.get(&key).copied();
         if let Some(s) = known {
             self.slot(s)?;
             return Ok(s);
         }
+        let nesting = place.map_or(1, |(p, _)| self.nesting(p) + 1);
         let loaded = self.load(id)?;
         let mut slots = self.write();
-        if let Some(&s) = slots.by_id.get(id) {
+        if let Some(&s) = slots.by_id.get(&key) {
             let e = &mut slots.slots[s as usize];
             if e.loaded.is_none() {
                 e.loaded = Some(loaded);
@@ -123,16 +147,17 @@ impl SlotTable {
         let s = u32::try_from(slots.slots.len()).map_err(|_| FsError::Invalid)?;
         slots.slots.push(Entry {
             id: *id,
+            nesting,
             loaded: Some(loaded),
             lookups: AtomicU64::new(0),
         });
-        slots.by_id.insert(*id, s);
+        slots.by_id.insert(key, s);
         Ok(s)
     }
 
-    /// The slot of catalog `id`, if it has one.
+    /// The slot of catalog `id` (not a subtree's), if it has one.
     pub fn find(&self, id: &ObjectId) -> Option<u32> {
-        self.read().by_id.get(id).copied()
+        self.read().by_id.get(&(*id, None)).copied()
     }
 
     /// The catalog of slot `s`, opened again if it was released.

@@ -1,0 +1,317 @@
+//! Trees stored as a Merkle tree of catalogs (format version 2, FORMAT.md
+//! §4.12): where a tree is cut into nested `subtree` catalogs, and the
+//! canonical writer that makes equal subtrees equal bytes, hence one
+//! object whatever image, or place in an image, they occur in.
+//!
+//! The cut rule looks only at a directory's own subtree, so an identical
+//! subtree is cut identically wherever it is: a directory becomes a nested
+//! catalog when its subtree, minus what its own nested catalogs already
+//! hold, has at least `min_entries` entries, and no hardlink group has
+//! members both inside and outside it (hardlinks never cross catalogs,
+//! §4.7). The canonical writer numbers entries breadth-first in name order
+//! from 1, renumbers hardlink groups in order of first appearance, writes
+//! no timestamp of its own, and builds every catalog with a fixed page
+//! size and fixed header fields (§4.1).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::builder::CatalogBuilder;
+use super::{schema, CatalogKind, ROOT_ID};
+use crate::ObjectId;
+
+/// The reference writer's cut threshold: a directory whose subtree holds
+/// at least this many entries not already in nested catalogs below it
+/// becomes a nested catalog (chosen by measurement, DECISIONS.md D43).
+pub const SUBTREE_MIN_ENTRIES: usize = 256;
+
+/// The most catalogs a reader crosses on one path from the namespace root
+/// (root, partition and tree count; FORMAT.md §11): deeper nesting is
+/// refused, whatever the catalogs say.
+pub const MAX_NESTING: usize = 256;
+
+/// The most levels of nested catalogs the reference writer puts below the
+/// top of one tree (a tree deeper than that keeps the rest inline), well
+/// under [`MAX_NESTING`] with the root, partition and tree above it.
+pub const MAX_TREE_NESTING: usize = 64;
+
+/// Whether a catalog of kind `child` may be mounted in one of kind
+/// `parent`: trees (flat, layer, subtree) mount only subtrees, and
+/// subtrees are mounted only in trees (FORMAT.md §4.12).
+pub fn fits(parent: CatalogKind, child: CatalogKind) -> bool {
+    let tree = |k| {
+        matches!(
+            k,
+            CatalogKind::Flat | CatalogKind::Layer | CatalogKind::Subtree
+        )
+    };
+    if tree(parent) || child == CatalogKind::Subtree {
+        tree(parent) && child == CatalogKind::Subtree
+    } else {
+        true
+    }
+}
+
+/// What [`write_tree`] stored.
+#[derive(Clone, Debug)]
+pub struct WrittenTree {
+    /// The tree's top catalog (kind and path as asked).
+    pub top: ObjectId,
+    /// Every nested catalog the tree mounts, once each, deepest first.
+    pub subtrees: Vec<ObjectId>,
+}
+
+/// Writes the tree assembled in `src` as its top catalog (kind `kind`,
+/// path `path`, with `src`'s other properties) and the nested `subtree`
+/// catalogs the cut rule gives with threshold `min_entries` (`usize::MAX`:
+/// one catalog, as format version 1 writes it). Each frozen catalog file
+/// is handed to `store`, children before parents, which stores it and
+/// returns its id.
+pub fn write_tree<E: From<crate::Error>>(
+    mut src: CatalogBuilder,
+    tmp_dir: &Path,
+    kind: CatalogKind,
+    path: &str,
+    min_entries: usize,
+    mut store: impl FnMut(&mut std::fs::File) -> Result<ObjectId, E>,
+) -> Result<WrittenTree, E> {
+    src.freeze_links()?;
+    let shape = Shape::read(&src)?;
+    let cut = shape.cuts(min_entries);
+    // Children before parents: reverse pre-order.
+    let mut tops: Vec<usize> = shape
+        .preorder
+        .iter()
+        .rev()
+        .copied()
+        .filter(|&i| cut[i])
+        .collect();
+    tops.push(0);
+    let mut catalog_of: HashMap<i64, ObjectId> = HashMap::new();
+    let mut subtrees = Vec::new();
+    let mut top_id = None;
+    for t in tops {
+        let is_top = t == 0;
+        let src_id = shape.ids[t];
+        let mut root = src
+            .get(src_id)?
+            .ok_or_else(|| crate::Error::InvalidCatalog {
+                catalog: format!("being built for {path}"),
+                reason: format!("entry {src_id} vanished while the tree was written"),
+            })?;
+        root.name.clear();
+        root.nested = None;
+        let (k, p) = if is_top {
+            (kind, path)
+        } else {
+            (CatalogKind::Subtree, "")
+        };
+        let mut out = CatalogBuilder::create(tmp_dir, k, p, &root)?;
+        if is_top {
+            for (key, value) in src.properties()? {
+                if ![
+                    schema::PROP_FORMAT_VERSION,
+                    schema::PROP_KIND,
+                    schema::PROP_PATH,
+                ]
+                .contains(&key.as_str())
+                {
+                    out.set_property(&key, &value)?;
+                }
+            }
+        }
+        copy_subtree(&src, &mut out, src_id, &shape, &cut, &catalog_of)?;
+        let mut file = out.finish_file()?;
+        let id = store(file.as_file_mut())?;
+        if is_top {
+            top_id = Some(id);
+        } else {
+            catalog_of.insert(src_id, id);
+            if !subtrees.contains(&id) {
+                subtrees.push(id);
+            }
+        }
+    }
+    let top = top_id.ok_or_else(|| crate::Error::InvalidCatalog {
+        catalog: format!("being built for {path}"),
+        reason: "no top catalog was written".into(),
+    })?;
+    Ok(WrittenTree { top, subtrees })
+}
+
+/// Copies the subtree of `src` entry `top` into `out` (whose root it is),
+/// breadth-first in name order, stopping at cut directories, which become
+/// mount points of their catalogs.
+fn copy_subtree(
+    src: &CatalogBuilder,
+    out: &mut CatalogBuilder,
+    top: i64,
+    shape: &Shape,
+    cut: &[bool],
+    catalog_of: &HashMap<i64, ObjectId>,
+) -> crate::Result<()> {
+    let mut groups: HashMap<i64, i64> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([(top, ROOT_ID)]);
+    let mut next = ROOT_ID + 1;
+    while let Some((src_dir, out_dir)) = queue.pop_front() {
+        for mut e in src.children(src_dir)? {
+            let src_child = e.id;
+            let mounted = shape
+                .index
+                .get(&src_child)
+                .is_some_and(|&i| cut[i] && shape.is_dir[i]);
+            if mounted {
+                // The mount point shows the child's root (§4.10); it carries
+                // the same metadata so that the parent depends on nothing
+                // but the subtree's content.
+                e.nested = catalog_of.get(&src_child).copied();
+                if e.nested.is_none() {
+                    return Err(crate::Error::InvalidCatalog {
+                        catalog: "being written".into(),
+                        reason: format!("entry {src_child} was cut but has no catalog"),
+                    });
+                }
+            } else if e.hardlink != 0 {
+                let n = groups.len() as i64 + 1;
+                e.hardlink = *groups.entry(e.hardlink).or_insert(n);
+            }
+            let id = next;
+            next += 1;
+            out.insert_with_id(id, out_dir, &e)?;
+            if !mounted && e.is_dir() {
+                queue.push_back((src_child, id));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The shape of a tree: enough to apply the cut rule without reading rows.
+struct Shape {
+    ids: Vec<i64>,
+    index: HashMap<i64, usize>,
+    is_dir: Vec<bool>,
+    group: Vec<i64>,
+    nlink: Vec<u32>,
+    children: Vec<Vec<usize>>,
+    /// Entry indexes in pre-order from the root (index 0).
+    preorder: Vec<usize>,
+}
+
+impl Shape {
+    fn read(src: &CatalogBuilder) -> crate::Result<Self> {
+        let rows = src.shape()?;
+        let mut s = Shape {
+            ids: Vec::with_capacity(rows.len()),
+            index: HashMap::with_capacity(rows.len()),
+            is_dir: Vec::with_capacity(rows.len()),
+            group: Vec::with_capacity(rows.len()),
+            nlink: Vec::with_capacity(rows.len()),
+            children: vec![Vec::new(); rows.len()],
+            preorder: Vec::with_capacity(rows.len()),
+        };
+        // The root first, so that it is index 0.
+        let root_row = rows.iter().position(|r| r.0 == ROOT_ID);
+        let order = root_row
+            .into_iter()
+            .chain((0..rows.len()).filter(|&i| Some(i) != root_row));
+        for i in order {
+            let (id, _, dir, g, n) = rows[i];
+            s.index.insert(id, s.ids.len());
+            s.ids.push(id);
+            s.is_dir.push(dir);
+            s.group.push(g);
+            s.nlink.push(n);
+        }
+        if s.ids.first() != Some(&ROOT_ID) {
+            return Err(crate::Error::InvalidCatalog {
+                catalog: "being written".into(),
+                reason: "no root entry".into(),
+            });
+        }
+        for &(id, parent, ..) in &rows {
+            if id == ROOT_ID {
+                continue;
+            }
+            if let (Some(&c), Some(&p)) = (s.index.get(&id), s.index.get(&parent)) {
+                s.children[p].push(c);
+            }
+        }
+        let mut stack = vec![0usize];
+        while let Some(i) = stack.pop() {
+            s.preorder.push(i);
+            stack.extend(s.children[i].iter().copied().filter(|&c| s.is_dir[c]));
+        }
+        Ok(s)
+    }
+
+    /// Which directories become nested catalogs (never the root).
+    fn cuts(&self, min_entries: usize) -> Vec<bool> {
+        let n = self.ids.len();
+        let mut cut = vec![false; n];
+        if min_entries == usize::MAX {
+            return cut;
+        }
+        let sizes = self.group_sizes();
+        let mut residual = vec![0usize; n];
+        // Hardlink groups with members in a directory's subtree but not all
+        // of them: such a directory cannot be cut.
+        let mut open: Vec<HashMap<i64, u32>> = vec![HashMap::new(); n];
+        for &d in self.preorder.iter().rev() {
+            let mut count = 1usize;
+            let mut groups = HashMap::new();
+            for &c in &self.children[d] {
+                if self.is_dir[c] {
+                    count += if cut[c] { 1 } else { residual[c] };
+                    let mut sub = std::mem::take(&mut open[c]);
+                    if sub.len() > groups.len() {
+                        std::mem::swap(&mut sub, &mut groups);
+                    }
+                    for (g, k) in sub {
+                        *groups.entry(g).or_insert(0) += k;
+                    }
+                } else {
+                    count += 1;
+                    if self.group[c] != 0 {
+                        *groups.entry(self.group[c]).or_insert(0) += 1;
+                    }
+                }
+            }
+            groups.retain(|g, k| sizes.get(g) != Some(k));
+            residual[d] = count;
+            cut[d] = d != 0 && count >= min_entries && groups.is_empty();
+            open[d] = groups;
+        }
+        // Bound the nesting of one tree (top-down: parents are decided
+        // first).
+        let mut level = vec![0usize; n];
+        for &d in &self.preorder {
+            for &c in &self.children[d] {
+                if !self.is_dir[c] {
+                    continue;
+                }
+                level[c] = level[d] + usize::from(cut[c]);
+                if level[c] > MAX_TREE_NESTING {
+                    cut[c] = false;
+                    level[c] = level[d];
+                }
+            }
+        }
+        cut
+    }
+
+    /// Group → its size (the `nlink` of any member, frozen before).
+    fn group_sizes(&self) -> HashMap<i64, u32> {
+        let mut sizes = HashMap::new();
+        for (i, &g) in self.group.iter().enumerate() {
+            if g != 0 {
+                sizes.insert(g, self.nlink[i]);
+            }
+        }
+        sizes
+    }
+}
+
+#[cfg(test)]
+#[path = "nesting_tests.rs"]
+mod tests;
