@@ -165,7 +165,7 @@ pub fn info(a: InfoArgs) -> Result<ExitCode> {
                 "name": m.name, "revision": m.revision, "timestamp": m.timestamp,
                 "root_catalog": m.root.to_hex(),
                 "previous_manifest": m.previous.map(|p| p.to_hex()),
-                "format_version": stratum_catalog::FORMAT_VERSION,
+                "format_version": m.version,
             })
         );
     } else {
@@ -173,6 +173,7 @@ pub fn info(a: InfoArgs) -> Result<ExitCode> {
         outln!("revision:     {}", m.revision);
         outln!("timestamp:    {}", crate::show_time(m.timestamp));
         outln!("root catalog: {}", m.root);
+        outln!("format:       version {}", m.version);
     }
     Ok(ExitCode::SUCCESS)
 }

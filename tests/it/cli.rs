@@ -281,7 +281,7 @@ fn empty_repository() {
     let info = repo.info();
     assert_eq!(info["name"], "empty.example.org", "{info}");
     assert_eq!(info["revision"], 1, "{info}");
-    assert_eq!(info["format_version"], 1, "{info}");
+    assert_eq!(info["format_version"], 2, "{info}");
     assert!(!info["timestamp"].is_null(), "{info}");
     let root = info["root_catalog"]
         .as_str()

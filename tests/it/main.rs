@@ -18,6 +18,7 @@ mod concurrency;
 mod crash;
 mod fanout;
 mod faults;
+mod format_v2;
 mod fuzz_seeds;
 mod hostile;
 mod lifecycle;
