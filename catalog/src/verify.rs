@@ -186,7 +186,7 @@ pub fn check(store: &Store, key: &VerifyingKey, progress: &dyn Fn(u64)) -> Resul
                 FindingKind::MisplacedCatalog,
                 &id,
                 &path,
-                format!("is nested more than {MAX_NESTING} catalogs deep; not read"),
+                format!("is below nested catalogs more than {MAX_NESTING} deep; not read"),
             ));
             continue;
         }

@@ -339,3 +339,141 @@ fn a_repository_of_a_newer_format_is_refused_naming_both_versions() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Hostile nesting, signed by the repository key: readers' own checks only.
+
+/// Stores a catalog of `kind` whose root holds a directory `d`, the mount
+/// point of `to` when given.
+fn link(repo: &TestRepo, kind: CatalogKind, path: &str, to: Option<ObjectId>) -> ObjectId {
+    use stratum_catalog::catalog::{CatalogBuilder, Entry, FileType, ROOT_ID};
+    let scratch = repo.scratch("build");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut b = CatalogBuilder::create(
+        &scratch,
+        kind,
+        path,
+        &Entry::new(FileType::Directory, 0o755),
+    )
+    .unwrap();
+    let mut d = Entry::new(FileType::Directory, 0o755);
+    d.name = b"d".to_vec();
+    d.nested = to;
+    b.insert(ROOT_ID, &d).unwrap();
+    let mut f = b.finish_file().unwrap();
+    store(&repo.repo)
+        .put_file(ObjectKind::Catalog, f.as_file_mut(), 1)
+        .unwrap()
+        .id
+}
+
+/// Signs a revision whose root mounts `flat` at `/t`.
+fn sign_with_tree(repo: &TestRepo, flat: ObjectId) {
+    use stratum_catalog::manifest::{load_signing_key, Manifest};
+    let root = {
+        use stratum_catalog::catalog::{CatalogBuilder, Entry, FileType, ROOT_ID};
+        let scratch = repo.scratch("build");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let mut b = CatalogBuilder::create(
+            &scratch,
+            CatalogKind::Root,
+            "/",
+            &Entry::new(FileType::Directory, 0o755),
+        )
+        .unwrap();
+        let mut t = Entry::new(FileType::Directory, 0o755);
+        t.name = b"t".to_vec();
+        t.nested = Some(flat);
+        b.insert(ROOT_ID, &t).unwrap();
+        let mut f = b.finish_file().unwrap();
+        store(&repo.repo)
+            .put_file(ObjectKind::Catalog, f.as_file_mut(), 1)
+            .unwrap()
+            .id
+    };
+    let key = load_signing_key(&repo.key).unwrap();
+    let st = store(&repo.repo);
+    let (m, mid) = st.manifest(&key.verifying_key()).unwrap();
+    let next = Manifest::new(&m.name, m.revision + 1, m.timestamp + 1, root, Some(mid)).unwrap();
+    std::fs::write(repo.manifest_path(), next.sign(&key)).unwrap();
+}
+
+/// `pull --path /t` and `check` of `repo` fail, within a minute, saying
+/// `needle`; so does reading `/t/d…` (depth `walk`) in a mount, where FUSE
+/// is available.
+fn refused_everywhere(repo: &TestRepo, needle: &str, walk: usize) {
+    use crate::support::mount::{require_fuse, Mount, MountSource};
+    let started = std::time::Instant::now();
+    let dest = repo.scratch("dest");
+    let out = stratum_raw([
+        OsStr::new("pull"),
+        repo.repo.as_os_str(),
+        OsStr::new("--path"),
+        OsStr::new("/t"),
+        dest.as_os_str(),
+    ])
+    .assert_clean_failure();
+    assert!(
+        out.stderr_str().contains(needle),
+        "pull: {}",
+        out.stderr_str()
+    );
+    let out = stratum_raw([OsStr::new("check"), repo.repo.as_os_str()]);
+    out.assert_no_panic();
+    assert!(!out.success(), "check accepted it");
+    assert!(
+        out.stdout_str().contains(needle) || out.stderr_str().contains(needle),
+        "check: {} {}",
+        out.stdout_str(),
+        out.stderr_str()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    if require_fuse() {
+        let mnt = repo.scratch("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let m = Mount::start(&MountSource::dir(&repo.repo, None), &mnt, None);
+        let deep = m.path().join("t").join("d/".repeat(walk));
+        let err = std::fs::read_dir(&deep).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(5),
+            "EIO at {}: {err}",
+            deep.display()
+        );
+    }
+}
+
+#[test]
+fn nested_catalogs_deeper_than_the_limit_are_refused() {
+    use stratum_catalog::catalog::nesting::MAX_NESTING;
+    let repo = TestRepo::new("deep.example.org");
+    let mut below = None;
+    for _ in 0..MAX_NESTING + 10 {
+        below = Some(link(&repo, CatalogKind::Subtree, "", below));
+    }
+    let flat = link(&repo, CatalogKind::Flat, "/t", below);
+    sign_with_tree(&repo, flat);
+    refused_everywhere(
+        &repo,
+        &format!("more than {MAX_NESTING} deep"),
+        MAX_NESTING + 2,
+    );
+}
+
+#[test]
+fn a_nested_catalog_that_is_missing_or_of_a_tree_kind_is_refused() {
+    // Missing: a hash nobody stored.
+    let repo = TestRepo::new("missing.example.org");
+    let missing = ObjectId::of(b"no such catalog");
+    let flat = link(&repo, CatalogKind::Flat, "/t", Some(missing));
+    sign_with_tree(&repo, flat);
+    refused_everywhere(&repo, &missing.to_hex(), 1);
+    // A subtree mounting a flat tree (what mounting an ancestor takes,
+    // since no catalog can hold its own hash).
+    let repo = TestRepo::new("kind.example.org");
+    let other_flat = link(&repo, CatalogKind::Flat, "/t", None);
+    let sub = link(&repo, CatalogKind::Subtree, "", Some(other_flat));
+    let flat = link(&repo, CatalogKind::Flat, "/t", Some(sub));
+    sign_with_tree(&repo, flat);
+    refused_everywhere(&repo, "kind flat", 2);
+}
