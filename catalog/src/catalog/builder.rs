@@ -441,7 +441,7 @@ impl CatalogBuilder {
 
     /// `(id, parent, is directory, hardlink group, nlink)` of every entry,
     /// in id order: the shape of the tree, for the cut rule.
-    pub(crate) fn shape(&self) -> Result<Vec<(i64, i64, bool, i64, u32)>> {
+    pub(crate) fn shape(&self) -> Result<Vec<ShapeRow>> {
         let res = self
             .conn
             .prepare("SELECT id, parent, mode, hardlink, nlink FROM entries ORDER BY id")
@@ -461,6 +461,9 @@ impl CatalogBuilder {
         res.map_err(|e| self.sql(e))
     }
 }
+
+/// `(id, parent, is directory, hardlink group, nlink)` of one entry.
+pub(crate) type ShapeRow = (i64, i64, bool, i64, u32);
 
 /// Header fields of a database file that depend on how, not what, SQLite
 /// wrote: the change counter (offset 24), the version-valid-for number
