@@ -51,7 +51,7 @@ lookup() {
 import json, os, sqlite3, subprocess, sys, tempfile
 repo, name = sys.argv[1], sys.argv[2]
 images = json.loads(subprocess.check_output([os.environ["S"], "images", repo, "--json"]))
-flat = next(i for i in images if i["name"] == name)["flat_catalog"]
+flat = next(i for i in images if i["name"].endswith(":" + name))["flat_catalog"]
 seen, size, cache = set(), 0, {}
 def load(cid):
     global size
