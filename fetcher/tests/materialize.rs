@@ -46,13 +46,11 @@ impl Repo {
     }
 
     fn builder(&self, ns_path: &str, root: &Entry) -> CatalogBuilder {
-        CatalogBuilder::create(
-            &self.dir.path().join("tmp"),
-            CatalogKind::Flat,
-            ns_path,
-            root,
-        )
-        .unwrap()
+        self.builder_of(CatalogKind::Flat, ns_path, root)
+    }
+
+    fn builder_of(&self, kind: CatalogKind, ns_path: &str, root: &Entry) -> CatalogBuilder {
+        CatalogBuilder::create(&self.dir.path().join("tmp"), kind, ns_path, root).unwrap()
     }
 
     fn catalog(&mut self, b: CatalogBuilder) -> ObjectId {
@@ -703,10 +701,11 @@ fn destination_must_be_absent_or_empty() {
 #[test]
 fn nested_catalogs_and_per_catalog_hardlink_groups() {
     let mut repo = Repo::new();
-    // The child catalog, mounted twice.
+    // The child catalog, a subtree mounted twice (FORMAT.md §4.12: a tree
+    // mounts only subtrees).
     let mut sub_root = Entry::new(FileType::Directory, 0o711);
     sub_root.mtime = 1_700_000_000;
-    let mut cb = repo.builder("/a", &sub_root);
+    let mut cb = repo.builder_of(CatalogKind::Subtree, "", &sub_root);
     let mut x = file("x", 0o644, b"child");
     x.hardlink = 1;
     cb.insert(ROOT_ID, &x).unwrap();
