@@ -22,7 +22,7 @@ use crate::ObjectId;
 
 /// The reference writer's cut threshold: a directory whose subtree holds
 /// at least this many entries not already in nested catalogs below it
-/// becomes a nested catalog (chosen by measurement, DECISIONS.md D38).
+/// becomes a nested catalog (chosen by measurement, DECISIONS.md D39).
 pub const SUBTREE_MIN_ENTRIES: usize = 256;
 
 /// The most catalogs a reader crosses on one path from the namespace root
