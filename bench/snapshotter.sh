@@ -39,6 +39,12 @@
 #   NOBUILD=1     use target/release/stratum as is
 #   RUNS=3        runs of each configuration per link (the median is reported)
 #   DELAY_MS=5    per-direction delay of the delayed link (10 ms round trip)
+#   IMAGE=small   small: python3.11-minimal + json over its libs and busybox (≈ 10 MB);
+#                 full: a Debian-sized image like the python images users pull: base layer =
+#                 every file of the host's Priority: required packages (coreutils, bash, libc,
+#                 apt, …) + python's libs + busybox; top layer = the whole python3.11 (the
+#                 python3*, libpython3.11-* packages and /usr/lib/python3.11 with its
+#                 __pycache__), ≈ 50 MB compressed, ≈ 8 000 files
 set -euo pipefail
 export LC_ALL=C
 
@@ -47,6 +53,8 @@ root=$(cd "$here/.." && pwd)
 WORK=${WORK:-$root/bench/work}
 RUNS=${RUNS:-3}
 DELAY_MS=${DELAY_MS:-5}
+IMAGE=${IMAGE:-small}
+case $IMAGE in small|full) ;; *) echo "IMAGE must be small or full" >&2; exit 2 ;; esac
 
 if [ -z "${STRATUM:-}" ]; then
     if [ -z "${NOBUILD:-}" ]; then
@@ -120,8 +128,20 @@ trap cleanup EXIT
 # --- the image ---------------------------------------------------------------------------
 log "building the image"
 rootfs_files() { # the python side: package files that are files or symlinks
-    dpkg -L python3-minimal python3.11-minimal libpython3.11-minimal
-    dpkg -L libpython3.11-stdlib | grep '^/usr/lib/python3.11/json/'
+    if [ "$IMAGE" = full ]; then
+        dpkg -L python3-minimal python3.11-minimal libpython3.11-minimal python3.11 \
+            libpython3.11-stdlib python3 libpython3-stdlib 2>/dev/null || true
+        find /usr/lib/python3.11 \( -type f -o -type l \)
+    else
+        dpkg -L python3-minimal python3.11-minimal libpython3.11-minimal
+        dpkg -L libpython3.11-stdlib | grep '^/usr/lib/python3.11/json/'
+    fi
+}
+base_files() { # the base side in IMAGE=full: every file of the required packages
+    dpkg-query -W -f='${Package} ${Priority}\n' | awk '$2 == "required" { print $1 }' \
+        | xargs dpkg -L 2>/dev/null | while read -r f; do
+            if [ -L "$f" ] || [ -f "$f" ]; then echo "$f"; fi
+        done
 }
 layout=$W/layout
 umoci init --layout "$layout"
@@ -144,6 +164,25 @@ put() { # FILE: copied into the rootfs under its real directory (a symlink and i
     if [ -L "$1" ]; then put "$(readlink -f "$1")"; fi
 }
 for f in $libs; do put "$f"; done
+put_all() { # files on stdin, as put does, in one process (thousands of files)
+    python3 -c '
+import os, shutil, sys
+rfs, todo, seen = sys.argv[1], [l.rstrip("\n") for l in sys.stdin], set()
+while todo:
+    f = todo.pop()
+    if f in seen or not os.path.lexists(f):
+        continue
+    seen.add(f)
+    d = rfs + os.path.realpath(os.path.dirname(f))
+    os.makedirs(d, exist_ok=True)
+    dst = os.path.join(d, os.path.basename(f))
+    if not os.path.lexists(dst):
+        shutil.copy2(f, dst, follow_symlinks=False)
+    if os.path.islink(f):
+        todo.append(os.path.realpath(f))
+' "$rfs"
+}
+if [ "$IMAGE" = full ]; then base_files | put_all; fi
 mkdir -p "$rfs/tmp" "$rfs/etc" "$rfs/usr/bin"
 cp /bin/busybox "$rfs/bin/busybox"
 for a in sh ls cat env; do ln -sf busybox "$rfs/bin/$a"; done
@@ -151,9 +190,15 @@ echo 'root:x:0:0:root:/root:/bin/sh' >"$rfs/etc/passwd"
 echo 'root:x:0:' >"$rfs/etc/group"
 umoci repack --refresh-bundle --image "$layout:python" "$W/bundle" >/dev/null
 # Top layer: python.
-rootfs_files | sort -u | while read -r f; do
-    if [ -L "$f" ] || [ -f "$f" ]; then put "$f"; fi
-done
+if [ "$IMAGE" = full ]; then
+    rootfs_files | sort -u | while read -r f; do
+        if [ -L "$f" ] || [ -f "$f" ]; then echo "$f"; fi
+    done | put_all
+else
+    rootfs_files | sort -u | while read -r f; do
+        if [ -L "$f" ] || [ -f "$f" ]; then put "$f"; fi
+    done
+fi
 umoci repack --image "$layout:python" "$W/bundle" >/dev/null
 umoci gc --layout "$layout"
 # The image's manifest and layer digests.
@@ -393,7 +438,13 @@ EOF
 
 say "## Containerd remote snapshotter (bench/snapshotter.sh, $started)"
 say ""
-say "Image bench/python:1: $nlayers layers (base: libs + busybox; top: python3.11-minimal + json), $image_bytes bytes compressed, rootfs $rootfs_bytes bytes. $RUNS cold runs of each configuration per link."
+files=$(find "$rfs" | wc -l)
+if [ "$IMAGE" = full ]; then
+    what="base: the required Debian packages + libs + busybox; top: the whole python3.11"
+else
+    what="base: libs + busybox; top: python3.11-minimal + json"
+fi
+say "Image bench/python:1 (IMAGE=$IMAGE): $nlayers layers ($what), $image_bytes bytes compressed, rootfs $rootfs_bytes bytes, $files files. $RUNS cold runs of each configuration per link."
 say ""
 cat "$W/table.md" | tee -a "$report"
 say ""
