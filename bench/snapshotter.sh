@@ -304,6 +304,7 @@ $proxy
 [plugins."io.containerd.grpc.v1.cri"]
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "$2"
+    disable_snapshot_annotations = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$CD_DIR/opt/cni/bin"
     conf_dir = "$CD_DIR/opt/cni/conf"

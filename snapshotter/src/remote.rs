@@ -13,6 +13,18 @@
 //!
 //! Every access to the mount runs on its own thread with a deadline
 //! ([`bounded`]): a stuck mount gives an error, never a hung gRPC call.
+//!
+//! # Starting an image's prefetch
+//!
+//! containerd's CRI plugin labels every layer `Prepare` with the image's
+//! manifest digest (`containerd.io/snapshot/cri.manifest-digest`). The first
+//! time one is seen, [`Repository::warm`] looks up the image's flat tree
+//! `MOUNT/flat/ab/<hex>` on a thread of its own: the mount starts the
+//! image's published prefetch list when a lookup first enters that tree, so
+//! the files the container will open are on their way while containerd
+//! is still preparing snapshots and creating the container. The files are
+//! then read through the layer trees; they are the same content objects,
+//! found in the node cache.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -32,6 +44,13 @@ const UNVERSIONED_TTL: Duration = Duration::from_secs(5);
 /// The extended attribute with the live mount's status (JSON, `revision`).
 const STATUS_XATTR: &str = "user.stratum.status";
 
+/// The label with the digest of the image manifest a layer belongs to, set
+/// by containerd's CRI plugin.
+pub const MANIFEST_LABEL: &str = "containerd.io/snapshot/cri.manifest-digest";
+
+/// Manifest digests remembered as warmed at most (then forgotten at once).
+const MAX_WARMED: usize = 4096;
+
 struct Cached {
     revision: Option<u64>,
     at: Instant,
@@ -42,6 +61,7 @@ struct Cached {
 pub struct Repository {
     mount: PathBuf,
     cache: Mutex<Option<Cached>>,
+    warmed: Mutex<HashSet<String>>,
 }
 
 /// Runs `f` on its own thread and waits at most `timeout` for it; `what`
@@ -93,6 +113,7 @@ impl Repository {
         Repository {
             mount,
             cache: Mutex::new(None),
+            warmed: Mutex::new(HashSet::new()),
         }
     }
 
@@ -199,6 +220,39 @@ impl Repository {
         Ok(set)
     }
 
+    /// `MOUNT/flat/ab/<hex>` of a manifest digest (`sha256:<hex>`).
+    pub fn flat_tree(&self, manifest_digest: &str) -> Option<PathBuf> {
+        let hex = hex_of(manifest_digest)?;
+        Some(self.mount.join("flat").join(&hex[..2]).join(hex))
+    }
+
+    /// Enters the flat tree of `manifest_digest` once, in the background,
+    /// so that the mount starts that image's prefetch (module header).
+    /// Never waits and never fails: an image without a flat tree or a list
+    /// costs one lookup. Returns whether a lookup was started.
+    pub fn warm(&self, manifest_digest: &str) -> bool {
+        let Some(path) = self.flat_tree(manifest_digest) else {
+            return false;
+        };
+        {
+            let mut warmed = self.warmed.lock().unwrap_or_else(|p| p.into_inner());
+            if warmed.contains(manifest_digest) {
+                return false;
+            }
+            if warmed.len() >= MAX_WARMED {
+                warmed.clear();
+            }
+            warmed.insert(manifest_digest.to_string());
+        }
+        let spawned = std::thread::Builder::new()
+            .name("stratum-snap-warm".into())
+            .spawn(move || match std::fs::symlink_metadata(&path) {
+                Ok(_) => tracing::debug!(path = %path.display(), "entered the image's flat tree"),
+                Err(e) => tracing::debug!(path = %path.display(), "no flat tree to warm: {e}"),
+            });
+        spawned.is_ok()
+    }
+
     /// The diff_id of the layer that makes `parent_chain` (None: no
     /// parent) into `target`, if the repository publishes it.
     pub fn find(&self, parent_chain: Option<&str>, target: &str) -> Result<Option<String>> {
@@ -231,6 +285,24 @@ mod tests {
             chain_id(Some(&a), &b),
             format!("sha256:{}", hex::encode(h.finalize()))
         );
+    }
+
+    #[test]
+    fn an_image_is_warmed_once_and_only_by_a_valid_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::new(dir.path().to_path_buf());
+        let d = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(
+            repo.flat_tree(&d).unwrap(),
+            dir.path().join("flat").join("ab").join("ab".repeat(32))
+        );
+        assert!(repo.warm(&d));
+        assert!(
+            !repo.warm(&d),
+            "a second Prepare of the image starts nothing"
+        );
+        assert!(!repo.warm("sha256:../../etc"));
+        assert!(!repo.warm(&format!("sha256:{}/x", "ab".repeat(32))));
     }
 
     #[test]

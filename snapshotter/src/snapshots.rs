@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use containerd_snapshots::api::types::Mount;
 
 use crate::error::{Error, Result};
-use crate::remote::Repository;
+use crate::remote::{Repository, MANIFEST_LABEL};
 use crate::store::{Db, Kind, Snapshot};
 
 /// The label containerd's unpacker sets on `Prepare` to the chain ID it
@@ -79,6 +79,9 @@ impl Snapshots {
         labels: HashMap<String, String>,
     ) -> Result<Prepared> {
         tracing::debug!(key, parent, ?labels, "prepare");
+        if let Some(digest) = labels.get(MANIFEST_LABEL) {
+            self.repo.warm(digest);
+        }
         if kind == Kind::Active {
             if let Some(target) = labels.get(TARGET_LABEL) {
                 if self.try_remote(target, parent, &labels)? {

@@ -14,6 +14,9 @@
 //!   container prints what it prints on the overlayfs snapshotter.
 //! - A layer tree removed from the repository (rm + gc, the mount moves
 //!   on): `Mounts` and `ctr run` fail at once with a clear error.
+//! - An image published with a prefetch list: the CRI pull alone (its
+//!   `cri.manifest-digest` label) starts the list, so the listed objects
+//!   are fetched before the container runs, and only once.
 //!
 //! Needs root, FUSE, containerd, runc, docker-registry, skopeo and
 //! busybox-static; each test skips with a message otherwise.
@@ -106,7 +109,7 @@ struct Node {
     containerd: Containerd,
     snap: Snapshotter,
     mount: Mount,
-    _serve: StratumServe,
+    serve: StratumServe,
     reg: Registry,
     repo: TestRepo,
     layout: Layout,
@@ -118,6 +121,12 @@ impl Node {
     /// Publishes `test/app:1` = [A, B] and pushes it and `test/app:2` =
     /// [A, B, C] to the registry; starts everything.
     fn start() -> Node {
+        Node::start_with_list(&[])
+    }
+
+    /// [`Node::start`], `test/app:1` published with the prefetch list
+    /// `list` (paths in its flat tree) when not empty.
+    fn start_with_list(list: &[&str]) -> Node {
         let tmp = tempdir();
         let repo = TestRepo::new("snapshotter.test");
         let layers = [layer_a(), layer_b(), layer_c()];
@@ -128,6 +137,21 @@ impl Node {
             &format!("oci:{}:app1", layout.dir.display()),
             Some("test/app:1"),
         );
+        if !list.is_empty() {
+            let file = tmp.path().join("prefetch.list");
+            std::fs::write(&file, list.join("\n")).unwrap();
+            let mut spec = OsString::from("test/app:1=");
+            spec.push(&file);
+            stratum([
+                OsString::from("publish"),
+                "--repo".into(),
+                repo.repo.clone().into(),
+                "--key".into(),
+                repo.key.clone().into(),
+                "--prefetch".into(),
+                spec,
+            ]);
+        }
         let reg = Registry::start_plain();
         push_oci(&layout.dir, "app1", "test/app:1", &reg);
         push_oci(&layout.dir, "app2", "test/app:2", &reg);
@@ -157,13 +181,22 @@ impl Node {
             containerd,
             snap,
             mount,
-            _serve: serve,
+            serve,
             reg,
             repo,
             layout,
             tmp,
             layers,
         }
+    }
+
+    /// How many times `stratum serve` was asked for `path`.
+    fn served(&self, path: &str) -> usize {
+        self.serve
+            .access_log()
+            .iter()
+            .filter(|r| r.path.trim_start_matches('/') == path)
+            .count()
     }
 
     fn image(&self, name: &str) -> String {
@@ -540,5 +573,41 @@ fn a_layer_tree_the_mount_no_longer_serves_is_an_error_not_a_hang() {
         t0.elapsed() < Duration::from_secs(30),
         "took {:?}",
         t0.elapsed()
+    );
+}
+
+/// The CRI pull of an image published with a prefetch list starts that
+/// list (the snapshotter enters the image's flat tree when it sees the
+/// image's `cri.manifest-digest` label): busybox, the only listed object,
+/// is fetched before anything runs, and the run reads it from the cache.
+#[test]
+fn a_cri_pull_starts_the_images_published_prefetch_list() {
+    if !ready() {
+        return;
+    }
+    let node = Node::start_with_list(&["bin/busybox"]);
+    let hex = stratum_catalog::ObjectId::of(&std::fs::read("/bin/busybox").unwrap()).to_hex();
+    let busybox = format!("data/{}/{}", &hex[..2], &hex[2..]);
+    assert_eq!(
+        node.served(&busybox),
+        0,
+        "nothing is fetched before the pull"
+    );
+    node.cri_pull("test/app:1");
+    let t0 = Instant::now();
+    while node.served(&busybox) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the pull did not start the image's prefetch list\n--- snapshotter log ---\n{}",
+            node.snap.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = node.run(NS, "test/app:1", "stratum", "c1", SCRIPT);
+    assert_eq!(out, "from B\nold\nz\nremoved\n");
+    assert_eq!(
+        node.served(&busybox),
+        1,
+        "the run reads busybox from the node cache"
     );
 }

@@ -183,6 +183,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs",
 [plugins."io.containerd.grpc.v1.cri"]
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "stratum"
+    disable_snapshot_annotations = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{opt}/cni/bin"
     conf_dir = "{opt}/cni/conf"
