@@ -135,6 +135,7 @@ pub fn images(a: ImagesArgs) -> Result<ExitCode> {
                     "flat_path": i.flat_path,
                     "flat_catalog": i.flat_catalog,
                     "outputs": i.outputs,
+                    "prefetch": i.prefetch,
                     "layer_paths": i.layers.iter().map(|l| l.layer_path.clone()).collect::<Vec<_>>(),
                     "layers": i.layers,
                 })
