@@ -417,6 +417,7 @@ fn record_publish_thin_gc_check_replicate_round_trip() {
     assert_eq!(out.json()[0]["prefetch"]["entries"], 4);
     let again = stratum(prefetch_args(&repo, &record));
     assert_eq!(again.json()[0]["prefetch"]["status"], "unchanged");
+    assert_eq!(repo.image(IMAGE)["prefetch"]["entries"], 4, "images --json");
     let thin = stratum([
         OsString::from("thin"),
         repo.repo.clone().into(),

@@ -662,3 +662,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn prefetch_is_a_path_relative_to_the_wishlist() {
+    let w = parse(
+        "images:\n  - source: docker://127.0.0.1:5000/py:3\n    prefetch: lists/py.prefetch\n  - docker://127.0.0.1:5000/other:1\n",
+    )
+    .unwrap();
+    assert_eq!(
+        w.images[0].prefetch.as_deref(),
+        Some(Path::new("/srv/sync/lists/py.prefetch"))
+    );
+    assert_eq!(w.images[1].prefetch, None);
+    err(
+        "images:\n  - source: docker://127.0.0.1:5000/py:3\n    prefetch: \"\"\n",
+        &["images[0].prefetch"],
+    );
+}
