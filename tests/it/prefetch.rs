@@ -526,3 +526,83 @@ fn a_listed_directory_read_file_by_file_is_fetched_ahead() {
     }
     m.unmount();
 }
+
+/// The same behind nginx and Squid (plain GETs of the same URLs, so both
+/// serve and cache them as any other): the listed objects go through the
+/// proxy before any read, a listed directory's files are fetched ahead,
+/// and every byte read is right.
+#[test]
+fn a_list_and_a_batch_are_fetched_ahead_through_nginx_and_squid() {
+    if !ready() {
+        return;
+    }
+    let (Some(nginx), Some(squid_bin)) = (
+        crate::support::services::nginx_bin(),
+        crate::support::squid::squid_bin(),
+    ) else {
+        return crate::support::skip("nginx or squid is not installed (see .ci/run)");
+    };
+    let repo = TestRepo::new("prefetch-proxies.test");
+    let files = publish_image(&repo, 6);
+    let list = listed(&files);
+    assert!(publish_list(&repo, &list.join("\n")).success());
+    let origin_host = "stratum-origin.test";
+    let web = crate::support::services::Nginx::start(&nginx, &repo.repo);
+    let port = web.url.rsplit(':').next().unwrap().to_owned();
+    let squid =
+        crate::support::squid::Squid::start(&squid_bin, &format!("127.0.0.1 {origin_host}\n"));
+    let proxy = squid.url();
+    let env = [
+        ("HTTP_PROXY", proxy.as_str()),
+        ("http_proxy", proxy.as_str()),
+        ("HTTPS_PROXY", ""),
+        ("https_proxy", ""),
+        ("ALL_PROXY", ""),
+        ("all_proxy", ""),
+        ("NO_PROXY", ""),
+        ("no_proxy", ""),
+    ];
+    let tmp = crate::support::tempdir();
+    let src = MountSource::url(&format!("http://{origin_host}:{port}"), &pubkey(&repo), ());
+    let m = Mount::start_env(
+        &src,
+        &tmp.path().join("mnt"),
+        Some(IMAGE),
+        &mount_args(&tmp.path().join("cache"), &[]),
+        &env,
+    );
+    let wanted: Vec<String> = list
+        .iter()
+        .filter(|p| files[*p].len() > 1024)
+        .map(|p| object_path(&files[p]))
+        .collect();
+    let proxied = || -> Vec<String> {
+        squid
+            .log()
+            .into_iter()
+            .filter_map(|p| p.url.split_once("/data/").map(|(_, r)| format!("data/{r}")))
+            .collect()
+    };
+    assert!(
+        wait_requested(proxied, &wanted, Duration::from_secs(20)),
+        "the listed objects did not all go through Squid before any read: {:?}",
+        proxied()
+    );
+    assert_eq!(std::fs::read_dir(m.at("lib/d0")).unwrap().count(), 24);
+    for f in ["f00.py", "f01.py"] {
+        let p = format!("lib/d0/{f}");
+        assert_eq!(std::fs::read(m.at(&p)).unwrap(), files[&p]);
+    }
+    let ahead: Vec<String> = (2..8)
+        .map(|i| object_path(&files[&format!("lib/d0/f{i:02}.py")]))
+        .collect();
+    assert!(
+        wait_requested(proxied, &ahead, Duration::from_secs(20)),
+        "lib/d0 was not fetched ahead through Squid: {:?}",
+        proxied()
+    );
+    for (p, want) in &files {
+        assert_eq!(&std::fs::read(m.at(p)).unwrap(), want, "{p}");
+    }
+    m.unmount();
+}
