@@ -184,6 +184,7 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
             live.clone(),
             source.clone(),
             shown,
+            tree.prefetcher().cloned(),
         ));
         let fsname = format!("stratum:{source}");
         let target = MountTarget {
@@ -342,6 +343,7 @@ fn mount_thin(spec: &Path, args: MountArgs) -> Result<ExitCode> {
                 None,
                 label.clone(),
                 Shown::Thin,
+                tree.prefetcher().cloned(),
             ));
         let target = MountTarget {
             root: flat,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use stratum_fetcher::fs::{Live, Outcome, StatusFn, STATUS_XATTR};
+use stratum_fetcher::fs::{Live, Outcome, Prefetcher, StatusFn, STATUS_XATTR};
 use stratum_fetcher::Remote;
 
 /// What a mount shows: the whole repository (following it when `live`),
@@ -35,9 +35,13 @@ pub fn provider(
     live: Option<Arc<Live>>,
     source: String,
     shown: Shown,
+    prefetcher: Option<Prefetcher>,
 ) -> StatusFn {
     Arc::new(move || {
-        let v = render(&remote, live.as_deref(), &source, shown);
+        let mut v = render(&remote, live.as_deref(), &source, shown);
+        if let (Some(p), Some(obj)) = (&prefetcher, v.as_object_mut()) {
+            obj.insert("prefetch".into(), json!(p.report()));
+        }
         serde_json::to_vec(&v).unwrap_or_default()
     })
 }

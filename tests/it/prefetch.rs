@@ -184,6 +184,21 @@ fn recorded_list_is_fetched_at_mount_start_before_the_reads() {
             "whole={whole}: the listed objects were not all fetched before any read: {:?}",
             server.log()
         );
+        // The last downloads may still be landing in the cache.
+        let status =
+            || stratum([OsString::from("status"), m.path().into(), "--json".into()]).json();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut st = status();
+        while st["prefetch"]["objects"].as_u64() < Some(wanted.len() as u64)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            st = status();
+        }
+        assert!(
+            st["prefetch"]["objects"].as_u64() >= Some(wanted.len() as u64),
+            "status shows what was fetched ahead: {st}"
+        );
         let before = server.log();
         for p in &list {
             assert_eq!(std::fs::read(root.join(p)).unwrap(), files[p], "{p}");
