@@ -386,6 +386,51 @@ fn an_http2_stream_whose_window_stays_shut_is_cut_off_though_pings_flow() {
     assert!(st.success(), "exit status {st}\n{}", server.stderr());
 }
 
+/// Over HTTP/2 one connection carries many requests, so the connection cap no
+/// longer bounds the responses held in memory: the server answers at most
+/// `--max-connections` requests at once over all connections, the others
+/// wait their turn.
+#[test]
+fn http2_requests_answered_at_once_are_capped_by_max_connections() {
+    let published = published_repo();
+    let (big, _) = largest_object(&published);
+    let mut server = StratumServe::start(&published.repo, &["--max-connections", "3"]);
+    // Five streams whose responses cannot finish (a shut window).
+    let (mut s, _) = h2_connect(server.addr, &[(0x4, 0)]);
+    let block = get_block(server.addr, &big);
+    for i in 0..5u32 {
+        s.write_all(&frame(HEADERS, 0x5, 2 * i + 1, &block))
+            .unwrap();
+    }
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut answered = 0;
+    while let Some((kind, ..)) = read_frame(&mut s) {
+        answered += usize::from(kind == HEADERS);
+    }
+    assert_eq!(answered, 3, "responses started with --max-connections 3");
+    // An HTTP/1.1 client gets a slot (two are free) but waits for a turn
+    // until the HTTP/2 connection goes away.
+    let waiting = std::thread::spawn({
+        let addr = server.addr;
+        move || {
+            let t = Instant::now();
+            (raw_get(addr, "/.stratum/manifest"), t.elapsed())
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !waiting.is_finished(),
+        "answered while 3 responses were open"
+    );
+    drop(s);
+    let (status, waited) = waiting.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let st = server.stop(rustix::process::Signal::TERM, Duration::from_secs(15));
+    assert!(st.success(), "exit status {st}\n{}", server.stderr());
+}
+
 /// (curl 7.88 cannot reuse an h2c connection for a second transfer, nginx's
 /// or ours: raw frames again.)
 #[test]
