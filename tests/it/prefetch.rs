@@ -36,15 +36,21 @@ fn pubkey(repo: &TestRepo) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// An image of 4 directories × 24 files of 3–12 KiB (one object each, none
-/// inlined) and `etc/hostname`, published as [`IMAGE`].
+/// An image of 3 directories × 24 files of 3–12 KiB (one object each, none
+/// inlined), a fourth of 300 files of 1.1–2 KiB (over the 256 entries at
+/// which format v2 cuts a subtree catalog: `lib/d3` is a nested catalog)
+/// and `etc/hostname`, published as [`IMAGE`].
 fn publish_image(repo: &TestRepo, seed: u64) -> Files {
     let mut rng = Rng::new(seed);
     let mut files = Files::new();
     files.insert("etc/hostname".into(), format!("pf-{seed}\n").into_bytes());
     for d in 0..4 {
-        for f in 0..24 {
-            let len = 3000 + rng.below(9000) as usize;
+        for f in 0..if d == 3 { 300 } else { 24 } {
+            let len = if d == 3 {
+                1100 + rng.below(1000) as usize
+            } else {
+                3000 + rng.below(9000) as usize
+            };
             files.insert(format!("lib/d{d}/f{f:02}.py"), rng.bytes(len));
         }
     }
@@ -199,6 +205,12 @@ fn recorded_list_is_fetched_at_mount_start_before_the_reads() {
             st["prefetch"]["objects"].as_u64() >= Some(wanted.len() as u64),
             "status shows what was fetched ahead: {st}"
         );
+        if !whole {
+            // root, /images, the /flat/ab partition, the flat tree and its
+            // lib/d3 subtree: the list reached into a nested catalog.
+            let catalogs = server.log().iter().filter(|p| p.ends_with('C')).count();
+            assert!(catalogs >= 5, "{catalogs} catalogs: {:?}", server.log());
+        }
         let before = server.log();
         for p in &list {
             assert_eq!(std::fs::read(root.join(p)).unwrap(), files[p], "{p}");

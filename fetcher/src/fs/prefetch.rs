@@ -15,12 +15,12 @@
 //! fetches is verified exactly as a read's would be: the queue holds ids
 //! taken from verified catalogs, nothing else.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use stratum_catalog::catalog::{Data, FileType, PrefetchRef, ROOT_ID};
+use stratum_catalog::catalog::{Catalog, Data, FileType, PrefetchRef, ROOT_ID};
 use stratum_catalog::prefetch_list::{PrefetchList, MAX_PREFETCH_ENTRIES};
 use stratum_catalog::ObjectId;
 
@@ -306,33 +306,8 @@ fn queue_plan<S: TreeStore + ?Sized>(
     };
     match plan {
         PrefetchPlan::Files(paths) => {
-            let root_cat = store.catalog(root)?;
-            for p in paths.iter().take(MAX_PREFETCH_ENTRIES) {
-                let mut cat = root_cat.clone();
-                let mut id = ROOT_ID;
-                let mut entry = None;
-                for comp in p.split('/').filter(|c| !c.is_empty()) {
-                    let Some(e) = cat.lookup(id, comp.as_bytes())? else {
-                        entry = None;
-                        break;
-                    };
-                    if let Some(child) = e.nested {
-                        cat = store.catalog(&child)?;
-                        id = ROOT_ID;
-                    } else {
-                        id = e.id;
-                    }
-                    entry = Some(e);
-                }
-                match entry {
-                    Some(e) if e.file_type() == Some(FileType::Regular) => {
-                        let mut objs = Vec::new();
-                        objects_of(&e.data, e.size, &mut objs);
-                        queue(objs);
-                    }
-                    _ => tracing::debug!("prefetch: {p} is not a file of the tree"),
-                }
-            }
+            let paths = &paths[..paths.len().min(MAX_PREFETCH_ENTRIES)];
+            resolve_files(store, root, paths, pf.0.max_workers, &mut queue)?;
         }
         PrefetchPlan::All => {
             let mut catalogs = vec![*root];
@@ -351,6 +326,110 @@ fn queue_plan<S: TreeStore + ?Sized>(
         }
     }
     Ok(n)
+}
+
+/// A path being resolved: its components, how many are walked, and the
+/// directory reached (catalog, entry).
+struct Walk<'a> {
+    comps: Vec<&'a str>,
+    at: usize,
+    catalog: ObjectId,
+    dir: i64,
+}
+
+/// Resolves `paths` (relative to the tree whose catalog is `root`) and
+/// hands each regular file's objects to `found`, in waves: every path is
+/// walked as far as the catalogs loaded so far reach, then the catalogs
+/// the walks stopped at are fetched together (`jobs` at once) and the
+/// walks go on. A list spread over nested catalogs so costs one round trip
+/// per level of nesting, not one per catalog. Paths not in the tree, or
+/// below a catalog that cannot be fetched, are skipped.
+fn resolve_files<S: TreeStore + ?Sized>(
+    store: &S,
+    root: &ObjectId,
+    paths: &[String],
+    jobs: usize,
+    mut found: impl FnMut(Vec<(ObjectId, u64)>),
+) -> Result<(), stratum_catalog::Error> {
+    let mut loaded: HashMap<ObjectId, Arc<Catalog>> = HashMap::new();
+    loaded.insert(*root, store.catalog(root)?);
+    let mut pending: Vec<Walk> = paths
+        .iter()
+        .map(|p| Walk {
+            comps: p.split('/').filter(|c| !c.is_empty()).collect(),
+            at: 0,
+            catalog: *root,
+            dir: ROOT_ID,
+        })
+        .collect();
+    while !pending.is_empty() {
+        let mut parked = Vec::new();
+        let mut needed = Vec::new();
+        for mut w in pending {
+            while w.at < w.comps.len() {
+                let Some(cat) = loaded.get(&w.catalog) else {
+                    if !needed.contains(&w.catalog) {
+                        needed.push(w.catalog);
+                    }
+                    parked.push(w);
+                    break;
+                };
+                let Some(e) = cat.lookup(w.dir, w.comps[w.at].as_bytes())? else {
+                    break;
+                };
+                w.at += 1;
+                if w.at == w.comps.len() {
+                    if e.file_type() == Some(FileType::Regular) && e.nested.is_none() {
+                        let mut objs = Vec::new();
+                        objects_of(&e.data, e.size, &mut objs);
+                        found(objs);
+                    }
+                    break;
+                }
+                match e.nested {
+                    Some(child) => (w.catalog, w.dir) = (child, ROOT_ID),
+                    None => w.dir = e.id,
+                }
+            }
+        }
+        for (id, got) in fetch_catalogs(store, &needed, jobs) {
+            match got {
+                Ok(c) => {
+                    loaded.insert(id, c);
+                }
+                Err(e) => tracing::warn!("prefetch: catalog {id}: {e}"),
+            }
+        }
+        pending = parked
+            .into_iter()
+            .filter(|w| loaded.contains_key(&w.catalog))
+            .collect();
+    }
+    Ok(())
+}
+
+/// Fetches catalogs `ids`, `jobs` at once.
+#[allow(clippy::type_complexity)]
+fn fetch_catalogs<S: TreeStore + ?Sized>(
+    store: &S,
+    ids: &[ObjectId],
+    jobs: usize,
+) -> Vec<(ObjectId, Result<Arc<Catalog>, stratum_catalog::Error>)> {
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(Vec::with_capacity(ids.len()));
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, ids.len().max(1)) {
+            s.spawn(|| {
+                while let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let got = store.catalog(id);
+                    out.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((*id, got));
+                }
+            });
+        }
+    });
+    out.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The paths of a stored prefetch list (object `id` of `size` bytes, read
