@@ -250,6 +250,7 @@ done
 
 # --- report --------------------------------------------------------------------------------
 best() { awk -F '\t' -v l="$1" -v w="$2" '$1 == l && $2 == w && (b == "" || $3 + 0 < b + 0) { b = $3 } END { print b }' "$results"; }
+median() { awk -F '\t' -v l="$1" -v w="$2" '$1 == l && $2 == w { print $3 }' "$results" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 all() { awk -F '\t' -v l="$1" -v w="$2" '$1 == l && $2 == w { printf "%s%s", s, $3; s = ", " }' "$results"; }
 ratio() { python3 -c "print(f'{$1 / $2:.1f}')"; }
 opened_bytes=$(python3 - "$list" "$layout" <<'EOF'
@@ -281,6 +282,7 @@ for w in "stratum+list mount" "stratum+list run" "stratum+list total" "stratum n
     say "| $w | $(best loopback "$w") | $(best delayed "$w") |"
 done
 say "| **speed-up, skopeo+umoci total / stratum+list total** | **$(ratio "$(best loopback "skopeo+umoci total")" "$(best loopback "stratum+list total")")x** | **$(ratio "$(best delayed "skopeo+umoci total")" "$(best delayed "stratum+list total")")x** |"
+say "| speed-up of the medians (total) | $(ratio "$(median loopback "skopeo+umoci total")" "$(median loopback "stratum+list total")")x | $(ratio "$(median delayed "skopeo+umoci total")" "$(median delayed "stratum+list total")")x |"
 say "| content fetched by stratum+list (bytes) / opened | $(best loopback "stratum+list fetched") / $opened_bytes = $(ratio "$(best loopback "stratum+list fetched")" "$opened_bytes")x | $(best delayed "stratum+list fetched") / $opened_bytes = $(ratio "$(best delayed "stratum+list fetched")" "$opened_bytes")x |"
 say "| \`ls; cat\` of $BATCH_DIR ($batch_files files, cold), fetching ahead | $(best loopback "batch ahead") | $(best delayed "batch ahead") |"
 say "| the same, --prefetch-jobs 0 | $(best loopback "batch no-ahead") | $(best delayed "batch no-ahead") |"
