@@ -142,6 +142,67 @@ fn images_with_the_same_base_share_its_subtree_catalogs() {
     }
 }
 
+/// A subtree catalog shown at two places of one mount (the same base in two
+/// images) is two directories: other inode numbers, the right parent, and
+/// hardlinks within each place only.
+#[test]
+fn a_shared_subtree_mounted_at_two_places_is_two_directories() {
+    use crate::support::mount::{require_fuse, Mount, MountSource};
+    use std::os::unix::fs::MetadataExt;
+    if !require_fuse() {
+        return;
+    }
+    let tmp = tempdir();
+    let layout = Layout::create(&tmp.path().join("img"));
+    let base = base_layer();
+    layout.add_image("one", &[base.clone(), top_layer("one")]);
+    layout.add_image("two", &[base, top_layer("two")]);
+    let src = |tag: &str| format!("oci:{}:{tag}", layout.dir.display());
+    let repo = TestRepo::new("places.example.org");
+    repo.publish(&[&src("one"), &src("two")], None);
+    let names: Vec<String> = repo
+        .images()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let m = Mount::start(&MountSource::dir(&repo.repo, None), &mnt, None);
+    let lib = |name: &str| {
+        m.path()
+            .join("images")
+            .join(name.replace(':', "/"))
+            .join("usr/lib")
+    };
+    let (a, b) = (lib(&names[0]), lib(&names[1]));
+    let (ma, mb) = (
+        std::fs::metadata(&a).unwrap(),
+        std::fs::metadata(&b).unwrap(),
+    );
+    assert_ne!(ma.ino(), mb.ino(), "one directory inode under two parents");
+    for dir in [&a, &b] {
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 601);
+        let x = std::fs::metadata(dir.join("alias.so")).unwrap();
+        let y = std::fs::metadata(dir.join("lib0001.so")).unwrap();
+        assert_eq!((x.ino(), x.nlink()), (y.ino(), 2));
+        assert_eq!(
+            std::fs::read(dir.join("lib0003.so")).unwrap(),
+            "library 3\n".repeat(4).as_bytes()
+        );
+        // `..` of the subtree's root is its own image's usr.
+        let up = std::fs::metadata(dir.join("..")).unwrap();
+        assert_eq!(
+            up.ino(),
+            std::fs::metadata(dir.parent().unwrap()).unwrap().ino()
+        );
+    }
+    let x = std::fs::metadata(a.join("alias.so")).unwrap();
+    let y = std::fs::metadata(b.join("alias.so")).unwrap();
+    assert_ne!(x.ino(), y.ino(), "hardlinks stay within one place");
+}
+
 #[test]
 fn the_same_image_in_two_fresh_repositories_has_byte_identical_catalogs() {
     let tmp = tempdir();
