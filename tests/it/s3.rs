@@ -578,3 +578,63 @@ fn s3_sync_publishes_a_wishlist_into_a_bucket() {
     .json();
     assert_eq!(r["new_revision"], false, "{r:#}");
 }
+
+/// A prefetch list published into a bucket (FORMAT.md §5.6): `check`
+/// verifies it through the S3 API, `replicate` from the bucket's HTTP URL
+/// into another prefix carries it, and the replica checks.
+#[test]
+fn s3_prefetch_list_is_stored_checked_and_replicated() {
+    let Some(server) = S3TestServer::start("stratum-prefetch") else {
+        return;
+    };
+    server.allow_anonymous_reads("");
+    let url = server.url("repos/pf");
+    let local = TestRepo::new("s3-prefetch");
+    let key = local.key.clone();
+    let l = layout(&local, "1", 9);
+    let mut args: Vec<OsString> = vec!["init".into(), url.clone().into(), "--key".into()];
+    args.push(key.clone().into());
+    args.extend(["--name", "s3-prefetch"].map(OsString::from));
+    s3(&server, &args);
+    publish(&server, &url, &key, &l, "1", IMAGE);
+    let list = local.scratch("list");
+    std::fs::write(&list, "large.bin\nmid.bin\nno/such\n").unwrap();
+    let spec = format!("{IMAGE}={}", list.display());
+    let out = s3(
+        &server,
+        &[
+            "publish",
+            "--repo",
+            &url,
+            "--key",
+            key.to_str().unwrap(),
+            "--prefetch",
+            &spec,
+            "--json",
+        ],
+    )
+    .json();
+    assert_eq!(out[0]["prefetch"]["entries"], 2, "{out:#}");
+    assert_eq!(out[0]["prefetch"]["dropped_count"], 1, "{out:#}");
+    let pk = pubkey(&key);
+    let pk = pk.to_str().unwrap();
+    let check = s3(&server, &["check", &url, "--pubkey", pk, "--json"]).json();
+    assert_eq!(check["problems"], serde_json::json!([]), "{check:#}");
+    let stored = out[0]["prefetch"]["list"].as_str().unwrap().to_owned();
+    let replica = server.url("replica-pf");
+    s3(
+        &server,
+        &[
+            "replicate",
+            &server.http_url("repos/pf"),
+            &replica,
+            "--pubkey",
+            pk,
+        ],
+    );
+    // check verifies the list object of every record: it is in the replica.
+    let check = s3(&server, &["check", &replica, "--pubkey", pk, "--json"]).json();
+    assert_eq!(check["problems"], serde_json::json!([]), "{check:#}");
+    let images = s3(&server, &["images", &replica, "--pubkey", pk, "--json"]).json();
+    assert_eq!(images[0]["prefetch"]["list"], stored.as_str(), "{images:#}");
+}
