@@ -87,6 +87,10 @@ impl Recorder {
     }
 }
 
+/// Inodes whose names a recording mount remembers at most (about 100 MB
+/// at worst); a file below one it forgot is not recorded.
+const MAX_NAMES: usize = 1_000_000;
+
 /// The names a mount handed out: inode → (parent inode, name).
 #[derive(Default)]
 pub(super) struct Names(Mutex<HashMap<u64, (u64, Vec<u8>)>>);
@@ -96,10 +100,10 @@ impl Names {
         if ino == 1 || name == b"." || name == b".." {
             return;
         }
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ino, (parent, name.to_vec()));
+        let mut names = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if names.len() < MAX_NAMES || names.contains_key(&ino) {
+            names.insert(ino, (parent, name.to_vec()));
+        }
     }
 
     /// The path of `ino` below the mount root, if every name on the way is
