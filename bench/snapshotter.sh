@@ -39,6 +39,8 @@
 #   NOBUILD=1     use target/release/stratum as is
 #   RUNS=3        runs of each configuration per link (the median is reported)
 #   DELAY_MS=5    per-direction delay of the delayed link (10 ms round trip)
+#   PREFETCH=1    record the files `python3 -c 'import json'` opens (`stratum mount --record`)
+#                 and publish them as the image's prefetch list (0: no list)
 #   IMAGE=small   small: python3.11-minimal + json over its libs and busybox (≈ 10 MB);
 #                 full: a Debian-sized image like the python images users pull: base layer =
 #                 every file of the host's Priority: required packages (coreutils, bash, libc,
@@ -54,6 +56,7 @@ WORK=${WORK:-$root/bench/work}
 RUNS=${RUNS:-3}
 DELAY_MS=${DELAY_MS:-5}
 IMAGE=${IMAGE:-small}
+PREFETCH=${PREFETCH:-1}
 case $IMAGE in small|full) ;; *) echo "IMAGE must be small or full" >&2; exit 2 ;; esac
 
 if [ -z "${STRATUM:-}" ]; then
@@ -170,7 +173,7 @@ import os, shutil, sys
 rfs, todo, seen = sys.argv[1], [l.rstrip("\n") for l in sys.stdin], set()
 while todo:
     f = todo.pop()
-    if f in seen or not os.path.lexists(f):
+    if f in seen or not os.path.lexists(f) or (os.path.isdir(f) and not os.path.islink(f)):
         continue
     seen.add(f)
     d = rfs + os.path.realpath(os.path.dirname(f))
@@ -253,6 +256,22 @@ key=$W/key
 repo=$W/repo
 "$STRATUM" init "$repo" --key "$key" --name bench.snapshotter >/dev/null
 "$STRATUM" publish "oci:$layout:python" --repo "$repo" --key "$key" --as bench/python:1 >/dev/null
+# The prefetch list: the files `python3 -c 'import json'` opens, recorded on a mount of the
+# image and published with it (what a publisher does once per image, README "publish").
+prefetch_entries=0
+if [ "$PREFETCH" = 1 ]; then
+    rec=$W/record
+    mkdir -p "$rec/mnt"
+    "$STRATUM" mount "$repo" "$rec/mnt" --image bench/python:1 --record "$rec/list" \
+        >"$rec/mount.log" 2>&1 &
+    rec_pid=$!
+    for _ in $(seq 300); do mountpoint -q "$rec/mnt" && break; sleep 0.05; done
+    chroot "$rec/mnt" /usr/bin/python3 -c 'import json' >/dev/null
+    "$STRATUM" umount "$rec/mnt" >/dev/null
+    wait "$rec_pid" || true
+    "$STRATUM" publish --repo "$repo" --key "$key" --prefetch "bench/python:1=$rec/list" >/dev/null
+    prefetch_entries=$(wc -l <"$rec/list")
+fi
 serve_port=$(free_port)
 "$STRATUM" serve "$repo" --listen "127.0.0.1:$serve_port" >"$W/serve.log" 2>&1 &
 pids+=($!)
@@ -445,7 +464,7 @@ if [ "$IMAGE" = full ]; then
 else
     what="base: libs + busybox; top: python3.11-minimal + json"
 fi
-say "Image bench/python:1 (IMAGE=$IMAGE): $nlayers layers ($what), $image_bytes bytes compressed, rootfs $rootfs_bytes bytes, $files files. $RUNS cold runs of each configuration per link."
+say "Image bench/python:1 (IMAGE=$IMAGE): $nlayers layers ($what), $image_bytes bytes compressed, rootfs $rootfs_bytes bytes, $files files. Prefetch list: $prefetch_entries files (PREFETCH=$PREFETCH). $RUNS cold runs of each configuration per link."
 say ""
 cat "$W/table.md" | tee -a "$report"
 say ""

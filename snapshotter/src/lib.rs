@@ -55,6 +55,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send) ->
         }
     })?;
     let snaps = Snapshots::open(&config.root, &config.mount)?;
+    snaps.warm_index();
     let addr = &config.address;
     if let Some(dir) = addr.parent() {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;

@@ -7,9 +7,11 @@
 //! diff_id(Ln))`). A `Prepare` carries the target chain ID and the parent
 //! snapshot, whose chain is known; the layer's diff_id is the one published
 //! diff_id `d` with `sha256(parent_chain + " " + d) == target`. The set of
-//! published diff_ids is read from the mount's `/layers` partitions and
+//! published diff_ids is read from the mount's `/layers` partitions (32
+//! at once; first in the background when the snapshotter starts) and
 //! rebuilt when the mount moves to a new revision (the `revision` of its
-//! status attribute), so a lookup costs hashing, not I/O.
+//! status attribute), so a lookup costs hashing, not I/O. A base layer
+//! needs no index: its chain ID is its diff_id, looked up directly.
 //!
 //! Every access to the mount runs on its own thread with a deadline
 //! ([`bounded`]): a stuck mount gives an error, never a hung gRPC call.
@@ -50,6 +52,9 @@ pub const MANIFEST_LABEL: &str = "containerd.io/snapshot/cri.manifest-digest";
 
 /// Manifest digests remembered as warmed at most (then forgotten at once).
 const MAX_WARMED: usize = 4096;
+
+/// `/layers` partitions listed at once.
+const LIST_THREADS: usize = 32;
 
 struct Cached {
     revision: Option<u64>,
@@ -158,24 +163,69 @@ impl Repository {
         v.get("revision")?.as_u64()
     }
 
-    /// Lists `/layers/*/*` of the mount: the published diff_ids.
+    /// Lists `/layers/*/*` of the mount: the published diff_ids. Each
+    /// partition is a catalog the mount may have to fetch, so up to
+    /// [`LIST_THREADS`] are listed at once: a cold node behind a 10 ms link
+    /// pays ~256/32 round trips for a full repository, not 256.
     fn list(mount: &Path) -> Result<HashSet<String>> {
         let layers = mount.join("layers");
-        let mut out = HashSet::new();
+        let mut parts = Vec::new();
         for part in std::fs::read_dir(&layers).map_err(Error::io(&layers))? {
-            let part = part.map_err(Error::io(&layers))?;
-            let path = part.path();
-            for e in std::fs::read_dir(&path).map_err(Error::io(&path))? {
-                let e = e.map_err(Error::io(&path))?;
-                if let Some(name) = e.file_name().to_str() {
-                    let d = format!("sha256:{name}");
-                    if hex_of(&d).is_some() {
-                        out.insert(d);
+            parts.push(part.map_err(Error::io(&layers))?.path());
+        }
+        let queue = Mutex::new(parts.into_iter());
+        let out = Mutex::new(HashSet::new());
+        let failed = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..LIST_THREADS {
+                s.spawn(|| loop {
+                    let Some(path) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+                        return;
+                    };
+                    match Repository::list_partition(&path) {
+                        Ok(found) => out.lock().unwrap_or_else(|p| p.into_inner()).extend(found),
+                        Err(e) => {
+                            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            return;
+                        }
                     }
+                });
+            }
+        });
+        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(out.into_inner().unwrap_or_else(|p| p.into_inner())),
+        }
+    }
+
+    fn list_partition(path: &Path) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(path).map_err(Error::io(path))? {
+            let e = e.map_err(Error::io(path))?;
+            if let Some(name) = e.file_name().to_str() {
+                let d = format!("sha256:{name}");
+                if hex_of(&d).is_some() {
+                    out.push(d);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Builds the index of published diff_ids in the background (at
+    /// start), so the first pull does not wait for the listing.
+    pub fn warm_index(self: &Arc<Self>) {
+        let repo = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("stratum-snap-index".into())
+            .spawn(move || {
+                if let Err(e) = repo.diff_ids() {
+                    tracing::warn!(error = %e, "indexing the repository's layer trees");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "indexing the repository's layer trees");
+        }
     }
 
     /// The published diff_ids, listed again when the revision moved.
@@ -258,6 +308,15 @@ impl Repository {
     pub fn find(&self, parent_chain: Option<&str>, target: &str) -> Result<Option<String>> {
         if hex_of(target).is_none() {
             return Ok(None);
+        }
+        if parent_chain.is_none() {
+            // A base layer's chain ID is its diff_id: one lookup, no index.
+            let tree = self.tree(target)?;
+            let t = tree.clone();
+            let found = bounded(&tree, MOUNT_TIMEOUT, move || {
+                Ok(std::fs::symlink_metadata(&t).is_ok_and(|m| m.is_dir()))
+            })?;
+            return Ok(found.then(|| target.to_string()));
         }
         let set = self.diff_ids()?;
         Ok(match parent_chain {

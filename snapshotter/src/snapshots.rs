@@ -23,7 +23,7 @@ pub const TARGET_LABEL: &str = "containerd.io/snapshot.ref";
 pub struct Snapshots {
     root: PathBuf,
     db: Mutex<Db>,
-    repo: Repository,
+    repo: std::sync::Arc<Repository>,
 }
 
 /// What a `Prepare`/`View` answers.
@@ -56,8 +56,13 @@ impl Snapshots {
         Ok(Snapshots {
             root: root.to_path_buf(),
             db: Mutex::new(db),
-            repo: Repository::new(mount.to_path_buf()),
+            repo: std::sync::Arc::new(Repository::new(mount.to_path_buf())),
         })
+    }
+
+    /// Starts indexing the repository's layer trees in the background.
+    pub fn warm_index(&self) {
+        self.repo.warm_index();
     }
 
     fn db(&self) -> Result<MutexGuard<'_, Db>> {
