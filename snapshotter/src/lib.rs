@@ -18,6 +18,7 @@
 //! mount no longer serves (or a stuck mount) is an error, not a hang.
 
 pub mod error;
+pub mod filter;
 pub mod remote;
 pub mod service;
 pub mod snapshots;

@@ -9,6 +9,7 @@ use containerd_snapshots::{Info, Kind as ApiKind, Snapshotter, Usage};
 use futures::stream::{self, BoxStream};
 
 use crate::error::{Error, Result};
+use crate::filter::{Fields, Filter};
 use crate::snapshots::{Prepared, Snapshots};
 use crate::store::{Kind, Snapshot};
 
@@ -133,10 +134,23 @@ impl Snapshotter for Service {
 
     type InfoStream = BoxStream<'static, Result<Info>>;
 
-    /// `Walk`: every snapshot (filters are left to containerd, which
-    /// checks what it needs of the answer).
-    async fn list(&self, _snapshotter: String, _filters: Vec<String>) -> Result<Self::InfoStream> {
-        let all = self.run(|s| s.list()).await?;
+    /// `Walk`: the snapshots any of `filters` selects (containerd's
+    /// filter syntax, [`crate::filter`]; none: every snapshot).
+    async fn list(&self, _snapshotter: String, filters: Vec<String>) -> Result<Self::InfoStream> {
+        let filter = Filter::parse(&filters)?;
+        let mut all = self.run(|s| s.list()).await?;
+        all.retain(|s| {
+            filter.matches(&Fields {
+                name: &s.name,
+                parent: &s.parent,
+                kind: match s.kind {
+                    Kind::View => "View",
+                    Kind::Active => "Active",
+                    Kind::Committed => "Committed",
+                },
+                labels: &s.labels,
+            })
+        });
         Ok(Box::pin(stream::iter(all.into_iter().map(|s| Ok(info(s))))))
     }
 }
