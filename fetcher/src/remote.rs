@@ -759,3 +759,40 @@ fn assert_send_sync() {
     is::<Remote>();
     is::<CachedObject>();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn failed() -> FetchError {
+        FetchError::Cache {
+            path: PathBuf::new(),
+            reason: "refused".into(),
+        }
+    }
+
+    /// Regression: a read that joined a prefetch's download failed with
+    /// it; it now fetches on its own. A read joining a read still shares
+    /// its result, failure included.
+    #[test]
+    fn a_failed_prefetch_does_not_fail_the_read_that_joined_it() {
+        let id = ObjectId::of(b"x");
+        for (leader_is_hint, reader_gets_ok) in [(true, true), (false, false)] {
+            let flights: Flights<u32> = Flights::new();
+            let waits = AtomicU64::new(0);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    flights.run_as(&id, &waits, leader_is_hint, || {
+                        std::thread::sleep(Duration::from_millis(300));
+                        Err(failed())
+                    })
+                });
+                std::thread::sleep(Duration::from_millis(100));
+                let got = flights.run(&id, &waits, || Ok(7));
+                assert_eq!(got.is_ok(), reader_gets_ok, "hint leader: {leader_is_hint}");
+            });
+            assert_eq!(waits.into_inner(), 1, "the read waited for the leader");
+        }
+    }
+}
