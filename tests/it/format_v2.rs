@@ -356,6 +356,25 @@ fn a_version_1_repository_is_read_and_upgraded_by_one_signed_revision() {
         2,
         "usr/lib (301 entries) is a subtree: {cats:?}"
     );
+    // What the revision wrote is version 2; the base's trees are kept as
+    // the version-1 catalogs they were.
+    let s = store(&repo);
+    let manifest_bytes = std::fs::read(repo.join(".stratum/manifest")).unwrap();
+    let (m, _, _) = stratum_catalog::manifest::Manifest::parse_unverified(&manifest_bytes).unwrap();
+    assert_eq!(s.load_catalog(&m.root).unwrap().format_version(), 2);
+    assert_eq!(s.load_catalog(&app_flat).unwrap().format_version(), 2);
+    let images = stratum([OsStr::new("images"), repo.as_os_str(), OsStr::new("--json")]).json();
+    let base_flat = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "local/base:1")
+        .unwrap()["flat_catalog"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base_flat = ObjectId::from_hex(&base_flat).unwrap();
+    assert_eq!(s.load_catalog(&base_flat).unwrap().format_version(), 1);
     let again = stratum([
         OsStr::new("rm"),
         repo.as_os_str(),

@@ -114,13 +114,18 @@ impl CatalogBuilder {
             )
             .map_err(sql)?;
         conn.execute_batch("BEGIN").map_err(sql)?;
-        Ok(CatalogBuilder {
+        let mut b = CatalogBuilder {
             conn,
             file,
             label,
             next_group,
             in_place: true,
-        })
+        };
+        // A version-1 catalog updated by this writer is written as what
+        // it now is: a catalog of this version (its content is valid in
+        // both, FORMAT.md §12).
+        b.set_property(schema::PROP_FORMAT_VERSION, &FORMAT_VERSION.to_string())?;
+        Ok(b)
     }
 
     /// Empties the retired-image and revision-tag tables (to be refilled).
