@@ -294,6 +294,17 @@ impl CatalogBuilder {
         rows::children(&self.conn, parent).map_err(|e| self.sql(e))
     }
 
+    /// At most `limit` children of `parent` whose names come after `after`,
+    /// in name order: a directory of a million entries is copied in pages.
+    pub(crate) fn children_after(
+        &self,
+        parent: i64,
+        after: Option<&[u8]>,
+        limit: i64,
+    ) -> Result<Vec<Entry>> {
+        rows::children_page(&self.conn, parent, after, limit).map_err(|e| self.sql(e))
+    }
+
     /// How many entries `parent` holds (indexed; no entry is decoded).
     pub fn child_count(&self, parent: i64) -> Result<usize> {
         rows::child_count(&self.conn, parent).map_err(|e| self.sql(e))

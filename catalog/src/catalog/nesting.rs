@@ -150,40 +150,89 @@ fn copy_subtree(
     cut: &[bool],
     catalog_of: &HashMap<i64, ObjectId>,
 ) -> crate::Result<()> {
-    let mut groups: HashMap<i64, i64> = HashMap::new();
-    let mut queue = std::collections::VecDeque::from([(top, ROOT_ID)]);
-    let mut next = ROOT_ID + 1;
-    while let Some((src_dir, out_dir)) = queue.pop_front() {
-        for mut e in src.children(src_dir)? {
-            let src_child = e.id;
-            let mounted = shape
-                .index
-                .get(&src_child)
-                .is_some_and(|&i| cut[i] && shape.is_dir[i]);
-            if mounted {
-                // The mount point shows the child's root (§4.10); it carries
-                // the same metadata so that the parent depends on nothing
-                // but the subtree's content.
-                e.nested = catalog_of.get(&src_child).copied();
-                if e.nested.is_none() {
-                    return Err(crate::Error::InvalidCatalog {
-                        catalog: "being written".into(),
-                        reason: format!("entry {src_child} was cut but has no catalog"),
-                    });
-                }
-            } else if e.hardlink != 0 {
-                let n = groups.len() as i64 + 1;
-                e.hardlink = *groups.entry(e.hardlink).or_insert(n);
+    let mut copy = Copy {
+        out,
+        shape,
+        cut,
+        catalog_of,
+        groups: HashMap::new(),
+        queue: std::collections::VecDeque::from([(top, ROOT_ID)]),
+        next: ROOT_ID + 1,
+    };
+    while let Some((src_dir, out_dir)) = copy.queue.pop_front() {
+        // In pages, so that a directory of a million entries is never held
+        // in memory at once.
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = src.children_after(src_dir, after.as_deref(), PAGE)?;
+            let Some(last) = page.last() else { break };
+            if after.as_deref().is_some_and(|a| last.name.as_slice() <= a) {
+                return Err(crate::Error::InvalidCatalog {
+                    catalog: "being written".into(),
+                    reason: format!("children of entry {src_dir} are not in name order"),
+                });
             }
-            let id = next;
-            next += 1;
-            out.insert_with_id(id, out_dir, &e)?;
-            if !mounted && e.is_dir() {
-                queue.push_back((src_child, id));
+            after = Some(last.name.clone());
+            let full = page.len() as i64 == PAGE;
+            for e in page {
+                copy.entry(e, out_dir)?;
+            }
+            if !full {
+                break;
             }
         }
     }
     Ok(())
+}
+
+/// Children copied per query.
+const PAGE: i64 = 1024;
+
+/// One catalog being copied out of the tree.
+struct Copy<'a> {
+    out: &'a mut CatalogBuilder,
+    shape: &'a Shape,
+    cut: &'a [bool],
+    catalog_of: &'a HashMap<i64, ObjectId>,
+    /// The tree's hardlink groups → this catalog's, by first appearance.
+    groups: HashMap<i64, i64>,
+    /// Directories to copy the children of: (tree entry id, catalog id).
+    queue: std::collections::VecDeque<(i64, i64)>,
+    next: i64,
+}
+
+impl Copy<'_> {
+    /// Copies `e`, a child of this catalog's entry `out_dir`.
+    fn entry(&mut self, mut e: super::entry::Entry, out_dir: i64) -> crate::Result<()> {
+        let src_child = e.id;
+        let mounted = self
+            .shape
+            .index
+            .get(&src_child)
+            .is_some_and(|&i| self.cut[i] && self.shape.is_dir[i]);
+        if mounted {
+            // The mount point shows the child's root (§4.10); it carries
+            // the same metadata so that the parent depends on nothing but
+            // the subtree's content.
+            e.nested = self.catalog_of.get(&src_child).copied();
+            if e.nested.is_none() {
+                return Err(crate::Error::InvalidCatalog {
+                    catalog: "being written".into(),
+                    reason: format!("entry {src_child} was cut but has no catalog"),
+                });
+            }
+        } else if e.hardlink != 0 {
+            let n = self.groups.len() as i64 + 1;
+            e.hardlink = *self.groups.entry(e.hardlink).or_insert(n);
+        }
+        let id = self.next;
+        self.next += 1;
+        self.out.insert_with_id(id, out_dir, &e)?;
+        if !mounted && e.is_dir() {
+            self.queue.push_back((src_child, id));
+        }
+        Ok(())
+    }
 }
 
 /// The shape of a tree: enough to apply the cut rule without reading rows.

@@ -377,3 +377,21 @@ fn a_chain_of_real_subtree_catalogs_deeper_than_the_limit_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_directory_larger_than_a_page_is_copied_whole_and_in_order() {
+    let r = repo();
+    let paths = image(&[], 2500);
+    let whole = write(&r, &paths, usize::MAX);
+    let split = write(&r, &paths, 100);
+    let sub = r.store.load_catalog(&split.subtrees[0]).unwrap();
+    assert_eq!(sub.entry_count().unwrap(), 2501);
+    // Breadth-first in name order: lib0000.so is entry 2, lib2499.so 2501.
+    assert_eq!(sub.get(2).unwrap().unwrap().name, b"lib0000.so");
+    assert_eq!(sub.get(2501).unwrap().unwrap().name, b"lib2499.so");
+    let (a, b) = (namespace(&r, &whole.top), namespace(&r, &split.top));
+    assert_eq!(
+        listing(&a, &a.root().unwrap()),
+        listing(&b, &b.root().unwrap())
+    );
+}
