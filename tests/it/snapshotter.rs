@@ -486,22 +486,41 @@ fn a_layer_tree_the_mount_no_longer_serves_is_an_error_not_a_hang() {
         h.update(format!("{} {}", chain[0], chain[1]).as_bytes());
         format!("sha256:{}", hex::encode(h.finalize()))
     };
-    node.containerd.ctr_ok(
-        NS,
-        &["snapshots", "--snapshotter", "stratum", "view", "v1", &top],
-    );
-    // Kept from containerd's garbage collection (and Update exercised).
-    node.containerd.ctr_ok(
-        NS,
-        &[
-            "snapshots",
-            "--snapshotter",
-            "stratum",
-            "label",
-            "v1",
-            "containerd.io/gc.root=1",
-        ],
-    );
+    // A view made by `ctr snapshots view` has no lease: containerd's
+    // garbage collection (scheduled when the pull's lease ends) may take
+    // it before it is labelled a root. Until the label holds, make it again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let _ = node.containerd.ctr(
+            NS,
+            &["snapshots", "--snapshotter", "stratum", "rm", "v1"],
+        );
+        node.containerd.ctr_ok(
+            NS,
+            &["snapshots", "--snapshotter", "stratum", "view", "v1", &top],
+        );
+        // Kept from containerd's garbage collection (and Update exercised).
+        let labelled = node.containerd.ctr(
+            NS,
+            &[
+                "snapshots",
+                "--snapshotter",
+                "stratum",
+                "label",
+                "v1",
+                "containerd.io/gc.root=1",
+            ],
+        );
+        if labelled.success() {
+            break;
+        }
+        assert!(
+            attempts < 10 && labelled.stderr_str().contains("does not exist"),
+            "ctr snapshots label v1: {}",
+            labelled.stderr_str()
+        );
+    }
     // Remove the image and collect its trees; the mount follows.
     let key = node.repo.key.to_str().unwrap();
     let repo = node.repo.repo.to_str().unwrap();
