@@ -515,8 +515,28 @@ fn chunked_files_stream_and_check_sizes() {
     f.data = Data::Chunks(bad);
     b.insert(ROOT_ID, &f).unwrap();
     let root_id = repo.catalog(b);
-    let dest = repo.sandbox("chunk").join("dest");
+    // In parallel, whichever bad chunk lands first is reported: chunk 1
+    // (object shorter than declared) or chunk 3 (longer).
+    let dest = repo.sandbox("chunk-parallel").join("dest");
     let err = repo.pull(&root_id, &dest).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PullError::Size {
+                expected: 10,
+                actual: 7,
+                ..
+            } | PullError::Size {
+                expected: 0,
+                actual: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // With one job, the first one in file order.
+    let dest = repo.sandbox("chunk").join("dest");
+    let err = repo.pull_with(&root_id, &dest, &sequential).unwrap_err();
     let msg = err.to_string();
     assert!(
         matches!(

@@ -492,10 +492,9 @@ fn a_layer_tree_the_mount_no_longer_serves_is_an_error_not_a_hang() {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let _ = node.containerd.ctr(
-            NS,
-            &["snapshots", "--snapshotter", "stratum", "rm", "v1"],
-        );
+        let _ = node
+            .containerd
+            .ctr(NS, &["snapshots", "--snapshotter", "stratum", "rm", "v1"]);
         node.containerd.ctr_ok(
             NS,
             &["snapshots", "--snapshotter", "stratum", "view", "v1", &top],
