@@ -30,8 +30,10 @@ pub struct ReplicateArgs {
     /// More URLs of the same repository, tried in turn when one fails.
     #[arg(long = "mirror", value_name = "URL", value_parser = crate::thin::parse_url)]
     mirrors: Vec<String>,
-    /// Downloads in flight at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// Downloads in flight at once (over one pool of kept-alive connections). Each
+    /// costs a round trip, so a replica across a WAN needs many. The default was chosen
+    /// at a 10 ms round trip (docs/DECISIONS.md).
+    #[arg(long, default_value_t = stratum_fetcher::replicate::DEFAULT_REPLICATE_JOBS as u32, value_parser = clap::value_parser!(u32).range(1..=256))]
     jobs: u32,
     /// Walk every catalog and check every object, even below catalogs that
     /// are unchanged since the replica's revision (repairs missing objects).

@@ -77,6 +77,10 @@ use crate::transport::{FetchError, Reject, Transport, TransportStats};
 
 use stratum_catalog::layout::{DIRTY_PATH, PUBLIC_KEY_PATH};
 
+/// The default of [`ReplicateConfig::jobs`]: chosen by measurement at a
+/// 10 ms round trip (docs/DECISIONS.md, "`--jobs` defaults").
+pub const DEFAULT_REPLICATE_JOBS: usize = 64;
+
 /// Where to replicate from, and how.
 #[derive(Clone, Debug)]
 pub struct ReplicateConfig {
@@ -91,7 +95,7 @@ pub struct ReplicateConfig {
     pub read_timeout: Duration,
     /// Extra rounds over the mirrors. Default 3.
     pub retries: u32,
-    /// Downloads in flight at once. Default 8.
+    /// Downloads in flight at once. Default [`DEFAULT_REPLICATE_JOBS`].
     pub jobs: usize,
     /// Walk every catalog, even below mount points unchanged since the
     /// replica's current revision. Default false.
@@ -109,7 +113,7 @@ impl ReplicateConfig {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(20),
             retries: 3,
-            jobs: 8,
+            jobs: DEFAULT_REPLICATE_JOBS,
             full: false,
             http2_prior_knowledge: false,
         }

@@ -78,7 +78,7 @@ const SETID_BITS: u32 = 0o6000;
 
 /// The default of [`PullOptions::jobs`]: chosen by measurement at a 10 ms
 /// round trip (docs/DECISIONS.md, "`pull --jobs`").
-pub const DEFAULT_PULL_JOBS: usize = 32;
+pub const DEFAULT_PULL_JOBS: usize = 64;
 
 /// How [`materialize`] treats what only root can reproduce.
 #[derive(Clone, Debug, PartialEq, Eq)]

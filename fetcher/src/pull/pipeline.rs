@@ -231,32 +231,41 @@ impl<'a> Pool<'a> {
                             g.held += need;
                             g.running += 1;
                             self.room.notify_all();
+                            // More work and maybe budget: pass the wake-up on.
+                            if !g.tasks.is_empty() {
+                                self.work.notify_one();
+                            }
                             break Job::Content(t, need);
                         }
                     }
                     g = self.work.wait(g).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            match job {
+            let r = match job {
                 Job::Catalog(id) => {
                     let nested = self.objects.catalog_ahead(&id);
                     self.catalogs_ahead(nested);
                     self.lock().running -= 1;
+                    Ok(())
                 }
                 Job::Content(task, held) => {
                     let r = self.execute(task);
-                    {
-                        let mut g = self.lock();
-                        g.held -= held;
-                        g.running -= 1;
+                    let mut g = self.lock();
+                    g.held -= held;
+                    g.running -= 1;
+                    // The budget freed may let a waiting worker start (one
+                    // at a time: waking them all costs more than it saves).
+                    if !g.tasks.is_empty() {
+                        self.work.notify_one();
                     }
-                    if let Err(e) = r {
-                        self.fail(e);
-                    }
+                    r
                 }
-            }
-            self.work.notify_all();
+            };
+            // Only the walk waits for room (to hand over a task, or to finish).
             self.room.notify_all();
+            if let Err(e) = r {
+                self.fail(e);
+            }
         }
     }
 
