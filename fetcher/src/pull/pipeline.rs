@@ -186,7 +186,9 @@ impl<'a> Pool<'a> {
         while g.failed.is_none() && (!g.tasks.is_empty() || g.running > 0) {
             g = self.room.wait(g).unwrap_or_else(|p| p.into_inner());
         }
-        // Workers still running a task finish it and exit.
+        // Workers waiting for budget or work see the end and exit; those
+        // still running a task finish it and exit.
+        self.work.notify_all();
         match g.failed.take() {
             Some(e) => {
                 g.tasks.clear();
