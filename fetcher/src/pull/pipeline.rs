@@ -82,6 +82,10 @@ pub(super) struct Pool<'a> {
     files: AtomicU64,
     /// Lines of `PullStats::skipped`, with the walk order of their entry.
     skipped: Mutex<Vec<(u64, String)>>,
+    /// Tests: how long a worker pauses after ending a task and waking the
+    /// walk (to hold open the window a lost failure needed).
+    #[cfg(test)]
+    pause_after_task: Option<std::time::Duration>,
 }
 
 impl<'a> Pool<'a> {
@@ -105,6 +109,8 @@ impl<'a> Pool<'a> {
             reporting: Mutex::new(()),
             files: AtomicU64::new(0),
             skipped: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            pause_after_task: None,
         }
     }
 
@@ -167,6 +173,13 @@ impl<'a> Pool<'a> {
     /// Records the first failure and stops: queued tasks are dropped.
     pub fn fail(&self, e: PullError) {
         let mut g = self.lock();
+        self.fail_locked(&mut g, e);
+    }
+
+    /// [`Pool::fail`] under the lock the caller holds. A worker records its
+    /// failure in the same critical section that ends its task: `finish`
+    /// must never see the task over (`running == 0`) and no failure yet.
+    fn fail_locked(&self, g: &mut State, e: PullError) {
         if g.failed.is_none() {
             g.failed = Some(e);
         }
@@ -243,30 +256,31 @@ impl<'a> Pool<'a> {
                     g = self.work.wait(g).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            let r = match job {
+            match job {
                 Job::Catalog(id) => {
                     let nested = self.objects.catalog_ahead(&id);
                     self.catalogs_ahead(nested);
                     self.lock().running -= 1;
-                    Ok(())
                 }
                 Job::Content(task, held) => {
                     let r = self.execute(task);
                     let mut g = self.lock();
                     g.held -= held;
                     g.running -= 1;
-                    // The budget freed may let a waiting worker start (one
-                    // at a time: waking them all costs more than it saves).
-                    if !g.tasks.is_empty() {
+                    if let Err(e) = r {
+                        self.fail_locked(&mut g, e);
+                    } else if !g.tasks.is_empty() {
+                        // The budget freed may let a waiting worker start (one
+                        // at a time: waking them all costs more than it saves).
                         self.work.notify_one();
                     }
-                    r
                 }
-            };
+            }
             // Only the walk waits for room (to hand over a task, or to finish).
             self.room.notify_all();
-            if let Err(e) = r {
-                self.fail(e);
+            #[cfg(test)]
+            if let Some(d) = self.pause_after_task {
+                std::thread::sleep(d);
             }
         }
     }
@@ -497,6 +511,30 @@ mod tests {
         assert!(src.calls.load(Ordering::SeqCst) < 100);
         // The failed object's file got nothing.
         assert_eq!(std::fs::read(tmp.path().join("f3")).unwrap(), b"");
+    }
+
+    /// Regression (CI, `reader_trust::zstd_bomb_content_is_refused_with_bounded_memory`:
+    /// "pull URL: a bomb was accepted"): a worker ended its task and woke
+    /// the walk before recording its failure, so `finish` could see no
+    /// task left, no failure, and report success for a pull whose last
+    /// object was refused.
+    #[test]
+    fn a_failure_of_the_last_task_is_never_lost() {
+        for round in 0..20 {
+            let tmp = tempfile::tempdir().unwrap();
+            let src = Fake {
+                fail: Some(ObjectId::of(&0usize.to_le_bytes())),
+                ..Fake::default()
+            };
+            let o = opts(4);
+            let mut pool = Pool::new(&src, &o, false, &|_| {});
+            pool.pause_after_task = Some(Duration::from_millis(20));
+            let r = run(&pool, tmp.path(), 1, 10);
+            assert!(
+                matches!(r, Err(PullError::Content { .. })),
+                "round {round}: {r:?}"
+            );
+        }
     }
 
     #[test]
