@@ -43,6 +43,8 @@ export LC_ALL=C
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 WORK=${WORK:-$root/bench/work}
 DELAY_MS=${DELAY_MS:-5}
 RUNS=${RUNS:-3}
@@ -77,10 +79,7 @@ report=$W/results.md
 pids=()
 
 say() { echo "$*" | tee -a "$report"; }
-log() { echo "[$(date +%T)] $*" >&2; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
-now() { date +%s.%N; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.1f", a / b }'; }
@@ -159,29 +158,7 @@ EOF
 
 # --- registry ----------------------------------------------------------------------------
 reg_port=$(free_port)
-mkdir -p "$run/registry"
-cat >"$run/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: info
-  formatter: json
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $run/registry/storage
-  maintenance:
-    uploadpurging:
-      enabled: false
-  redirect:
-    disable: true
-http:
-  addr: 127.0.0.1:$reg_port
-  secret: stratum-bench-secret
-EOF
-docker-registry serve "$run/registry/config.yml" >"$run/registry/access.log" 2>"$run/registry/app.log" &
-pids+=($!)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$reg_port/v2/" -o /dev/null && break; sleep 0.1; done
+start_registry "$run/registry" "$reg_port"
 for img in $IMAGES; do
     skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
         "oci:$layouts/$img:1" "docker://127.0.0.1:$reg_port/bench/$img:1"

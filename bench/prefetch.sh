@@ -34,6 +34,8 @@ export LC_ALL=C
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 WORK=${WORK:-$root/bench/work}
 RUNS=${RUNS:-3}
 DELAY_MS=${DELAY_MS:-5}
@@ -65,19 +67,9 @@ mkdir -p "$W"
 report=$W/results.md
 : >"$report"
 pids=()
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 say() { echo "$*" | tee -a "$report"; }
-log() { echo "[$(date +%T)] $*" >&2; }
-now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 is_mounted() { grep -q " $1 " /proc/self/mountinfo; }
-stop_pid() {
-    local p=$1 i
-    kill "$p" 2>/dev/null || return 0
-    for i in $(seq 100); do kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null || true; return 0; }; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-}
 cleanup() {
     set +e
     { grep -o " $W[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
@@ -130,21 +122,7 @@ log "image: $files files, rootfs $rootfs_bytes bytes, blobs $blob_bytes bytes"
 
 # --- registry ----------------------------------------------------------------------------
 reg_port=$(free_port)
-mkdir -p "$W/registry"
-cat >"$W/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $W/registry/storage
-http:
-  addr: 127.0.0.1:$reg_port
-  secret: stratum-bench-secret
-EOF
-docker-registry serve "$W/registry/config.yml" >/dev/null 2>"$W/registry/app.log" &
-pids+=($!)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$reg_port/v2/" -o /dev/null && break; sleep 0.1; done
+start_registry "$W/registry" "$reg_port"
 skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
     "oci:$layout:python" "docker://127.0.0.1:$reg_port/bench/python:1"
 

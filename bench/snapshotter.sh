@@ -55,6 +55,8 @@ export LC_ALL=C
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 WORK=${WORK:-$root/bench/work}
 RUNS=${RUNS:-3}
 DELAY_MS=${DELAY_MS:-5}
@@ -88,22 +90,9 @@ cd_pid=
 snap_pid=
 mnt=
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 say() { echo "$*" | tee -a "$report"; }
-log() { echo "[$(date +%T)] $*" >&2; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-now() { date +%s.%N; }
 
-stop_pid() { # PID: SIGTERM, SIGKILL after 10 s
-    local p=$1 i
-    kill "$p" 2>/dev/null || return 0
-    for i in $(seq 100); do kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null || true; return 0; }; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-}
-umount_below() { # DIR: every mount at or below DIR, deepest first, lazily
-    { grep -o " $1[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-}
 stop_node() { # containerd (its tasks first), snapshotter, mount
     if [ -n "$cd_pid" ]; then
         local ns t
@@ -225,31 +214,7 @@ log "image: $nlayers layers, $image_bytes bytes compressed, rootfs $rootfs_bytes
 
 # --- registry ----------------------------------------------------------------------------
 reg_port=$(free_port)
-mkdir -p "$W/registry"
-cat >"$W/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: info
-  formatter: json
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $W/registry/storage
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-  redirect:
-    disable: true
-http:
-  addr: 127.0.0.1:$reg_port
-  secret: stratum-bench-secret
-EOF
-docker-registry serve "$W/registry/config.yml" >"$W/registry/access.log" 2>"$W/registry/app.log" &
-pids+=($!)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$reg_port/v2/" -o /dev/null && break; sleep 0.1; done
+start_registry "$W/registry" "$reg_port"
 skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
     "oci:$layout:python" "docker://127.0.0.1:$reg_port/bench/python:1"
 

@@ -1,0 +1,53 @@
+# Shell pieces the benchmark scripts share (sourced, never run): ports, logging, stopping
+# processes and mounts, and a local Debian `docker-registry`.
+# A script that sources this keeps the pids of its background services in `pids`.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+log() { echo "[$(date +%T)] $*" >&2; }
+now() { date +%s.%N; }
+
+stop_pid() { # PID: SIGTERM, SIGKILL after 10 s
+    local p=$1 i
+    kill "$p" 2>/dev/null || return 0
+    for i in $(seq 100); do kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null || true; return 0; }; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+}
+
+umount_below() { # DIR: every mount at or below DIR, deepest first, lazily
+    { grep -o " $1[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
+# start_registry DIR PORT: a docker-registry on 127.0.0.1:PORT storing under DIR/storage,
+# its access log (one JSON line per request) in DIR/access.log; returns once it answers.
+start_registry() {
+    local dir=$1 port=$2
+    mkdir -p "$dir"
+    cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: info
+  formatter: json
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+  redirect:
+    disable: true
+http:
+  addr: 127.0.0.1:$port
+  secret: stratum-bench-secret
+EOF
+    docker-registry serve "$dir/config.yml" >"$dir/access.log" 2>"$dir/app.log" &
+    pids+=($!)
+    local _
+    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" -o /dev/null && return 0; sleep 0.1; done
+    echo "docker-registry did not start on port $port: $(tail -5 "$dir/app.log")" >&2
+    return 1
+}
