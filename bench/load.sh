@@ -54,6 +54,8 @@ export LC_ALL=C
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 SCALE=${SCALE:-small}
 WORK=${WORK:-$root/bench/work}
 DURATION=${DURATION:-60}
@@ -105,35 +107,12 @@ mkdir -p "$base"
 
 # ---------------------------------------------------------------------------------------
 # Tools
-need_pkgs=()
-for pair in curl:curl jq:jq nginx:nginx diff:diffutils shuf:coreutils; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
-done
+mapfile -t need_pkgs < <(missing_debs curl:curl jq:jq nginx:nginx diff:diffutils shuf:coreutils)
 ((MOUNTS == 0)) || command -v fusermount3 >/dev/null 2>&1 || need_pkgs+=(fuse3)
-if ((${#need_pkgs[@]})); then
-    [[ $(id -u) -eq 0 ]] || die "missing: ${need_pkgs[*]} (apt-get install ${need_pkgs[*]})"
-    say "installing ${need_pkgs[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" </dev/null >&2
-fi
+install_debs ${need_pkgs[@]+"${need_pkgs[@]}"}
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-mkdir -p "$WORK/bin"
-if [[ -n ${STRATUM:-} ]]; then
-    src_bin=$STRATUM
-else
-    if [[ -z ${NOBUILD:-} ]]; then
-        say "cargo build --release"
-        (cd "$root" && cargo build --release -q) >&2
-    fi
-    src_bin=$root/target/release/stratum
-fi
-[[ -x $src_bin ]] || die "no stratum binary at $src_bin"
-S=$WORK/bin/stratum-load
-cp -f "$src_bin" "$S.tmp" && mv -f "$S.tmp" "$S"
-stratum_rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-stratum_dirty=$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | wc -l)
-stratum_sha=$(sha256sum "$S" | cut -c1-12)
-stratum_built=$(date -u -r "$src_bin" '+%Y-%m-%d %H:%M UTC')
+stratum_under_test stratum-load
 
 layouts_ok() {
     local img

@@ -54,6 +54,8 @@ export LC_ALL=C
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 SCALE=${SCALE:-full}
 WORK=${WORK:-$root/bench/work}
 RUNS=${RUNS:-3}
@@ -83,12 +85,9 @@ mkdir -p "$base"
 
 # ---------------------------------------------------------------------------------------
 # Tools
-need_pkgs=()
-for pair in skopeo:skopeo umoci:umoci docker-registry:docker-registry squashfuse:squashfuse \
+mapfile -t need_pkgs < <(missing_debs skopeo:skopeo umoci:umoci docker-registry:docker-registry squashfuse:squashfuse \
     mksquashfs:squashfs-tools strace:strace tc:iproute2 ss:iproute2 jq:jq curl:curl \
-    fusermount3:fuse3; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
-done
+    fusermount3:fuse3)
 busybox=""
 for b in /usr/bin/busybox /bin/busybox; do
     if [[ -x $b ]] && file -L "$b" 2>/dev/null | grep -q 'statically linked'; then busybox=$b; break; fi
@@ -96,8 +95,7 @@ done
 [[ -n $busybox ]] || need_pkgs+=(busybox-static)
 command -v file >/dev/null || need_pkgs+=(file)
 if ((${#need_pkgs[@]})); then
-    say "installing ${need_pkgs[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" </dev/null >&2
+    install_debs "${need_pkgs[@]}"
     for b in /usr/bin/busybox /bin/busybox; do
         if [[ -x $b ]] && file -L "$b" | grep -q 'statically linked'; then busybox=$b; break; fi
     done
@@ -105,22 +103,7 @@ fi
 [[ -n $busybox ]] || die "no static busybox (apt-get install busybox-static)"
 [[ -x /usr/bin/python3.11 ]] || die "the default CMD needs /usr/bin/python3.11 on this host (or set CMD)"
 
-mkdir -p "$WORK/bin"
-if [[ -n ${STRATUM:-} ]]; then
-    src_bin=$STRATUM
-else
-    if [[ -z ${NOBUILD:-} ]]; then
-        say "cargo build --release"
-        (cd "$root" && cargo build --release -q) >&2
-    fi
-    src_bin=$root/target/release/stratum
-fi
-[[ -x $src_bin ]] || die "no stratum binary at $src_bin"
-S=$WORK/bin/stratum-mount
-cp -f "$src_bin" "$S.tmp" && mv -f "$S.tmp" "$S"
-stratum_rev=$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-stratum_dirty=$(cd "$root" && git status --porcelain --untracked-files=no 2>/dev/null | wc -l)
-stratum_sha=$(sha256sum "$S" | cut -c1-12)
+stratum_under_test stratum-mount
 
 # ---------------------------------------------------------------------------------------
 # Cleanup: every mount under $base, every process we started, the qdisc we added.

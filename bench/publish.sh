@@ -40,6 +40,8 @@ export LC_ALL=C
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 SCALE=${SCALE:-full}
 WORK=${WORK:-$root/bench/work}
 RUNS=${RUNS:-1}
@@ -59,39 +61,13 @@ die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------
 # Tools
-need_pkgs=()
-for pair in umoci:umoci ostree:ostree mksquashfs:squashfs-tools jq:jq; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
-done
+mapfile -t need_pkgs < <(missing_debs umoci:umoci ostree:ostree mksquashfs:squashfs-tools jq:jq)
 [[ -x /usr/bin/time ]] || need_pkgs+=(time)
-if ((${#need_pkgs[@]})); then
-    if [[ $(id -u) -eq 0 ]]; then
-        say "installing ${need_pkgs[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" </dev/null >&2
-    else
-        die "missing Debian packages: ${need_pkgs[*]} (apt-get install -y ${need_pkgs[*]})"
-    fi
-fi
+install_debs ${need_pkgs[@]+"${need_pkgs[@]}"}
 rootless=()
 [[ $(id -u) -eq 0 ]] || rootless=(--rootless)
 
-mkdir -p "$WORK/bin"
-if [[ -n ${STRATUM:-} ]]; then
-    src_bin=$STRATUM
-else
-    if [[ -z ${NOBUILD:-} ]]; then
-        say "cargo build --release"
-        (cd "$root" && cargo build --release -q) >&2
-    fi
-    src_bin=$root/target/release/stratum
-fi
-[[ -x $src_bin ]] || die "no stratum binary at $src_bin"
-S=$WORK/bin/stratum
-cp -f "$src_bin" "$S.tmp" && mv -f "$S.tmp" "$S"
-stratum_rev=$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-stratum_dirty=$(cd "$root" && git status --porcelain --untracked-files=no 2>/dev/null | wc -l)
-stratum_sha=$(sha256sum "$S" | cut -c1-12)
-stratum_built=$(date -u -r "$src_bin" '+%Y-%m-%d %H:%M UTC')
+stratum_under_test stratum
 
 # ---------------------------------------------------------------------------------------
 # Image set. A layer is a list of "SOURCE_DIR:MB" items: files (and symlinks) of the

@@ -54,6 +54,8 @@ export LC_ALL=C
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 if [[ -n ${QUICK:-} ]]; then
     N=${N:-500}
     B=${B:-100}
@@ -80,37 +82,11 @@ die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------
 # Tools
-need_pkgs=()
-for pair in zstd:zstd sqlite3:sqlite3 jq:jq curl:curl python3:python3; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
-done
+mapfile -t need_pkgs < <(missing_debs zstd:zstd sqlite3:sqlite3 jq:jq curl:curl python3:python3)
 [[ -x /usr/bin/time ]] || need_pkgs+=(time)
-if ((${#need_pkgs[@]})); then
-    if [[ $(id -u) -eq 0 ]]; then
-        say "installing ${need_pkgs[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" </dev/null >&2
-    else
-        die "missing Debian packages: ${need_pkgs[*]} (apt-get install -y ${need_pkgs[*]})"
-    fi
-fi
+install_debs ${need_pkgs[@]+"${need_pkgs[@]}"}
 
-mkdir -p "$WORK/bin"
-if [[ -n ${STRATUM:-} ]]; then
-    src_bin=$STRATUM
-else
-    if [[ -z ${NOBUILD:-} ]]; then
-        say "cargo build --release"
-        (cd "$root" && cargo build --release -q) >&2
-    fi
-    src_bin=$root/target/release/stratum
-fi
-[[ -x $src_bin ]] || die "no stratum binary at $src_bin"
-S=$WORK/bin/stratum-scale
-cp -f "$src_bin" "$S.tmp" && mv -f "$S.tmp" "$S"
-stratum_rev=${STRATUM_REV:-$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-stratum_dirty=$(cd "$root" && git status --porcelain --untracked-files=no 2>/dev/null | wc -l)
-stratum_sha=$(sha256sum "$S" | cut -c1-12)
-stratum_built=$(date -u -r "$src_bin" '+%Y-%m-%d %H:%M UTC')
+stratum_under_test stratum-scale
 have_replicate=""
 if "$S" replicate --help >/dev/null 2>&1; then have_replicate=1; fi
 
