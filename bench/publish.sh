@@ -29,6 +29,8 @@
 #                      report the fastest (default 1)
 #   SQUASHFS=0         skip mksquashfs;  TMPFS=0 skip the reference runs on /dev/shm
 #   KEEP=1             keep the scratch dirs of the run
+#   LAYOUTS_ONLY=1     build (or reuse) the image set and stop: bench/mount.sh and others
+#                      take their images from it
 #   COMPACT=0          skip `stratum compact` (run when the binary has it; COMPACT_LEVEL=N)
 #   STEP_TIMEOUT=S     give up on a step that takes longer than S seconds (default 3600)
 #
@@ -67,7 +69,7 @@ install_debs ${need_pkgs[@]+"${need_pkgs[@]}"}
 rootless=()
 [[ $(id -u) -eq 0 ]] || rootless=(--rootless)
 
-stratum_under_test stratum
+[[ -n ${LAYOUTS_ONLY:-} ]] || stratum_under_test stratum
 
 # ---------------------------------------------------------------------------------------
 # Image set. A layer is a list of "SOURCE_DIR:MB" items: files (and symlinks) of the
@@ -188,6 +190,10 @@ if [[ -n ${REBUILD:-} || ! -f $layouts/.complete || $(cat "$layouts/.complete") 
     build_images
 else
     say "reusing the $SCALE image set in $layouts"
+fi
+if [[ -n ${LAYOUTS_ONLY:-} ]]; then
+    say "LAYOUTS_ONLY: the image set is in $layouts"
+    exit 0
 fi
 
 # ---------------------------------------------------------------------------------------
