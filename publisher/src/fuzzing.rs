@@ -159,7 +159,10 @@ fn ingest_one(
     let (mut file, stats) = ingest_layer(&ctx, stream, objects, &|_| {})?;
     let id = objects.put_file(ObjectKind::Catalog, file.as_file_mut())?;
     let cat = Catalog::open_path(id, file.path())?;
-    crate::flat::apply_layer(flat, &cat)?;
+    let mut origins = std::collections::HashMap::new();
+    crate::flat::apply_layer(flat, &mut origins, &cat, 0, &mut |id| {
+        Err(stratum_catalog::Error::MissingObject(*id))
+    })?;
     Ok((id, stats))
 }
 

@@ -10,7 +10,9 @@
 use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
-use stratum_catalog::catalog::nesting::{write_tree, SUBTREE_MIN_ENTRIES};
+use stratum_catalog::catalog::nesting::{
+    write_tree, CutRule, Origins, REGION_MIN_ENTRIES, SUBTREE_MIN_ENTRIES,
+};
 use stratum_catalog::catalog::{
     Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageLayerRecord, ImageRecord,
 };
@@ -18,8 +20,8 @@ use stratum_catalog::manifest::Manifest;
 use stratum_catalog::ObjectKind;
 
 use crate::error::{PublishError, Result};
-use crate::flat::apply_layer;
-use crate::ingest::{ingest_layer_with, layer_path, LayerContext};
+use crate::flat::{apply_layer, lower_dirs};
+use crate::ingest::{ingest_layer_tree, layer_path, LayerContext};
 use crate::limits::Limits;
 use crate::names::ImageName;
 use crate::namespace_writer::NamespaceWriter;
@@ -532,6 +534,9 @@ fn publish_image(
         }
     }
     src.prepare(&needed, &repo.tmp_dir());
+    let rule = cut_rule();
+    // Which layer each flat entry comes from unchanged (the cut rule).
+    let mut origins = std::collections::HashMap::new();
     let mut previous = None;
     for layer in &image.layers {
         let diff_hex = layer.diff_id.hex();
@@ -550,19 +555,31 @@ fn publish_image(
                     lower: flat.as_ref(),
                 };
                 let on_bytes = |n| progress.bytes(n);
-                let (mut file, stats) =
-                    ingest_layer_with(&ctx, limits, stream, objects, &on_bytes)?;
+                let (tree, stats) = ingest_layer_tree(&ctx, limits, stream, objects, &on_bytes)?;
                 progress.layer_done();
                 report.layers_ingested += 1;
                 report.files += stats.files;
                 report.bytes += stats.bytes;
                 report.downloaded_bytes += layer.size;
-                // Stored and reopened from its file, streaming: a layer of
-                // many small files has a large catalog.
-                let id = objects.put_file(ObjectKind::Catalog, file.as_file_mut())?;
-                let catalog = Catalog::open_path(id, file.path())?;
+                // Cut by the same rule as flat trees, so that a directory
+                // the flat tree takes unchanged from this layer (an image's
+                // own `app/`) is one catalog in both (DECISIONS D42).
+                let lower = match flat.as_ref() {
+                    Some(f) => lower_dirs(&tree, f)?,
+                    None => Default::default(),
+                };
+                let written = write_tree(
+                    tree,
+                    &repo.tmp_dir(),
+                    CatalogKind::Layer,
+                    &layer_path(&diff_hex),
+                    rule,
+                    Origins::Layer(&lower),
+                    |f| objects.put_file(ObjectKind::Catalog, f),
+                )?;
+                let id = written.top;
                 ns.add_layer(&diff_hex, id);
-                (id, Some((catalog, file)))
+                (id, Some(store.load_catalog(&id)?))
             }
         };
         // Extracting a layer again right after itself changes nothing: what
@@ -576,15 +593,19 @@ fn publish_image(
         previous = Some(layer.diff_id);
         if let (Some(flat), false) = (flat.as_mut(), repeat) {
             report.layers_merged += 1;
-            match ingested {
-                Some((cat, _file)) => apply_layer(flat, &cat)?,
+            let cat = match ingested {
+                Some(cat) => cat,
                 None => {
                     // It may have been ingested moments ago (a repeated
                     // layer): let its object reach the store first.
                     objects.flush()?;
-                    apply_layer(flat, &store.load_catalog(&catalog_id)?)?
+                    store.load_catalog(&catalog_id)?
                 }
-            }
+            };
+            let index = u32::try_from(layer.index).unwrap_or(u32::MAX - 1);
+            apply_layer(flat, &mut origins, &cat, index, &mut |id| {
+                store.load_catalog(id)
+            })?;
         }
         layer_records.push(ImageLayerRecord {
             digest: layer.digest,
@@ -616,7 +637,8 @@ fn publish_image(
                 &repo.tmp_dir(),
                 CatalogKind::Flat,
                 &path,
-                subtree_min_entries(),
+                rule,
+                Origins::Flat(&origins),
                 |f| objects.put_file(ObjectKind::Catalog, f),
             )?;
             ns.add_flat(&manifest_hex, tree.top);
@@ -668,17 +690,23 @@ fn publish_image(
     Ok(report)
 }
 
-/// The cut threshold of flat trees: [`SUBTREE_MIN_ENTRIES`], or for
-/// measurements (bench/nesting.sh) `STRATUM_SUBTREE_MIN_ENTRIES` (a number;
-/// `0` writes every flat tree as one catalog, as format version 1 did).
-fn subtree_min_entries() -> usize {
-    match std::env::var("STRATUM_SUBTREE_MIN_ENTRIES")
+/// The cut rule of flat and layer trees: [`CutRule::REFERENCE`], or for
+/// measurements (bench/nesting.sh, bench/scale.sh) its thresholds from
+/// `STRATUM_SUBTREE_MIN_ENTRIES` and `STRATUM_REGION_MIN_ENTRIES`
+/// (numbers; `0` turns the rule off: `STRATUM_SUBTREE_MIN_ENTRIES=0`
+/// writes every tree as one catalog, as format version 1 did).
+fn cut_rule() -> CutRule {
+    let var = |name: &str, default: usize| match std::env::var(name)
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
     {
         Some(0) => usize::MAX,
         Some(n) => n,
-        None => SUBTREE_MIN_ENTRIES,
+        None => default,
+    };
+    CutRule {
+        min_entries: var("STRATUM_SUBTREE_MIN_ENTRIES", SUBTREE_MIN_ENTRIES),
+        region_min_entries: var("STRATUM_REGION_MIN_ENTRIES", REGION_MIN_ENTRIES),
     }
 }
 

@@ -203,6 +203,88 @@ fn a_shared_subtree_mounted_at_two_places_is_two_directories() {
     assert_ne!(x.ino(), y.ino(), "hardlinks stay within one place");
 }
 
+/// A top layer whose `app/` (with a subdirectory and a whiteout-free
+/// body of `n` files) comes from it alone, as `COPY app /app` writes it.
+fn app_layer(tag: &str, n: usize) -> Layer {
+    let mut e = vec![
+        TarEntry::dir(b"app/"),
+        TarEntry::dir(b"app/lib/"),
+        TarEntry::file(b"etc/hostname", format!("{tag}\n").as_bytes()),
+    ];
+    for i in 0..n {
+        let path = if i % 2 == 0 {
+            format!("app/m{i:03}.py")
+        } else {
+            format!("app/lib/l{i:03}.py")
+        };
+        e.push(TarEntry::file(
+            path.as_bytes(),
+            format!("# {tag} {i}\n").as_bytes(),
+        ));
+    }
+    Layer::gzip(&e)
+}
+
+/// The catalog mounted at `/name` of the catalog `top`.
+fn mounted_at(repo: &Path, top: &ObjectId, name: &[u8]) -> Option<ObjectId> {
+    let cat = store(repo).load_catalog(top).unwrap();
+    cat.lookup(stratum_catalog::catalog::ROOT_ID, name)
+        .unwrap()
+        .and_then(|e| e.nested)
+}
+
+#[test]
+fn an_image_s_own_directory_is_one_catalog_of_its_layer_tree_and_its_flat_tree() {
+    let tmp = tempdir();
+    let layout = Layout::create(&tmp.path().join("img"));
+    let base = base_layer();
+    layout.add_image("one", &[base.clone(), app_layer("one", 60)]);
+    layout.add_image("small", &[base, app_layer("small", 4)]);
+    let src = |tag: &str| format!("oci:{}:{tag}", layout.dir.display());
+    let repo = TestRepo::new("own.example.org");
+    repo.publish_one(&src("one"), Some("app:one"));
+    repo.publish_one(&src("small"), Some("app:small"));
+    repo.check();
+    let layer_top = |name: &str| {
+        let img = repo.image(name);
+        ObjectId::from_hex(img["layers"][1]["catalog"].as_str().unwrap()).unwrap()
+    };
+    // `app/` (63 entries) is at the edge of what the top layer alone
+    // writes: one catalog, the same object in both trees.
+    let in_layer = mounted_at(&repo.repo, &layer_top("app:one"), b"app");
+    let in_flat = mounted_at(&repo.repo, &flat_catalog(&repo, "app:one"), b"app");
+    assert!(in_layer.is_some(), "the layer tree cuts app/");
+    assert_eq!(
+        in_layer, in_flat,
+        "app/ of the layer tree and the flat tree"
+    );
+    // etc/ mixes the base's and the top layer's entries: never cut by this
+    // rule; and the base's directories stay in the base's catalogs.
+    assert_eq!(mounted_at(&repo.repo, &layer_top("app:one"), b"etc"), None);
+    assert_eq!(
+        mounted_at(&repo.repo, &flat_catalog(&repo, "app:one"), b"etc"),
+        None
+    );
+    // Below the threshold (7 entries) app/ stays inline in both.
+    assert_eq!(
+        mounted_at(&repo.repo, &layer_top("app:small"), b"app"),
+        None
+    );
+    assert_eq!(
+        mounted_at(&repo.repo, &flat_catalog(&repo, "app:small"), b"app"),
+        None
+    );
+    // The trees read back whole through the nested catalogs.
+    let dest = repo.scratch("pull");
+    repo.pull_image("app:one", &dest);
+    assert_eq!(std::fs::read_dir(dest.join("app")).unwrap().count(), 31);
+    assert_eq!(
+        std::fs::read(dest.join("app/lib/l059.py")).unwrap(),
+        b"# one 59\n"
+    );
+    assert_eq!(std::fs::read(dest.join("etc/hostname")).unwrap(), b"one\n");
+}
+
 #[test]
 fn the_same_image_in_two_fresh_repositories_has_byte_identical_catalogs() {
     let tmp = tempdir();

@@ -455,21 +455,36 @@ impl CatalogBuilder {
         res.map_err(|e| self.sql(e))
     }
 
-    /// `(id, parent, is directory, hardlink group, nlink)` of every entry,
-    /// in id order: the shape of the tree, for the cut rule.
+    /// `(id, parent, is directory, hardlink group, nlink, a layer's own)`
+    /// of every entry, in id order: the shape of the tree, for the cut
+    /// rule. "A layer's own" is false for what a layer tree holds only to
+    /// stack with overlayfs: whiteouts, overlay xattrs (opaque markers),
+    /// implicit directories and copied-up hardlink targets.
     pub(crate) fn shape(&self) -> Result<Vec<ShapeRow>> {
         let res = self
             .conn
-            .prepare("SELECT id, parent, mode, hardlink, nlink FROM entries ORDER BY id")
+            .prepare(
+                "SELECT id, parent, mode, hardlink, nlink, flags, rdev,
+                        EXISTS (SELECT 1 FROM xattrs x WHERE x.entry = entries.id
+                                AND (substr(x.name, 1, 16) = CAST('trusted.overlay.' AS BLOB)
+                                  OR substr(x.name, 1, 13) = CAST('user.overlay.' AS BLOB)))
+                 FROM entries ORDER BY id",
+            )
             .and_then(|mut st| {
                 st.query_map([], |r| {
                     let mode: u32 = r.get(2)?;
+                    let flags: i64 = r.get(5)?;
+                    let rdev: i64 = r.get(6)?;
+                    let overlay: bool = r.get(7)?;
+                    let whiteout = mode & super::entry::S_IFMT == 0o020000 && rdev == 0;
+                    let marks = super::schema::FLAG_IMPLICIT | super::schema::FLAG_COPYUP;
                     Ok((
                         r.get(0)?,
                         r.get(1)?,
                         mode & super::entry::S_IFMT == 0o040000,
                         r.get(3)?,
                         r.get(4)?,
+                        flags & marks == 0 && !whiteout && !overlay,
                     ))
                 })?
                 .collect()
@@ -478,8 +493,9 @@ impl CatalogBuilder {
     }
 }
 
-/// `(id, parent, is directory, hardlink group, nlink)` of one entry.
-pub(crate) type ShapeRow = (i64, i64, bool, i64, u32);
+/// `(id, parent, is directory, hardlink group, nlink, a layer's own)` of
+/// one entry.
+pub(crate) type ShapeRow = (i64, i64, bool, i64, u32, bool);
 
 /// Header fields of a database file that depend on how, not what, SQLite
 /// wrote: the change counter (offset 24), the version-valid-for number

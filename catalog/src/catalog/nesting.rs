@@ -8,10 +8,14 @@
 //! catalog when its subtree, minus what its own nested catalogs already
 //! hold, has at least `min_entries` entries, and no hardlink group has
 //! members both inside and outside it (hardlinks never cross catalogs,
-//! §4.7). The canonical writer numbers entries breadth-first in name order
-//! from 1, renumbers hardlink groups in order of first appearance, writes
-//! no timestamp of its own, and builds every catalog with a fixed page
-//! size and fixed header fields (§4.1).
+//! §4.7). A directory whose whole subtree comes unchanged from one layer,
+//! under a parent that does not, is cut from `region_min_entries` entries
+//! on: the same rule cuts layer trees, so such a directory (an image's own
+//! `app/`) is one catalog in its layer tree and its flat tree (D42). The
+//! canonical writer numbers entries breadth-first in name order from 1,
+//! renumbers hardlink groups in order of first appearance, writes no
+//! timestamp of its own, and builds every catalog with a fixed page size
+//! and fixed header fields (§4.1).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,6 +28,55 @@ use crate::ObjectId;
 /// at least this many entries not already in nested catalogs below it
 /// becomes a nested catalog (chosen by measurement, DECISIONS.md D39).
 pub const SUBTREE_MIN_ENTRIES: usize = 256;
+
+/// The reference writer's threshold at the edge of a region that comes
+/// unchanged from one layer (chosen by measurement, DECISIONS.md D42).
+pub const REGION_MIN_ENTRIES: usize = 32;
+
+/// Where a tree is cut into nested catalogs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CutRule {
+    /// A directory with at least this many residual entries is cut
+    /// (`usize::MAX`: the tree is one catalog, as format version 1 wrote
+    /// it, whatever `region_min_entries` says).
+    pub min_entries: usize,
+    /// A directory that, with its whole subtree, comes unchanged from one
+    /// layer, under a parent that does not, is cut from this many
+    /// residual entries on (`usize::MAX`: never by this rule).
+    pub region_min_entries: usize,
+}
+
+impl CutRule {
+    /// The reference writer's rule.
+    pub const REFERENCE: CutRule = CutRule {
+        min_entries: SUBTREE_MIN_ENTRIES,
+        region_min_entries: REGION_MIN_ENTRIES,
+    };
+
+    /// One catalog per tree.
+    pub const WHOLE: CutRule = CutRule {
+        min_entries: usize::MAX,
+        region_min_entries: usize::MAX,
+    };
+}
+
+/// Which layer each entry of a tree being written comes from unchanged:
+/// what lets a flat tree cut a directory where its layer tree cuts it.
+#[derive(Clone, Copy, Debug)]
+pub enum Origins<'a> {
+    /// A layer tree: every entry is the layer's own except what it holds
+    /// only to stack with overlayfs (whiteouts, opaque markers, implicit
+    /// directories, copied-up hardlink targets) and the directories given
+    /// (those the layers below already have, which the flat tree mixes
+    /// with theirs). Only directories whose whole subtree is the layer's
+    /// own are cut, so those markers stay in the top catalog, where the
+    /// flat merge meets them first.
+    Layer(&'a std::collections::HashSet<i64>),
+    /// A flat tree: entry id → the index of the layer that wrote the entry
+    /// as it is now (absent: no single layer, e.g. a directory whose
+    /// children changed later, or an entry no layer wrote).
+    Flat(&'a HashMap<i64, u32>),
+}
 
 /// The most catalogs a reader crosses on one path from the namespace root
 /// (root, partition and tree count; FORMAT.md §11): deeper nesting is
@@ -63,21 +116,22 @@ pub struct WrittenTree {
 
 /// Writes the tree assembled in `src` as its top catalog (kind `kind`,
 /// path `path`, with `src`'s other properties) and the nested `subtree`
-/// catalogs the cut rule gives with threshold `min_entries` (`usize::MAX`:
-/// one catalog, as format version 1 writes it). Each frozen catalog file
-/// is handed to `store`, children before parents, which stores it and
-/// returns its id.
+/// catalogs that `rule` gives, knowing where entries come from by
+/// `origins`. Each frozen catalog file is handed to `store`, children
+/// before parents, which stores it and returns its id.
+#[allow(clippy::too_many_arguments)]
 pub fn write_tree<E: From<crate::Error>>(
     mut src: CatalogBuilder,
     tmp_dir: &Path,
     kind: CatalogKind,
     path: &str,
-    min_entries: usize,
+    rule: CutRule,
+    origins: Origins<'_>,
     mut store: impl FnMut(&mut std::fs::File) -> Result<ObjectId, E>,
 ) -> Result<WrittenTree, E> {
     src.freeze_links()?;
-    let shape = Shape::read(&src)?;
-    let cut = shape.cuts(min_entries);
+    let shape = Shape::read(&src, origins)?;
+    let cut = shape.cuts(rule, matches!(origins, Origins::Layer(_)));
     // Children before parents: reverse pre-order.
     let mut tops: Vec<usize> = shape
         .preorder
@@ -235,6 +289,9 @@ impl Copy<'_> {
     }
 }
 
+/// No single layer (see [`Origins`]).
+const MIXED: u32 = u32::MAX;
+
 /// The shape of a tree: enough to apply the cut rule without reading rows.
 struct Shape {
     ids: Vec<i64>,
@@ -242,13 +299,16 @@ struct Shape {
     is_dir: Vec<bool>,
     group: Vec<i64>,
     nlink: Vec<u32>,
+    /// The layer the entry comes from unchanged, or [`MIXED`].
+    origin: Vec<u32>,
+    parent: Vec<usize>,
     children: Vec<Vec<usize>>,
     /// Entry indexes in pre-order from the root (index 0).
     preorder: Vec<usize>,
 }
 
 impl Shape {
-    fn read(src: &CatalogBuilder) -> crate::Result<Self> {
+    fn read(src: &CatalogBuilder, origins: Origins<'_>) -> crate::Result<Self> {
         let rows = src.shape()?;
         let mut s = Shape {
             ids: Vec::with_capacity(rows.len()),
@@ -256,6 +316,8 @@ impl Shape {
             is_dir: Vec::with_capacity(rows.len()),
             group: Vec::with_capacity(rows.len()),
             nlink: Vec::with_capacity(rows.len()),
+            origin: Vec::with_capacity(rows.len()),
+            parent: vec![0; rows.len()],
             children: vec![Vec::new(); rows.len()],
             preorder: Vec::with_capacity(rows.len()),
         };
@@ -265,12 +327,17 @@ impl Shape {
             .into_iter()
             .chain((0..rows.len()).filter(|&i| Some(i) != root_row));
         for i in order {
-            let (id, _, dir, g, n) = rows[i];
+            let (id, _, dir, g, n, own) = rows[i];
             s.index.insert(id, s.ids.len());
             s.ids.push(id);
             s.is_dir.push(dir);
             s.group.push(g);
             s.nlink.push(n);
+            s.origin.push(match origins {
+                Origins::Layer(lower) if own && !lower.contains(&id) => 0,
+                Origins::Layer(_) => MIXED,
+                Origins::Flat(map) => map.get(&id).copied().unwrap_or(MIXED),
+            });
         }
         if s.ids.first() != Some(&ROOT_ID) {
             return Err(crate::Error::InvalidCatalog {
@@ -284,6 +351,7 @@ impl Shape {
             }
             if let (Some(&c), Some(&p)) = (s.index.get(&id), s.index.get(&parent)) {
                 s.children[p].push(c);
+                s.parent[c] = p;
             }
         }
         let mut stack = vec![0usize];
@@ -294,13 +362,34 @@ impl Shape {
         Ok(s)
     }
 
-    /// Which directories become nested catalogs (never the root).
-    fn cuts(&self, min_entries: usize) -> Vec<bool> {
+    /// Which directories come, with their whole subtree, unchanged from
+    /// one layer.
+    fn uniform(&self) -> Vec<bool> {
+        let mut origin = vec![MIXED; self.ids.len()];
+        for &d in self.preorder.iter().rev() {
+            let o = self.origin[d];
+            let same = self.children[d].iter().all(|&c| {
+                let oc = if self.is_dir[c] {
+                    origin[c]
+                } else {
+                    self.origin[c]
+                };
+                oc == o
+            });
+            origin[d] = if same { o } else { MIXED };
+        }
+        origin.into_iter().map(|o| o != MIXED).collect()
+    }
+
+    /// Which directories become nested catalogs (never the root); with
+    /// `own_only`, only directories that are wholly one layer's own.
+    fn cuts(&self, rule: CutRule, own_only: bool) -> Vec<bool> {
         let n = self.ids.len();
         let mut cut = vec![false; n];
-        if min_entries == usize::MAX {
+        if rule.min_entries == usize::MAX {
             return cut;
         }
+        let uniform = self.uniform();
         let sizes = self.group_sizes();
         let mut residual = vec![0usize; n];
         // Hardlink groups with members in a directory's subtree but not all
@@ -328,7 +417,15 @@ impl Shape {
             }
             groups.retain(|g, k| sizes.get(g) != Some(k));
             residual[d] = count;
-            cut[d] = d != 0 && count >= min_entries && groups.is_empty();
+            // The edge of a region that is one layer's: where the layer
+            // tree cuts it too. The root is never cut, so its children are
+            // edges in both trees whatever the root is.
+            let p = self.parent[d];
+            let edge = uniform[d] && (p == 0 || !uniform[p]);
+            cut[d] = d != 0
+                && groups.is_empty()
+                && (!own_only || uniform[d])
+                && (count >= rule.min_entries || (edge && count >= rule.region_min_entries));
             open[d] = groups;
         }
         // Bound the nesting of one tree (top-down: parents are decided

@@ -82,9 +82,20 @@ fn repo() -> Repo {
 
 fn write(r: &Repo, paths: &[String], min: usize) -> WrittenTree {
     let b = build(&r.tmp, paths);
-    write_tree(b, &r.tmp, CatalogKind::Flat, "/flat/ab/x", min, |f| {
-        r.store.put_file(ObjectKind::Catalog, f, 1).map(|p| p.id)
-    })
+    let rule = CutRule {
+        min_entries: min,
+        region_min_entries: usize::MAX,
+    };
+    let origins = HashMap::new();
+    write_tree(
+        b,
+        &r.tmp,
+        CatalogKind::Flat,
+        "/flat/ab/x",
+        rule,
+        Origins::Flat(&origins),
+        |f| r.store.put_file(ObjectKind::Catalog, f, 1).map(|p| p.id),
+    )
     .unwrap()
 }
 
@@ -394,4 +405,79 @@ fn a_directory_larger_than_a_page_is_copied_whole_and_in_order() {
         listing(&a, &a.root().unwrap()),
         listing(&b, &b.root().unwrap())
     );
+}
+
+/// Writes `paths` with `rule`, as a flat tree whose entries under `app`
+/// come from layer 1 (the rest from layer 0, the root from none) or as a
+/// layer tree, and returns what its top mounts at `/app`.
+fn app_mount(r: &Repo, paths: &[String], layer: bool, rule: CutRule) -> Option<ObjectId> {
+    let b = build(&r.tmp, paths);
+    let mut origins = HashMap::new();
+    let lower = std::collections::HashSet::new();
+    for (i, spec) in paths.iter().enumerate() {
+        let path = spec.split_once(' ').unwrap().1;
+        // Ids follow insertion order (root = 1).
+        let from = u32::from(path == "app" || path.starts_with("app/"));
+        origins.insert(i as i64 + 2, from);
+    }
+    let (kind, origins) = if layer {
+        (CatalogKind::Layer, Origins::Layer(&lower))
+    } else {
+        (CatalogKind::Flat, Origins::Flat(&origins))
+    };
+    let top = write_tree(b, &r.tmp, kind, "/x", rule, origins, |f| {
+        r.store.put_file(ObjectKind::Catalog, f, 1).map(|p| p.id)
+    })
+    .unwrap()
+    .top;
+    let cat = r.store.load_catalog(&top).unwrap();
+    cat.lookup(ROOT_ID, b"app").unwrap().and_then(|e| e.nested)
+}
+
+#[test]
+fn a_directory_one_layer_writes_is_the_same_catalog_in_its_layer_and_flat_trees() {
+    let r = repo();
+    let mut app: Vec<String> = vec!["d app".into(), "d app/lib".into()];
+    for i in 0..40 {
+        app.push(format!("f app/lib/m{i:02}.py"));
+    }
+    let mut flat = image(&[], 10);
+    flat.extend(app.iter().cloned());
+    let mut layer: Vec<String> = vec!["d etc".into(), "f etc/hostname".into()];
+    layer.extend(app.iter().cloned());
+    let rule = CutRule::REFERENCE;
+    let in_flat = app_mount(&r, &flat, false, rule);
+    let in_layer = app_mount(&r, &layer, true, rule);
+    assert!(
+        in_flat.is_some(),
+        "app/ (42 entries) is cut at the region's edge"
+    );
+    assert_eq!(in_flat, in_layer);
+    // The rule off: app/ is below SUBTREE_MIN_ENTRIES, so stays inline.
+    let off = CutRule {
+        region_min_entries: usize::MAX,
+        ..rule
+    };
+    assert_eq!(app_mount(&r, &flat, false, off), None);
+    assert_eq!(app_mount(&r, &layer, true, off), None);
+    // A directory the layers below already have is not the layer's own.
+    let b = build(&r.tmp, &layer);
+    let app_id = 4; // root 1, etc 2, etc/hostname 3, app 4
+    let lower = std::collections::HashSet::from([app_id]);
+    let top = write_tree(
+        b,
+        &r.tmp,
+        CatalogKind::Layer,
+        "/x",
+        rule,
+        Origins::Layer(&lower),
+        |f| r.store.put_file(ObjectKind::Catalog, f, 1).map(|p| p.id),
+    )
+    .unwrap()
+    .top;
+    let cat = r.store.load_catalog(&top).unwrap();
+    let app = cat.lookup(ROOT_ID, b"app").unwrap().unwrap();
+    assert_eq!(app.nested, None);
+    let lib = cat.lookup(app.id, b"lib").unwrap().unwrap();
+    assert!(lib.nested.is_some(), "app/lib is then the region's edge");
 }

@@ -190,7 +190,7 @@ pub fn ingest_layer(
 }
 
 /// Ingests one layer within `limits`; returns its frozen catalog file (not
-/// yet stored).
+/// yet stored), one catalog.
 pub fn ingest_layer_with(
     ctx: &LayerContext<'_>,
     limits: &Limits,
@@ -198,6 +198,19 @@ pub fn ingest_layer_with(
     objects: &mut ObjectWriter,
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<(tempfile::NamedTempFile, IngestStats)> {
+    let (b, stats) = ingest_layer_tree(ctx, limits, stream, objects, on_bytes)?;
+    Ok((b.finish_file()?, stats))
+}
+
+/// Ingests one layer within `limits`; returns its tree, not yet frozen
+/// (`nesting::write_tree` cuts and stores it).
+pub fn ingest_layer_tree(
+    ctx: &LayerContext<'_>,
+    limits: &Limits,
+    stream: LayerStream,
+    objects: &mut ObjectWriter,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(CatalogBuilder, IngestStats)> {
     let ns_path = layer_path(&ctx.layer.diff_id.hex());
     // Until the tar says otherwise, the layer root looks like the merged
     // root below it, so that stacking the layer trees shows the right
@@ -247,7 +260,7 @@ pub fn ingest_layer_with(
     tree.b.set_property("entries", &stats.entries.to_string())?;
     tree.b.set_property("files", &stats.files.to_string())?;
     tree.b.set_property("bytes", &stats.bytes.to_string())?;
-    Ok((tree.b.finish_file()?, stats))
+    Ok((tree.b, stats))
 }
 
 pub fn layer_path(diff_hex: &str) -> String {
