@@ -50,7 +50,8 @@ pub struct MountArgs {
     /// prefetch list (started at mount, or for a whole-repository mount when an image's
     /// tree is first entered), the next small files of a directory read file by file, the
     /// next chunk of a file read sequentially. Reads never wait for these: they fetch on
-    /// their own, and join a download already under way. 0 fetches nothing ahead.
+    /// their own, and join a download already under way. 0 fetches nothing ahead. An
+    /// --image or --thin mount of a URL opens N connections while it fetches the manifest.
     #[arg(long, value_name = "N", default_value_t = fs::DEFAULT_PREFETCH_JOBS)]
     pub prefetch_jobs: usize,
     /// Write the files opened through this mount (paths relative to the image root, in
@@ -243,6 +244,13 @@ fn open_remote(args: &MountArgs, urls: Vec<String>, thin_name: Option<&str>) -> 
     let mut cfg = stratum_fetcher::RemoteConfig::new(urls.clone(), key, cache);
     cfg.quota_bytes = parse_size(&args.quota)?;
     args.transport.apply(&mut cfg);
+    // An image's prefetch workers start as soon as its catalogs are in:
+    // their connections are opened while those are fetched (D42). A
+    // whole-repository mount starts a list only when a tree is entered,
+    // later than an idle connection is kept.
+    if args.image.is_some() || args.thin.is_some() {
+        cfg.connections_ahead = args.prefetch_jobs;
+    }
     if let Some(name) = thin_name {
         args.transport.expect_thin_name(&mut cfg, name)?;
     }

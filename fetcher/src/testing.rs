@@ -1,5 +1,6 @@
-//! A tiny static HTTP/1.1 server for tests, on 127.0.0.1 only: GET of the
-//! files of a directory with Content-Length and keep-alive, plus faults on
+//! A tiny static HTTP/1.1 server for tests, on 127.0.0.1 only: GET (and
+//! HEAD, logged as `HEAD path`) of the files of a directory with
+//! Content-Length and keep-alive, plus faults on
 //! demand (wrong bytes, 503s, truncated bodies, delays, replaced files). It
 //! also answers proxy-style requests (`GET http://host/path`), so it can
 //! stand in for a forward proxy. For this crate's tests and the workspace's
@@ -155,6 +156,15 @@ fn serve(conn: TcpStream, st: &State) -> std::io::Result<()> {
             .unwrap_or("")
             .trim_start_matches('/')
             .to_owned();
+        if method == "HEAD" {
+            // Logged apart from the GETs (which tests match by path alone).
+            st.log.lock().unwrap().push(format!("HEAD {path}"));
+            match read_file(&st.root.lock().unwrap(), &path) {
+                Some(body) => respond(&mut out, 200, b"", Some(body.len()))?,
+                None => respond(&mut out, 404, b"", None)?,
+            }
+            continue;
+        }
         st.log.lock().unwrap().push(path.clone());
         if method != "GET" {
             respond(&mut out, 405, b"", None)?;

@@ -331,6 +331,7 @@ impl Transport {
                 connect_timeout,
                 read_timeout,
                 h2c,
+                tls: speaks_tls(parsed.scheme(), |v| std::env::var(v).ok()),
             };
             clients.push((shared_client(settings)?, h2c));
         }
@@ -346,6 +347,36 @@ impl Transport {
 
     pub fn urls(&self) -> &[String] {
         &self.urls
+    }
+
+    /// Opens up to `n` kept-alive connections to the preferred mirror, in
+    /// the background, for parallel requests about to be made: `n`
+    /// `HEAD` requests of `rel_path` at once, each in a thread of its own
+    /// (any static server answers `HEAD`; no body crosses the link). Their
+    /// outcome is not looked at: a request that follows succeeds or fails
+    /// on its own. Over HTTP/2 every request shares one connection, so
+    /// nothing is opened ahead.
+    pub fn open_connections(&self, n: usize, rel_path: &str) {
+        let mirror = self.preferred.load(Ordering::Relaxed) % self.urls.len();
+        let (client, h2c) = &self.clients[mirror];
+        if *h2c {
+            return;
+        }
+        let url = format!("{}/{rel_path}", self.urls[mirror]);
+        for _ in 0..n {
+            let (client, url) = (client.clone(), url.clone());
+            let spawned = std::thread::Builder::new()
+                .name("connect-ahead".into())
+                .spawn(move || match client.head(&url).send() {
+                    Ok(r) => {
+                        tracing::trace!(status = %r.status(), "{url}: connection opened ahead")
+                    }
+                    Err(e) => tracing::debug!("{url}: opening a connection ahead: {e}"),
+                });
+            if spawned.is_err() {
+                break;
+            }
+        }
     }
 
     /// The mirror asked first: the last one that answered well.
@@ -747,6 +778,21 @@ struct ClientSettings {
     read_timeout: Duration,
     /// HTTP/2 with prior knowledge (cleartext `http://` only).
     h2c: bool,
+    /// Whether a connection may speak TLS (see [`speaks_tls`]).
+    tls: bool,
+}
+
+/// Whether requests to a mirror of URL scheme `scheme` may go over TLS: an
+/// `https://` mirror, or an `http://` one reached through an `https://`
+/// proxy (the variables the client honours for `http://` URLs, read with
+/// `env`). A client that never speaks TLS does not load the system's CA
+/// roots, which cost ~15 ms at every mount's start (D42).
+fn speaks_tls(scheme: &str, env: impl Fn(&str) -> Option<String>) -> bool {
+    scheme != "http"
+        || ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+            .iter()
+            .filter_map(|v| env(v))
+            .any(|p| !p.trim().to_ascii_lowercase().starts_with("http://") && !p.trim().is_empty())
 }
 
 /// The client for `settings`, built once per process: a `reqwest` client is
@@ -783,6 +829,11 @@ fn shared_client(settings: ClientSettings) -> Result<Client, FetchError> {
     if settings.h2c {
         b = b.http2_prior_knowledge();
     }
+    if !settings.tls {
+        // No roots: nothing is loaded, and a TLS connection (which this
+        // client never makes) would fail.
+        b = b.tls_certs_only(std::iter::empty());
+    }
     let client = b
         .build()
         .map_err(|e| FetchError::Config(format!("HTTP client: {e}")))?;
@@ -811,7 +862,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Validators;
+    use super::{speaks_tls, Validators};
     use reqwest::header::{HeaderMap, HeaderValue, DATE, ETAG, LAST_MODIFIED};
 
     fn headers(pairs: &[(reqwest::header::HeaderName, &str)]) -> HeaderMap {
@@ -823,6 +874,19 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn only_plain_http_without_a_tls_proxy_skips_the_ca_roots() {
+        let none = |_: &str| None;
+        assert!(!speaks_tls("http", none));
+        assert!(speaks_tls("https", none));
+        let proxy = |url: &'static str| move |v: &str| (v == "http_proxy").then(|| url.to_owned());
+        assert!(!speaks_tls("http", proxy("http://squid:3128")));
+        assert!(!speaks_tls("http", proxy("HTTP://squid:3128")));
+        assert!(speaks_tls("http", proxy("https://squid:3129")));
+        // A proxy without a scheme: the client's own default applies, be safe.
+        assert!(speaks_tls("http", proxy("squid:3128")));
     }
 
     #[test]

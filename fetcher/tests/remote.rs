@@ -846,3 +846,85 @@ fn a_huge_body_for_a_small_object_is_refused_unread() {
     assert_eq!(s.requests_for(&id.to_hex()[2..]), 1, "asked again");
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+/// `connections_ahead`: while the manifest is fetched, that many
+/// connections are opened (by `HEAD` requests) for the parallel requests
+/// that follow, which then find them open instead of each paying a connect.
+#[test]
+fn connections_are_opened_ahead_while_the_manifest_is_fetched() {
+    let f = fixture();
+    let s = Server::start(&f.repo);
+    let mut cfg = config(vec![s.url()], f.key, &f.cache("cache"));
+    cfg.connections_ahead = 6;
+    let r = Arc::new(Remote::open(cfg).unwrap());
+    let heads = || {
+        s.log()
+            .iter()
+            .filter(|p| *p == &format!("HEAD {MANIFEST_PATH}"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while heads() < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(heads(), 6, "{:?}", s.log());
+    // Logged when asked: let the answers reach the pool.
+    std::thread::sleep(Duration::from_millis(500));
+    let conns = || {
+        s.state
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let opened = conns();
+    assert!(opened >= 6, "{opened} connections: {:?}", s.log());
+    // Six downloads at once find them open.
+    std::thread::scope(|sc| {
+        for (_, bytes, id) in f.objects.iter().take(6) {
+            let r = r.clone();
+            sc.spawn(move || assert_eq!(&r.object(id).unwrap().read_all().unwrap(), bytes));
+        }
+    });
+    assert!(
+        conns() <= 7,
+        "{} connections after 6 parallel downloads, {opened} before",
+        conns()
+    );
+}
+
+/// Regression guard for D42 (cache files are no longer fdatasynced before
+/// their rename): what a power loss can leave under a name, a short file or
+/// one of zeros, is found by the next process's check before first use,
+/// removed and fetched again, for objects and catalogs alike.
+#[test]
+fn cache_files_torn_by_a_power_loss_are_fetched_again() {
+    let f = fixture();
+    let s = Server::start(&f.repo);
+    let cache = f.cache("cache");
+    let (bytes, id) = f.object("f5.bin");
+    {
+        let r = open(vec![s.url()], &f, "cache");
+        assert_eq!(r.object(&id).unwrap().read_all().unwrap(), bytes);
+        r.catalog(&f.nested).unwrap();
+    }
+    let object = cache_file(&cache, "objects", &id);
+    let catalog = cache_file(&cache, "catalogs", &f.nested);
+    let half = fs::metadata(&object).unwrap().len() / 2;
+    fs::File::options()
+        .write(true)
+        .open(&object)
+        .unwrap()
+        .set_len(half)
+        .unwrap();
+    let len = fs::metadata(&catalog).unwrap().len() as usize;
+    fs::write(&catalog, vec![0u8; len]).unwrap();
+    let requests = |needle: &ObjectId| s.requests_for(&needle.to_hex()[2..]);
+    assert_eq!((requests(&id), requests(&f.nested)), (1, 1));
+
+    // A new process (a new Remote: nothing verified yet) after the reboot.
+    let r = open(vec![s.url()], &f, "cache");
+    assert_eq!(r.object(&id).unwrap().read_all().unwrap(), bytes);
+    assert_eq!(r.catalog(&f.nested).unwrap().path(), "/nested");
+    assert_eq!((requests(&id), requests(&f.nested)), (2, 2));
+    assert_eq!(fs::read(&object).unwrap(), bytes);
+    assert_ne!(fs::read(&catalog).unwrap(), vec![0u8; len]);
+}

@@ -13,6 +13,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use stratum_fetcher::fs::DEFAULT_PREFETCH_JOBS;
 use stratum_fetcher::testing as http_server;
 
 use crate::support::fault_http::{HttpFault, HttpFaultProxy, Target};
@@ -205,6 +206,16 @@ fn recorded_list_is_fetched_at_mount_start_before_the_reads() {
             st["prefetch"]["objects"].as_u64() >= Some(wanted.len() as u64),
             "status shows what was fetched ahead: {st}"
         );
+        // An image mount opens the prefetch workers' connections while it
+        // fetches the manifest (D42); a whole-repository mount, whose lists
+        // start later, does not.
+        let log = server.log();
+        let heads = log
+            .iter()
+            .filter(|p| *p == "HEAD .stratum/manifest")
+            .count();
+        let want = if whole { 0 } else { DEFAULT_PREFETCH_JOBS };
+        assert_eq!(heads, want, "whole={whole}: {log:?}");
         if !whole {
             // root, /images, the /flat/ab partition, the flat tree and its
             // lib/d3 subtree: the list reached into a nested catalog.
