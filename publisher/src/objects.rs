@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Sender};
-use stratum_catalog::object::{Encoder, DEFAULT_LEVEL};
+use stratum_catalog::object::{level_for, Encoder, CATALOG_LEVEL, DEFAULT_LEVEL};
 use stratum_catalog::{ObjectId, ObjectKind, Store};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -60,9 +60,14 @@ impl Pool {
         for _ in 0..WORKERS {
             let (rx, state, store) = (rx.clone(), state.clone(), store.clone());
             let mut enc = Encoder::new(DEFAULT_LEVEL)?;
+            let mut catalog_enc = Encoder::new(CATALOG_LEVEL)?;
             workers.push(std::thread::spawn(move || {
                 while let Ok(batch) = rx.recv() {
                     for job in batch {
+                        let enc = match job.kind {
+                            ObjectKind::Catalog => &mut catalog_enc,
+                            _ => &mut enc,
+                        };
                         // The caller checked that the object is absent.
                         let r = enc.encode(&job.data).and_then(|encoded| {
                             let written = store
@@ -166,9 +171,11 @@ impl ObjectWriter {
                 tracing::warn!(
                     "object {id} was left incomplete by an interrupted writer; rewriting it"
                 );
-                self.store
-                    .backend()
-                    .replace(&id.path(kind), &self.enc.encode(&data)?)?;
+                let encoded = match kind {
+                    ObjectKind::Catalog => stratum_catalog::object::encode(&data, CATALOG_LEVEL)?,
+                    _ => self.enc.encode(&data)?,
+                };
+                self.store.backend().replace(&id.path(kind), &encoded)?;
             }
             self.known.insert(id);
             return Ok(id);
@@ -207,14 +214,14 @@ impl ObjectWriter {
         kind: ObjectKind,
         file: &mut std::fs::File,
     ) -> stratum_catalog::Result<ObjectId> {
-        let mut put = self.store.put_file(kind, file, DEFAULT_LEVEL)?;
+        let mut put = self.store.put_file(kind, file, level_for(kind))?;
         if !put.written && self.verify_existing && self.store.get(&put.id, kind).is_err() {
             tracing::warn!(
                 "object {} was left incomplete by an interrupted writer; rewriting it",
                 put.id
             );
             self.store.backend().delete(&put.id.path(kind))?;
-            put = self.store.put_file(kind, file, DEFAULT_LEVEL)?;
+            put = self.store.put_file(kind, file, level_for(kind))?;
         }
         if put.written {
             let (lock, _) = &*self.pool.state;
