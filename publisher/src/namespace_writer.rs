@@ -138,7 +138,6 @@ impl Area {
         store: &Store,
         objects: &mut ObjectWriter,
         tmp: &std::path::Path,
-        ts: u64,
     ) -> Result<BTreeMap<String, ObjectId>> {
         let mut out = self.old.clone();
         let empty_added = BTreeMap::new();
@@ -172,10 +171,10 @@ impl Area {
                     }
                     b
                 }
-                None => CatalogBuilder::create(tmp, CatalogKind::Partition, &path, &dir_entry(ts))?,
+                None => CatalogBuilder::create(tmp, CatalogKind::Partition, &path, &dir_entry())?,
             };
             for (hex, id) in added {
-                let mut e = dir_entry(ts);
+                let mut e = dir_entry();
                 e.name = hex.as_bytes().to_vec();
                 e.nested = Some(*id);
                 b.insert(ROOT_ID, &e)?;
@@ -203,9 +202,14 @@ fn invalid(reason: &str) -> PublishError {
     }
 }
 
-fn dir_entry(ts: u64) -> Entry {
+/// A directory of the namespace (root, `/flat`, partitions, `/images`
+/// and the mount points in them). Its mtime is 0: catalogs carry no time
+/// of their own (the revision's is in the signed manifest), so the same
+/// images published into two fresh repositories give the same root
+/// catalog (FORMAT.md §5.1).
+fn dir_entry() -> Entry {
     let mut e = Entry::new(FileType::Directory, 0o755);
-    e.mtime = i64::try_from(ts).unwrap_or(0);
+    e.mtime = 0;
     e
 }
 
@@ -478,9 +482,9 @@ impl NamespaceWriter {
     /// Writes the changed catalogs bottom-up; returns the new root catalog id.
     pub fn write(mut self, store: &Store, objects: &mut ObjectWriter) -> Result<ObjectId> {
         let t = std::time::Instant::now();
-        let layers = self.layers.write(store, objects, &self.tmp, self.ts)?;
+        let layers = self.layers.write(store, objects, &self.tmp)?;
         let t_layers = t.elapsed().as_secs_f64();
-        let flat = self.flat.write(store, objects, &self.tmp, self.ts)?;
+        let flat = self.flat.write(store, objects, &self.tmp)?;
         let t_flat = t.elapsed().as_secs_f64();
         let images = self.write_images(objects)?;
         let t_images = t.elapsed().as_secs_f64();
@@ -507,14 +511,14 @@ impl NamespaceWriter {
     ) -> Result<Vec<u8>> {
         let mut root = match &self.root_old {
             Some(bytes) => CatalogBuilder::from_bytes(&self.tmp, bytes, "/")?,
-            None => CatalogBuilder::create(&self.tmp, CatalogKind::Root, "/", &dir_entry(self.ts))?,
+            None => CatalogBuilder::create(&self.tmp, CatalogKind::Root, "/", &dir_entry())?,
         };
         for (name, parts, area) in [("flat", flat, &self.flat), ("layers", layers, &self.layers)] {
             let dir = match root.lookup(ROOT_ID, name.as_bytes())? {
                 Some(d) if d.is_dir() => d.id,
                 Some(_) => return Err(invalid(&format!("/{name} is not a directory"))),
                 None => {
-                    let mut d = dir_entry(self.ts);
+                    let mut d = dir_entry();
                     d.name = name.as_bytes().to_vec();
                     root.insert(ROOT_ID, &d)?
                 }
@@ -523,7 +527,7 @@ impl NamespaceWriter {
                 if area.old.get(part) == Some(id) {
                     continue;
                 }
-                let mut e = dir_entry(self.ts);
+                let mut e = dir_entry();
                 e.name = part.as_bytes().to_vec();
                 e.nested = Some(*id);
                 match root.lookup(dir, part.as_bytes())? {
@@ -534,7 +538,7 @@ impl NamespaceWriter {
                 }
             }
         }
-        let mut e = dir_entry(self.ts);
+        let mut e = dir_entry();
         e.name = b"images".to_vec();
         e.nested = Some(images);
         match root.lookup(ROOT_ID, b"images")? {
@@ -553,12 +557,9 @@ impl NamespaceWriter {
         let mut b = match &self.images_old {
             Some((id, _, _)) if !self.images_dirty => return Ok(*id),
             Some((_, bytes, _)) => CatalogBuilder::from_bytes(&self.tmp, bytes, "/images")?,
-            None => CatalogBuilder::create(
-                &self.tmp,
-                CatalogKind::Images,
-                "/images",
-                &dir_entry(self.ts),
-            )?,
+            None => {
+                CatalogBuilder::create(&self.tmp, CatalogKind::Images, "/images", &dir_entry())?
+            }
         };
         // The records themselves are in the `/flat` partitions now.
         for name in &self.legacy_records {
@@ -603,7 +604,7 @@ impl NamespaceWriter {
                     })
                 }
                 None => {
-                    let mut d = dir_entry(self.ts);
+                    let mut d = dir_entry();
                     d.name = comp.clone();
                     b.insert(parent, &d)?
                 }

@@ -211,14 +211,14 @@ fn a_publish_rewrites_only_the_partitions_its_records_touch() {
 /// A namespace as written before records moved out of `/images`: the
 /// records in the `/images` catalog, none in the partitions.
 fn legacy_namespace(f: &mut Fixture, records: &[ImageRecord]) -> ObjectId {
-    let ts = 1_700_000_000;
-    let mut root = CatalogBuilder::create(&f.tmp, CatalogKind::Root, "/", &dir_entry(ts)).unwrap();
+    let ts: u64 = 1_700_000_000;
+    let mut root = CatalogBuilder::create(&f.tmp, CatalogKind::Root, "/", &legacy_dir(ts)).unwrap();
     let mut images =
-        CatalogBuilder::create(&f.tmp, CatalogKind::Images, "/images", &dir_entry(ts)).unwrap();
-    let mut flat_dir = dir_entry(ts);
+        CatalogBuilder::create(&f.tmp, CatalogKind::Images, "/images", &legacy_dir(ts)).unwrap();
+    let mut flat_dir = legacy_dir(ts);
     flat_dir.name = b"flat".to_vec();
     let flat = root.insert(ROOT_ID, &flat_dir).unwrap();
-    let mut layers = dir_entry(ts);
+    let mut layers = legacy_dir(ts);
     layers.name = b"layers".to_vec();
     root.insert(ROOT_ID, &layers).unwrap();
     for r in records {
@@ -227,14 +227,14 @@ fn legacy_namespace(f: &mut Fixture, records: &[ImageRecord]) -> ObjectId {
             &f.tmp,
             CatalogKind::Partition,
             &format!("/flat/{}", &hex[..2]),
-            &dir_entry(ts),
+            &legacy_dir(ts),
         )
         .unwrap();
-        let mut mp = dir_entry(ts);
+        let mut mp = legacy_dir(ts);
         mp.name = hex.as_bytes().to_vec();
         mp.nested = Some(ObjectId::of(hex.as_bytes()));
         part.insert(ROOT_ID, &mp).unwrap();
-        let mut pe = dir_entry(ts);
+        let mut pe = legacy_dir(ts);
         pe.name = hex.as_bytes()[..2].to_vec();
         pe.nested = Some(
             f.objects
@@ -249,7 +249,7 @@ fn legacy_namespace(f: &mut Fixture, records: &[ImageRecord]) -> ObjectId {
             parent = match images.lookup(parent, comp.as_bytes()).unwrap() {
                 Some(e) => e.id,
                 None => {
-                    let mut d = dir_entry(ts);
+                    let mut d = legacy_dir(ts);
                     d.name = comp.as_bytes().to_vec();
                     images.insert(parent, &d).unwrap()
                 }
@@ -263,7 +263,7 @@ fn legacy_namespace(f: &mut Fixture, records: &[ImageRecord]) -> ObjectId {
         images.insert(parent, &link).unwrap();
         images.add_image(r).unwrap();
     }
-    let mut ie = dir_entry(ts);
+    let mut ie = legacy_dir(ts);
     ie.name = b"images".to_vec();
     ie.nested = Some(
         f.objects
@@ -310,4 +310,12 @@ fn records_an_older_writer_left_in_images_are_read_then_moved() {
     assert_eq!(parts.len(), 3);
     let root_cat = f.store.load_catalog(&new).unwrap();
     assert_eq!(in_store(&f.store, &root_cat).all().unwrap(), vec![a, b, c]);
+}
+
+/// A namespace directory as writers before D44 made it: the revision's
+/// time as its mtime.
+fn legacy_dir(ts: u64) -> Entry {
+    let mut e = dir_entry();
+    e.mtime = i64::try_from(ts).unwrap_or(0);
+    e
 }

@@ -356,7 +356,7 @@ impl<'r> Transaction<'r> {
                 let mut record = existing.clone();
                 record.name = name;
                 record.source = source.to_owned();
-                record.published_at = i64::try_from(self.ts).unwrap_or(0);
+                record.published_at = published_at(self.ts);
                 self.ns.set_image(record)?;
                 self.changed = true;
             }
@@ -657,7 +657,7 @@ fn publish_image(
         config_digest: image.config_digest,
         platform: image.platform.clone(),
         source: image.source.clone(),
-        published_at: i64::try_from(ts).unwrap_or(0),
+        published_at: published_at(ts),
         flat_path: format!("/flat/{}/{manifest_hex}", &manifest_hex[..2]),
         flat_catalog: flat_id.to_hex(),
         manifest: image.manifest.clone(),
@@ -708,6 +708,19 @@ fn cut_rule() -> CutRule {
         min_entries: var("STRATUM_SUBTREE_MIN_ENTRIES", SUBTREE_MIN_ENTRIES),
         region_min_entries: var("STRATUM_REGION_MIN_ENTRIES", REGION_MIN_ENTRIES),
     }
+}
+
+/// The publish time an image record carries: `SOURCE_DATE_EPOCH` when set
+/// (reproducible builds: the same images published into two fresh
+/// repositories then give byte-identical catalogs and the same root), else
+/// the revision's time `ts`. It is the only time in a catalog that a
+/// publish writes (DECISIONS D44).
+fn published_at(ts: u64) -> i64 {
+    let ts = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(ts);
+    i64::try_from(ts).unwrap_or(0)
 }
 
 /// The outputs a flat catalog carries (its `outputs` property), sorted.

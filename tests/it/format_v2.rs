@@ -285,17 +285,42 @@ fn an_image_s_own_directory_is_one_catalog_of_its_layer_tree_and_its_flat_tree()
     assert_eq!(std::fs::read(dest.join("etc/hostname")).unwrap(), b"one\n");
 }
 
+/// The root catalog id the repository's signed manifest names.
+fn manifest_root(repo: &Path) -> String {
+    let text = std::fs::read_to_string(repo.join(".stratum/manifest")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("root "))
+        .unwrap_or_else(|| panic!("no root line in {text}"))
+        .to_owned()
+}
+
+/// `stratum publish SRC --as NAME` with `SOURCE_DATE_EPOCH` set.
+fn publish_at(repo: &TestRepo, src: &str, name: &str, epoch: &str) {
+    let mut cmd = std::process::Command::new(crate::support::stratum_bin());
+    cmd.args(repo.publish_args(&[src], Some(name)))
+        .env("NO_COLOR", "1")
+        .env("SOURCE_DATE_EPOCH", epoch);
+    crate::support::run_cmd(cmd).assert_success();
+}
+
 #[test]
 fn the_same_image_in_two_fresh_repositories_has_byte_identical_catalogs() {
     let tmp = tempdir();
     let layout = Layout::create(&tmp.path().join("img"));
     layout.add_image("one", &[base_layer(), top_layer("one")]);
     let src = format!("oci:{}:one", layout.dir.display());
-    let a = TestRepo::new("a.example.org");
-    let b = TestRepo::new("b.example.org");
-    a.publish_one(&src, Some("app:one"));
+    let a = TestRepo::new("same.example.org");
     // A second apart, so that nothing that depends on the time can agree
     // by chance.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = TestRepo::new("same.example.org");
+    // An empty namespace holds no time at all.
+    assert_eq!(
+        manifest_root(&a.repo),
+        manifest_root(&b.repo),
+        "roots after init"
+    );
+    a.publish_one(&src, Some("app:one"));
     std::thread::sleep(std::time::Duration::from_millis(1100));
     b.publish_one(&src, Some("app:one"));
     let (fa, fb) = (flat_catalog(&a, "app:one"), flat_catalog(&b, "app:one"));
@@ -324,6 +349,20 @@ fn the_same_image_in_two_fresh_repositories_has_byte_identical_catalogs() {
             .collect()
     };
     assert_eq!(layers(&a), layers(&b));
+    // The one time a first publish puts in catalogs is the image's publish
+    // time: with SOURCE_DATE_EPOCH, the whole namespace is the same.
+    let c = TestRepo::new("same.example.org");
+    publish_at(&c, &src, "app:one", "1700000000");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let d = TestRepo::new("same.example.org");
+    publish_at(&d, &src, "app:one", "1700000000");
+    assert_eq!(manifest_root(&c.repo), manifest_root(&d.repo), "roots");
+    assert_eq!(c.image("app:one")["published_at"], 1_700_000_000);
+    assert_ne!(
+        manifest_root(&a.repo),
+        manifest_root(&b.repo),
+        "without SOURCE_DATE_EPOCH the records say when each was published"
+    );
 }
 
 /// Copies the version-1 fixture (written by the version-1 implementation,
@@ -638,4 +677,70 @@ fn a_nested_catalog_that_is_missing_or_of_a_tree_kind_is_refused() {
     let flat = link(&repo, CatalogKind::Flat, "/t", Some(sub));
     sign_with_tree(&repo, flat);
     refused_everywhere(&repo, "kind flat", 2);
+}
+
+/// Stores a `subtree` catalog whose root holds directories `a` and `b`,
+/// both mount points of `to` (or empty when `to` is `None`).
+fn fork(repo: &TestRepo, to: Option<ObjectId>) -> ObjectId {
+    use stratum_catalog::catalog::{CatalogBuilder, Entry, FileType, ROOT_ID};
+    let scratch = repo.scratch("build");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut b = CatalogBuilder::create(
+        &scratch,
+        CatalogKind::Subtree,
+        "",
+        &Entry::new(FileType::Directory, 0o755),
+    )
+    .unwrap();
+    for name in [b"a", b"b"] {
+        let mut d = Entry::new(FileType::Directory, 0o755);
+        d.name = name.to_vec();
+        d.nested = to;
+        b.insert(ROOT_ID, &d).unwrap();
+    }
+    let mut f = b.finish_file().unwrap();
+    store(&repo.repo)
+        .put_file(ObjectKind::Catalog, f.as_file_mut(), 1)
+        .unwrap()
+        .id
+}
+
+/// FORMAT.md §13 point 12: 40 catalogs, each mounting the next twice, show
+/// 2^40 directories. Each is read once by `check`; `pull` used to walk
+/// them all (exponential in the size of the repository) and now refuses
+/// the 1025th entry into one catalog, naming it.
+#[test]
+fn a_fan_out_of_shared_subtrees_is_refused_by_pull_not_walked_exponentially() {
+    use stratum_catalog::catalog::nesting::MAX_MOUNTS_OF_ONE_CATALOG;
+    let repo = TestRepo::new("fanout.example.org");
+    let leaf = fork(&repo, None);
+    let mut below = leaf;
+    for _ in 0..40 {
+        below = fork(&repo, Some(below));
+    }
+    let flat = link(&repo, CatalogKind::Flat, "/t", Some(below));
+    sign_with_tree(&repo, flat);
+    let started = std::time::Instant::now();
+    let out = stratum_raw([OsStr::new("check"), repo.repo.as_os_str()]);
+    out.assert_no_panic();
+    let dest = repo.scratch("dest");
+    let out = stratum_raw([
+        OsStr::new("pull"),
+        repo.repo.as_os_str(),
+        OsStr::new("--path"),
+        OsStr::new("/t"),
+        dest.as_os_str(),
+    ])
+    .assert_clean_failure();
+    let err = out.stderr_str();
+    assert!(
+        err.contains(&format!(
+            "mounted at more than {MAX_MOUNTS_OF_ONE_CATALOG} places"
+        )),
+        "pull: {err}"
+    );
+    // The catalog entered most is the deepest one, which the walk reaches
+    // first.
+    assert!(err.contains(&leaf.to_hex()), "names the catalog: {err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }

@@ -83,6 +83,14 @@ pub enum Origins<'a> {
 /// refused, whatever the catalogs say.
 pub const MAX_NESTING: usize = 256;
 
+/// The most times one walk of a tree (a pull) enters the same catalog. A
+/// `subtree` catalog may be mounted at many places, so a crafted tree of
+/// *k* catalogs, each mounting the next twice, shows 2^*k* directories;
+/// with this bound a walk does at most this many times the work of
+/// reading every catalog once (FORMAT.md §11). Honest trees mount a
+/// subtree at a handful of places.
+pub const MAX_MOUNTS_OF_ONE_CATALOG: u32 = 1024;
+
 /// The most levels of nested catalogs the reference writer puts below the
 /// top of one tree (a tree deeper than that keeps the rest inline), well
 /// under [`MAX_NESTING`] with the root, partition and tree above it.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, XattrFlags, CWD};
 use rustix::io::Errno;
+use stratum_catalog::catalog::nesting::MAX_MOUNTS_OF_ONE_CATALOG;
 use stratum_catalog::catalog::{Entry, FileType};
 use stratum_catalog::namespace::{CatalogLoader, Node};
 
@@ -229,6 +230,7 @@ impl<L: CatalogLoader> Puller<'_, L> {
         let inst = if Rc::ptr_eq(&node.catalog, &parent.catalog) {
             parent.inst
         } else {
+            self.entered(&node, &ns_path)?;
             self.next_inst += 1;
             self.next_inst
         };
@@ -243,6 +245,27 @@ impl<L: CatalogLoader> Puller<'_, L> {
             inst,
             children: children.into_iter(),
         })
+    }
+
+    /// Counts one more entry into `node`'s catalog; refuses the
+    /// [`MAX_MOUNTS_OF_ONE_CATALOG`]+1-th (FORMAT.md §13, point 12).
+    fn entered(&mut self, node: &Node, ns_path: &str) -> Result<(), PullError> {
+        let id = node.catalog.id();
+        let n = self.mounts.entry(id).or_insert(0);
+        *n += 1;
+        if *n > MAX_MOUNTS_OF_ONE_CATALOG {
+            return Err(PullError::Catalog {
+                path: ns_path.to_owned(),
+                source: Box::new(stratum_catalog::Error::InvalidCatalog {
+                    catalog: id.to_hex(),
+                    reason: format!(
+                        "mounted at more than {MAX_MOUNTS_OF_ONE_CATALOG} places of the \
+                         tree being pulled (a fan-out of shared subtree catalogs); refused"
+                    ),
+                }),
+            });
+        }
+        Ok(())
     }
 
     /// A directory's own metadata, once all its children are written.

@@ -208,6 +208,7 @@ pub(crate) fn run<L: CatalogLoader>(
         links: HashMap::new(),
         deferred: Vec::new(),
         next_inst: 0,
+        mounts: HashMap::new(),
         seq: 0,
     };
     std::thread::scope(|s| {
@@ -298,6 +299,9 @@ struct Puller<'a, L> {
     links: HashMap<(u64, i64), Link>,
     deferred: Vec<Deferred>,
     next_inst: u64,
+    /// How many times the walk entered each catalog (bounded: a fan-out of
+    /// shared subtrees must not make the walk exponential).
+    mounts: HashMap<stratum_catalog::ObjectId, u32>,
     /// The walk position of the entry being created.
     seq: u64,
 }
