@@ -14,7 +14,7 @@ pub const DEFAULT_LEVEL: i32 = 1;
 /// them, and a small share of what a publish compresses (≈ 0.4 MB of
 /// SQLite pages per image against MBs of content), so a denser level costs
 /// little: 5.8 % fewer bytes than level 1 at ≈ 38 MB/s per core (DECISIONS
-/// D43). Decoding speed does not depend on the level.
+/// D44). Decoding speed does not depend on the level.
 pub const CATALOG_LEVEL: i32 = 15;
 
 /// The level the publish path encodes an object of `kind` at.

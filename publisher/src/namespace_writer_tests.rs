@@ -312,7 +312,7 @@ fn records_an_older_writer_left_in_images_are_read_then_moved() {
     assert_eq!(in_store(&f.store, &root_cat).all().unwrap(), vec![a, b, c]);
 }
 
-/// A namespace directory as writers before D44 made it: the revision's
+/// A namespace directory as writers before D45 made it: the revision's
 /// time as its mtime.
 fn legacy_dir(ts: u64) -> Entry {
     let mut e = dir_entry();

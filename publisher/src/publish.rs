@@ -563,7 +563,7 @@ fn publish_image(
                 report.downloaded_bytes += layer.size;
                 // Cut by the same rule as flat trees, so that a directory
                 // the flat tree takes unchanged from this layer (an image's
-                // own `app/`) is one catalog in both (DECISIONS D42).
+                // own `app/`) is one catalog in both (DECISIONS D43).
                 let lower = match flat.as_ref() {
                     Some(f) => lower_dirs(&tree, f)?,
                     None => Default::default(),
@@ -714,7 +714,7 @@ fn cut_rule() -> CutRule {
 /// (reproducible builds: the same images published into two fresh
 /// repositories then give byte-identical catalogs and the same root), else
 /// the revision's time `ts`. It is the only time in a catalog that a
-/// publish writes (DECISIONS D44).
+/// publish writes (DECISIONS D45).
 fn published_at(ts: u64) -> i64 {
     let ts = std::env::var("SOURCE_DATE_EPOCH")
         .ok()

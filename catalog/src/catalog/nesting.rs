@@ -11,7 +11,7 @@
 //! §4.7). A directory whose whole subtree comes unchanged from one layer,
 //! under a parent that does not, is cut from `region_min_entries` entries
 //! on: the same rule cuts layer trees, so such a directory (an image's own
-//! `app/`) is one catalog in its layer tree and its flat tree (D42). The
+//! `app/`) is one catalog in its layer tree and its flat tree (D43). The
 //! canonical writer numbers entries breadth-first in name order from 1,
 //! renumbers hardlink groups in order of first appearance, writes no
 //! timestamp of its own, and builds every catalog with a fixed page size
@@ -30,7 +30,7 @@ use crate::ObjectId;
 pub const SUBTREE_MIN_ENTRIES: usize = 256;
 
 /// The reference writer's threshold at the edge of a region that comes
-/// unchanged from one layer (chosen by measurement, DECISIONS.md D42).
+/// unchanged from one layer (chosen by measurement, DECISIONS.md D43).
 pub const REGION_MIN_ENTRIES: usize = 32;
 
 /// Where a tree is cut into nested catalogs.
