@@ -522,6 +522,17 @@ impl Cache {
             .map_err(|e| cache_err(&self.tmp, format!("creating a new file: {e}")))
     }
 
+    /// Inserts the verified `bytes` of content object `id` (what `pull`
+    /// downloads: it holds them already, decoded).
+    pub fn insert_bytes(&self, id: &ObjectId, bytes: &[u8]) -> Result<(), FetchError> {
+        let mut tmp = self.new_file()?;
+        tmp.as_file_mut()
+            .write_all(bytes)
+            .map_err(|e| cache_err(&self.tmp, format!("writing a new file: {e}")))?;
+        self.insert_file(Kind::Object, id, tmp, bytes.len() as u64)
+            .map(drop)
+    }
+
     /// Inserts a file of `tmp/` (from [`Cache::new_file`]) holding the
     /// `len` verified bytes of `id`; returns the file, open.
     pub fn insert_file(
@@ -542,10 +553,7 @@ impl Cache {
         if kind == Kind::Catalog {
             flock(tmp.as_file(), FlockOperation::LockShared).map_err(|e| tmp_err(e.into()))?;
         }
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| cache_err(dir, e))?;
-        }
-        for _ in 0..3 {
+        for _ in 0..4 {
             match tmp.persist_noclobber(&path) {
                 Ok(file) => {
                     // Verified while it was decoded: no need to hash it again.
@@ -579,6 +587,13 @@ impl Cache {
                     // ... and it was evicted right away: try again.
                     tmp = e.file;
                 }
+                // The first object of its fan-out directory.
+                Err(e) if e.error.kind() == ErrorKind::NotFound => {
+                    if let Some(dir) = path.parent() {
+                        fs::create_dir_all(dir).map_err(|err| cache_err(dir, err))?;
+                    }
+                    tmp = e.file;
+                }
                 Err(e) => {
                     return Err(cache_err(
                         &path,
@@ -587,7 +602,10 @@ impl Cache {
                 }
             }
         }
-        Err(cache_err(&path, "raced with eviction three times"))
+        Err(cache_err(
+            &path,
+            "raced with eviction: not renamed into place after 4 tries",
+        ))
     }
 
     /// Removes least recently used files until the total is under the

@@ -50,7 +50,7 @@ pub mod transport;
 
 pub use error::PullError;
 pub use pull::{materialize, PullOptions, PullStats, DEFAULT_PULL_JOBS};
-pub use source::ObjectSource;
+pub use source::{ContentFuture, ObjectSource};
 
 pub use cache::CacheUsage;
 pub use refresh::Poll;

@@ -26,8 +26,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
@@ -38,10 +37,12 @@ use stratum_catalog::object::{self, Expected, MAX_CATALOG_SIZE, MAX_OBJECT_SIZE}
 use stratum_catalog::{ObjectId, ObjectKind};
 
 use crate::cache::{Cache, CacheUsage, Kind};
-use crate::transport::{
-    Counters, FetchError, Fetched, Reject, Transport, TransportStats, Validators,
-};
+use crate::transport::{FetchError, Fetched, Reject, Transport, TransportStats, Validators};
 use crate::ObjectSource;
+
+mod flights;
+
+use flights::Flights;
 
 /// Default cache quota: 4 GiB.
 pub const DEFAULT_QUOTA: u64 = 4 << 30;
@@ -160,116 +161,6 @@ impl CachedObject {
     }
 }
 
-/// One download in progress, awaited by every other caller of the same id.
-struct Flight<T> {
-    result: Mutex<Option<Result<T, FetchError>>>,
-    done: Condvar,
-    /// Started by a prefetch: a reader that waited for it and got an error
-    /// fetches on its own (a failed hint must not fail a read).
-    hint: bool,
-}
-
-struct Flights<T> {
-    map: Mutex<HashMap<ObjectId, Arc<Flight<T>>>>,
-}
-
-impl<T: Clone> Flights<T> {
-    fn new() -> Self {
-        Flights {
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Runs `f` for `id` unless a run for `id` is already under way, in
-    /// which case waits for it and returns its result.
-    fn run(
-        &self,
-        id: &ObjectId,
-        waits: &AtomicU64,
-        f: impl FnOnce() -> Result<T, FetchError>,
-    ) -> Result<T, FetchError> {
-        self.run_as(id, waits, false, f)
-    }
-
-    /// [`Flights::run`]; `hint`: the caller is a prefetch. A reader that
-    /// waited for a prefetch's run and got an error runs again itself.
-    fn run_as(
-        &self,
-        id: &ObjectId,
-        waits: &AtomicU64,
-        hint: bool,
-        f: impl FnOnce() -> Result<T, FetchError>,
-    ) -> Result<T, FetchError> {
-        let flight = loop {
-            let (flight, leader) = {
-                let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-                match map.get(id) {
-                    Some(fl) => (fl.clone(), false),
-                    None => {
-                        let fl = Arc::new(Flight {
-                            result: Mutex::new(None),
-                            done: Condvar::new(),
-                            hint,
-                        });
-                        map.insert(*id, fl.clone());
-                        (fl, true)
-                    }
-                }
-            };
-            if leader {
-                break flight;
-            }
-            Counters::bump(waits);
-            let mut r = flight.result.lock().unwrap_or_else(|p| p.into_inner());
-            let res = loop {
-                if let Some(res) = r.as_ref() {
-                    break res.clone();
-                }
-                r = flight.done.wait(r).unwrap_or_else(|p| p.into_inner());
-            };
-            // The flight is out of the map once its result is set.
-            if !(res.is_err() && flight.hint && !hint) {
-                return res;
-            }
-        };
-        // Whatever happens to `f` (even a panic), waiters are released and
-        // the flight is removed.
-        struct Land<'a, T> {
-            flights: &'a Flights<T>,
-            id: ObjectId,
-            flight: Arc<Flight<T>>,
-        }
-        impl<T> Drop for Land<'_, T> {
-            fn drop(&mut self) {
-                {
-                    let mut r = self.flight.result.lock().unwrap_or_else(|p| p.into_inner());
-                    if r.is_none() {
-                        *r = Some(Err(FetchError::Cache {
-                            path: PathBuf::new(),
-                            reason: format!("the download of {} was aborted", self.id),
-                        }));
-                    }
-                }
-                self.flights
-                    .map
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&self.id);
-                self.flight.done.notify_all();
-            }
-        }
-        let land = Land {
-            flights: self,
-            id: *id,
-            flight,
-        };
-        let res = f();
-        *land.flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(res.clone());
-        drop(land);
-        res
-    }
-}
-
 /// A catalog this process holds open, with the flock that pins its file.
 struct Pinned {
     catalog: Arc<Catalog>,
@@ -280,7 +171,8 @@ struct Pinned {
 /// documentation.
 pub struct Remote {
     pub(crate) transport: Transport,
-    pub(crate) cache: Cache,
+    /// Shared with the blocking threads that insert what `pull` downloads.
+    pub(crate) cache: Arc<Cache>,
     key: VerifyingKey,
     manifest: Manifest,
     manifest_id: ObjectId,
@@ -327,7 +219,7 @@ impl Remote {
             cfg.connections_ahead.min(MAX_CONNECTIONS_AHEAD),
             MANIFEST_PATH,
         );
-        let cache = Cache::open(&cfg.cache_dir, cfg.quota_bytes)?;
+        let cache = Arc::new(Cache::open(&cfg.cache_dir, cfg.quota_bytes)?);
         let key = cfg.public_key;
         let fp = key_fingerprint(&key);
         // The identity of the repository this node asked for: named by the
@@ -611,6 +503,62 @@ impl Remote {
         Ok(CachedObject { file, len })
     }
 
+    /// See [`ObjectSource::content_async`] for `Remote`.
+    async fn content_fetched(&self, id: ObjectId, size: u64) -> Result<Vec<u8>, FetchError> {
+        let c = &self.transport.counters;
+        let expected = Expected::Size(size);
+        if let Some((file, len)) = self.cache.lookup(Kind::Object, &id)? {
+            if len != size {
+                return Err(self.size_mismatch(&id, len, expected));
+            }
+            c.hit();
+            return CachedObject { file, len }
+                .read_all()
+                .map_err(|e| FetchError::Cache {
+                    path: self.cache.path(Kind::Object, &id),
+                    reason: format!("reading: {e}"),
+                });
+        }
+        let what = format!("{} {id}", kind_name(ObjectKind::Content));
+        let bytes = self
+            .transport
+            .fetch_async(
+                &what,
+                &id.path(ObjectKind::Content),
+                expected.encoded_bound(),
+                false,
+                |_url, body| {
+                    // Decoding, hashing and the insert are CPU and file
+                    // system work: on a blocking thread, so that the thread
+                    // polling the downloads only writes the destination.
+                    let cache = self.cache.clone();
+                    let verify = move || {
+                        let bytes =
+                            object::decode_expected(&id, &body, expected).map_err(|e| match e {
+                                stratum_catalog::Error::ObjectTooLarge { .. }
+                                | stratum_catalog::Error::SizeMismatch { .. } => {
+                                    Reject::Permanent(e.to_string())
+                                }
+                                e => Reject::Corrupt(e.to_string()),
+                            })?;
+                        cache.insert_bytes(&id, &bytes).map_err(Reject::Fatal)?;
+                        Ok(bytes)
+                    };
+                    async move {
+                        tokio::task::spawn_blocking(verify).await.map_err(|e| {
+                            Reject::Fatal(FetchError::Cache {
+                                path: PathBuf::new(),
+                                reason: format!("verifying object {id}: {e}"),
+                            })
+                        })?
+                    }
+                },
+            )
+            .await?;
+        c.miss();
+        Ok(bytes)
+    }
+
     /// A verified object whose size is not what the catalog states: the
     /// catalog is wrong (its id hashes the bytes, so no other copy helps).
     fn size_mismatch(&self, id: &ObjectId, len: u64, expected: Expected) -> FetchError {
@@ -714,6 +662,26 @@ impl ObjectSource for Remote {
             error,
         })
     }
+
+    fn fetches_async(&self) -> bool {
+        true
+    }
+
+    /// Verified bytes from the cache, or downloaded, then decoded, verified
+    /// and inserted into the cache without an `fdatasync`
+    /// ([`Cache::insert_bytes`]) on one of the runtime's blocking threads
+    /// (a body that does not verify fails its mirror, as in
+    /// [`Transport::fetch`](crate::transport)). No singleflight:
+    /// a pull asks for an object again only for another file with the same
+    /// bytes, and a second download of it costs less than the coordination.
+    fn content_async(&self, id: ObjectId, size: u64) -> crate::ContentFuture<'_> {
+        Box::pin(async move {
+            self.content_fetched(id, size)
+                .await
+                .map_err(|e| e.to_catalog_error(&id, ObjectKind::Content))
+        })
+    }
+
     /// Fetched, verified and pinned like [`Remote::catalog`] (where
     /// [`RemoteLoader`] finds it); returns the catalogs mounted in it.
     fn catalog_ahead(&self, id: &ObjectId) -> Vec<ObjectId> {
@@ -774,41 +742,4 @@ fn assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<Remote>();
     is::<CachedObject>();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn failed() -> FetchError {
-        FetchError::Cache {
-            path: PathBuf::new(),
-            reason: "refused".into(),
-        }
-    }
-
-    /// Regression: a read that joined a prefetch's download failed with
-    /// it; it now fetches on its own. A read joining a read still shares
-    /// its result, failure included.
-    #[test]
-    fn a_failed_prefetch_does_not_fail_the_read_that_joined_it() {
-        let id = ObjectId::of(b"x");
-        for (leader_is_hint, reader_gets_ok) in [(true, true), (false, false)] {
-            let flights: Flights<u32> = Flights::new();
-            let waits = AtomicU64::new(0);
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    flights.run_as(&id, &waits, leader_is_hint, || {
-                        std::thread::sleep(Duration::from_millis(300));
-                        Err(failed())
-                    })
-                });
-                std::thread::sleep(Duration::from_millis(100));
-                let got = flights.run(&id, &waits, || Ok(7));
-                assert_eq!(got.is_ok(), reader_gets_ok, "hint leader: {leader_is_hint}");
-            });
-            assert_eq!(waits.into_inner(), 1, "the read waited for the leader");
-        }
-    }
 }

@@ -1,5 +1,8 @@
 //! Where content objects come from.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use stratum_catalog::object::{self, Expected};
 use stratum_catalog::{ObjectId, ObjectKind, Store};
 
@@ -16,6 +19,22 @@ use stratum_catalog::{ObjectId, ObjectKind, Store};
 pub trait ObjectSource {
     fn content(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error>;
 
+    /// True for a source whose requests wait on the network: a pull then
+    /// keeps its `--jobs` downloads in flight as futures of
+    /// [`ObjectSource::content_async`] polled by one thread, rather than
+    /// calling [`ObjectSource::content`] from `--jobs` threads. Default
+    /// false.
+    fn fetches_async(&self) -> bool {
+        false
+    }
+
+    /// [`ObjectSource::content`] as a future (the same verified bytes, the
+    /// same errors), polled on the transport's runtime. Default: `content`,
+    /// run when first polled.
+    fn content_async(&self, id: ObjectId, size: u64) -> ContentFuture<'_> {
+        Box::pin(std::future::ready(self.content(&id, size)))
+    }
+
     /// A hint that catalog `id` will be loaded soon: a source with slow
     /// requests fetches and verifies it now (where the loader will find
     /// it) and returns the ids of the catalogs mounted in it, to be fetched
@@ -24,6 +43,10 @@ pub trait ObjectSource {
         Vec::new()
     }
 }
+
+/// The verified bytes of one object, to come.
+pub type ContentFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<u8>, stratum_catalog::Error>> + 'a>>;
 
 impl ObjectSource for Store {
     fn content(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error> {
@@ -35,6 +58,14 @@ impl ObjectSource for Store {
 impl<T: ObjectSource + ?Sized> ObjectSource for &T {
     fn content(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error> {
         (**self).content(id, size)
+    }
+
+    fn fetches_async(&self) -> bool {
+        (**self).fetches_async()
+    }
+
+    fn content_async(&self, id: ObjectId, size: u64) -> ContentFuture<'_> {
+        (**self).content_async(id, size)
     }
 
     fn catalog_ahead(&self, id: &ObjectId) -> Vec<ObjectId> {

@@ -159,26 +159,34 @@ impl FileJob {
     /// Fetches `piece` (verified by the source) and writes it at its
     /// offset; returns the bytes written.
     pub fn write_piece(&self, objects: &dyn ObjectSource, piece: &Piece) -> Result<u64, PullError> {
+        self.write_fetched(piece, objects.content(&piece.id, piece.size))
+    }
+
+    /// Writes what the source returned for `piece` (its verified bytes, or
+    /// why not) at its offset; returns the bytes written.
+    pub fn write_fetched(
+        &self,
+        piece: &Piece,
+        fetched: Result<Vec<u8>, stratum_catalog::Error>,
+    ) -> Result<u64, PullError> {
         let loc = self.loc();
-        let bytes = objects
-            .content(&piece.id, piece.size)
-            .map_err(|source| match source {
-                stratum_catalog::Error::SizeMismatch {
-                    declared, expected, ..
-                } => PullError::Size {
-                    path: loc.path.to_owned(),
-                    dest: loc.dest.to_owned(),
-                    what: piece.what(),
-                    expected,
-                    actual: declared,
-                },
-                source => PullError::Content {
-                    path: loc.path.to_owned(),
-                    dest: loc.dest.to_owned(),
-                    id: piece.id,
-                    source: Box::new(source),
-                },
-            })?;
+        let bytes = fetched.map_err(|source| match source {
+            stratum_catalog::Error::SizeMismatch {
+                declared, expected, ..
+            } => PullError::Size {
+                path: loc.path.to_owned(),
+                dest: loc.dest.to_owned(),
+                what: piece.what(),
+                expected,
+                actual: declared,
+            },
+            source => PullError::Content {
+                path: loc.path.to_owned(),
+                dest: loc.dest.to_owned(),
+                id: piece.id,
+                source: Box::new(source),
+            },
+        })?;
         if bytes.len() as u64 != piece.size {
             return Err(PullError::Size {
                 path: loc.path.to_owned(),

@@ -212,9 +212,7 @@ pub(crate) fn run<L: CatalogLoader>(
         seq: 0,
     };
     std::thread::scope(|s| {
-        for _ in 0..pool.threads() {
-            s.spawn(|| pool.worker());
-        }
+        pool.start(s);
         let walked = p.walk(&mut stack);
         // On an error of the walk, queued content is dropped; if a worker
         // failed first, its error is the cause and is what is returned.

@@ -21,6 +21,12 @@
 //! mounted in those) ahead of the walk, before any content task, through
 //! [`ObjectSource::catalog_ahead`]. At most [`MAX_CATALOGS_AHEAD`] per pull.
 //!
+//! A source whose requests wait on the network
+//! ([`ObjectSource::fetches_async`], an HTTP remote) gets no content
+//! threads: one thread (`driver`) keeps up to `jobs` downloads in flight as
+//! futures, under the same queue, budget and failure rules, and at most
+//! [`CATALOG_THREADS`] workers fetch catalogs ahead.
+//!
 //! The first error (in the walk or a worker) stops the pull: queued tasks
 //! are dropped, running ones end, and it is returned. With `jobs = 1` there
 //! are no threads: each task runs on the walk's thread when it is handed
@@ -36,12 +42,18 @@ use super::content::{FileJob, Piece};
 use super::PullOptions;
 use crate::{ObjectSource, PullError};
 
+mod driver;
+
 /// Decoded bytes the workers may hold at once (an object larger than this
 /// runs alone).
 pub(super) const MEMORY_BUDGET: u64 = 256 << 20;
 
 /// Nested catalogs fetched ahead of the walk, at most, per pull.
 pub(super) const MAX_CATALOGS_AHEAD: usize = 4096;
+
+/// Threads fetching catalogs ahead when content is downloaded by the
+/// driver (at most `jobs`).
+pub(super) const CATALOG_THREADS: usize = 16;
 
 /// One content object to fetch and write into its file.
 pub(super) struct Task {
@@ -70,9 +82,13 @@ pub(super) struct Pool<'a> {
     pub root_user: bool,
     progress: &'a (dyn Fn(u64) + Sync),
     jobs: usize,
+    /// Content is downloaded by the driver (`driver`), not by threads.
+    asynchronous: bool,
     /// [`MEMORY_BUDGET`], smaller in tests.
     budget: u64,
     state: Mutex<State>,
+    /// Wakes the driver: a task was handed over, or the end.
+    wake: tokio::sync::Notify,
     /// Signalled when there is work, room in the budget, or the end.
     work: Condvar,
     /// Signalled when the queue has room, a task ends, or the pull failed.
@@ -101,8 +117,14 @@ impl<'a> Pool<'a> {
             root_user,
             progress,
             jobs: opts.jobs.max(1),
+            // Without a runtime (it could not start threads), the threads'
+            // requests fail, each naming its object.
+            asynchronous: opts.jobs > 1
+                && objects.fetches_async()
+                && crate::transport::runtime().is_ok(),
             budget: MEMORY_BUDGET,
             state: Mutex::new(State::default()),
+            wake: tokio::sync::Notify::new(),
             work: Condvar::new(),
             room: Condvar::new(),
             bytes: AtomicU64::new(0),
@@ -116,10 +138,22 @@ impl<'a> Pool<'a> {
 
     /// Worker threads to start (none for a sequential pull).
     pub fn threads(&self) -> usize {
-        if self.jobs > 1 {
-            self.jobs
-        } else {
+        if self.jobs <= 1 {
             0
+        } else if self.asynchronous {
+            self.jobs.min(CATALOG_THREADS)
+        } else {
+            self.jobs
+        }
+    }
+
+    /// Starts the workers (and the driver) in `scope`.
+    pub fn start<'s>(&'s self, scope: &'s std::thread::Scope<'s, '_>) {
+        for _ in 0..self.threads() {
+            scope.spawn(|| self.worker());
+        }
+        if self.asynchronous {
+            scope.spawn(|| self.drive());
         }
     }
 
@@ -144,7 +178,11 @@ impl<'a> Pool<'a> {
             g = self.room.wait(g).unwrap_or_else(|p| p.into_inner());
         }
         g.tasks.push_back(task);
-        self.work.notify_one();
+        if self.asynchronous {
+            self.wake.notify_one();
+        } else {
+            self.work.notify_one();
+        }
         Ok(())
     }
 
@@ -188,6 +226,7 @@ impl<'a> Pool<'a> {
         g.closed = true;
         self.work.notify_all();
         self.room.notify_all();
+        self.wake.notify_one();
     }
 
     /// No more tasks: waits for the queued and running ones, and returns the
@@ -196,6 +235,7 @@ impl<'a> Pool<'a> {
         let mut g = self.lock();
         g.closed = true;
         self.work.notify_all();
+        self.wake.notify_one();
         while g.failed.is_none() && (!g.tasks.is_empty() || g.running > 0) {
             g = self.room.wait(g).unwrap_or_else(|p| p.into_inner());
         }
@@ -213,8 +253,9 @@ impl<'a> Pool<'a> {
     }
 
     /// A worker thread: catalogs first (the walk will need them), then
-    /// content tasks in order, each when the memory budget allows; exits
-    /// on failure, or once the pool is closed and its queue empty.
+    /// content tasks in order, each when the memory budget allows (unless
+    /// the driver runs them); exits on failure, or once the pool is closed
+    /// and its queue empty.
     pub fn worker(&self) {
         enum Job {
             Catalog(ObjectId),
@@ -232,6 +273,13 @@ impl<'a> Pool<'a> {
                             g.running += 1;
                             break Job::Catalog(id);
                         }
+                    }
+                    if self.asynchronous {
+                        if g.closed {
+                            return;
+                        }
+                        g = self.work.wait(g).unwrap_or_else(|p| p.into_inner());
+                        continue;
                     }
                     let need = match g.tasks.front() {
                         Some(t) => t.piece.size().min(self.budget),
@@ -264,16 +312,7 @@ impl<'a> Pool<'a> {
                 }
                 Job::Content(task, held) => {
                     let r = self.execute(task);
-                    let mut g = self.lock();
-                    g.held -= held;
-                    g.running -= 1;
-                    if let Err(e) = r {
-                        self.fail_locked(&mut g, e);
-                    } else if !g.tasks.is_empty() {
-                        // The budget freed may let a waiting worker start (one
-                        // at a time: waking them all costs more than it saves).
-                        self.work.notify_one();
-                    }
+                    self.end_task(r, held);
                 }
             }
             // Only the walk waits for room (to hand over a task, or to finish).
@@ -285,10 +324,33 @@ impl<'a> Pool<'a> {
         }
     }
 
+    /// A content task ended with `r`, having held `held` bytes of the
+    /// budget. Its failure is recorded in the same critical section (see
+    /// [`Pool::fail_locked`]).
+    fn end_task(&self, r: Result<(), PullError>, held: u64) {
+        let mut g = self.lock();
+        g.held -= held;
+        g.running -= 1;
+        if let Err(e) = r {
+            self.fail_locked(&mut g, e);
+        } else if !g.tasks.is_empty() {
+            // The budget freed may let a waiting worker start (one at a
+            // time: waking them all costs more than it saves).
+            self.work.notify_one();
+            self.wake.notify_one();
+        }
+    }
+
     /// Fetches, verifies and writes one piece; the last piece of a file
     /// applies its metadata.
     fn execute(&self, task: Task) -> Result<(), PullError> {
         let n = task.job.write_piece(self.objects, &task.piece)?;
+        self.piece_written(&task, n)
+    }
+
+    /// `n` bytes of `task` were written: counted; the last piece of a file
+    /// applies its metadata.
+    fn piece_written(&self, task: &Task, n: u64) -> Result<(), PullError> {
         self.add_bytes(n);
         if task.job.piece_done() {
             task.job.finish(self.opts, self.root_user, &mut |line| {
@@ -369,16 +431,20 @@ mod tests {
         /// Catalog id -> the catalogs mounted in it.
         nested: HashMap<ObjectId, Vec<ObjectId>>,
         catalogs_fetched: Mutex<Vec<ObjectId>>,
+        /// Content through `content_async`, run by the driver.
+        asynchronous: bool,
     }
 
-    impl ObjectSource for Fake {
-        fn content(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error> {
+    impl Fake {
+        fn begin(&self, size: u64) {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_running.fetch_max(now, Ordering::SeqCst);
             let held = self.held.fetch_add(size, Ordering::SeqCst) + size;
             self.most_held.fetch_max(held, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        fn end(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error> {
             self.held.fetch_sub(size, Ordering::SeqCst);
             self.running.fetch_sub(1, Ordering::SeqCst);
             if self.fail == Some(*id) {
@@ -389,6 +455,26 @@ mod tests {
             }
             let _ = self.sizes.lock().unwrap().insert(*id, size);
             Ok(vec![id.as_bytes()[0]; size as usize])
+        }
+    }
+
+    impl ObjectSource for Fake {
+        fn content(&self, id: &ObjectId, size: u64) -> Result<Vec<u8>, stratum_catalog::Error> {
+            self.begin(size);
+            std::thread::sleep(Duration::from_millis(20));
+            self.end(id, size)
+        }
+
+        fn fetches_async(&self) -> bool {
+            self.asynchronous
+        }
+
+        fn content_async(&self, id: ObjectId, size: u64) -> crate::ContentFuture<'_> {
+            Box::pin(async move {
+                self.begin(size);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                self.end(&id, size)
+            })
         }
 
         fn catalog_ahead(&self, id: &ObjectId) -> Vec<ObjectId> {
@@ -409,9 +495,7 @@ mod tests {
     /// to `pool`; then the pool's result.
     fn run(pool: &Pool<'_>, dir: &Path, n: usize, size: u64) -> Result<(), PullError> {
         std::thread::scope(|s| {
-            for _ in 0..pool.threads() {
-                s.spawn(|| pool.worker());
-            }
+            pool.start(s);
             let mut walked = Ok(());
             for i in 0..n {
                 let path = dir.join(format!("f{i}"));
@@ -441,22 +525,53 @@ mod tests {
         })
     }
 
+    /// The two ways of running content: threads, and the driver's futures.
+    fn sources() -> [Fake; 2] {
+        [
+            Fake::default(),
+            Fake {
+                asynchronous: true,
+                ..Fake::default()
+            },
+        ]
+    }
+
     #[test]
     fn jobs_objects_are_fetched_at_once_and_each_lands_in_its_file() {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = Fake::default();
-        let o = opts(8);
-        let pool = Pool::new(&src, &o, false, &|_| {});
-        run(&pool, tmp.path(), 40, 1000).unwrap();
-        let most = src.most_running.load(Ordering::SeqCst);
-        assert!((2..=8).contains(&most), "{most} at once");
-        let (files, bytes, _) = pool.totals();
-        assert_eq!((files, bytes), (40, 40_000));
-        for i in 0..40usize {
-            let got = std::fs::read(tmp.path().join(format!("f{i}"))).unwrap();
-            let first = ObjectId::of(&i.to_le_bytes()).as_bytes()[0];
-            assert_eq!(got, vec![first; 1000], "f{i}");
+        for src in sources() {
+            let tmp = tempfile::tempdir().unwrap();
+            let o = opts(8);
+            let pool = Pool::new(&src, &o, false, &|_| {});
+            run(&pool, tmp.path(), 40, 1000).unwrap();
+            let most = src.most_running.load(Ordering::SeqCst);
+            assert!((2..=8).contains(&most), "{most} at once");
+            let (files, bytes, _) = pool.totals();
+            assert_eq!((files, bytes), (40, 40_000));
+            for i in 0..40usize {
+                let got = std::fs::read(tmp.path().join(format!("f{i}"))).unwrap();
+                let first = ObjectId::of(&i.to_le_bytes()).as_bytes()[0];
+                assert_eq!(got, vec![first; 1000], "f{i}");
+            }
         }
+    }
+
+    #[test]
+    fn a_source_with_async_requests_gets_the_driver_and_catalog_threads_only() {
+        let [sync, asynchronous] = sources();
+        let o = opts(64);
+        assert_eq!(Pool::new(&sync, &o, false, &|_| {}).threads(), 64);
+        let pool = Pool::new(&asynchronous, &o, false, &|_| {});
+        assert!(pool.asynchronous);
+        assert_eq!(pool.threads(), CATALOG_THREADS);
+        // 64 requests in flight from the one driver thread.
+        let tmp = tempfile::tempdir().unwrap();
+        run(&pool, tmp.path(), 200, 10).unwrap();
+        assert_eq!(asynchronous.most_running.load(Ordering::SeqCst), 64);
+        // --jobs 1 stays the sequential pull on the walk's thread.
+        let o1 = opts(1);
+        let pool = Pool::new(&asynchronous, &o1, false, &|_| {});
+        assert!(!pool.asynchronous);
+        assert_eq!(pool.threads(), 0);
     }
 
     #[test]
@@ -475,42 +590,45 @@ mod tests {
 
     #[test]
     fn decoded_bytes_held_stay_under_the_budget() {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = Fake::default();
-        let o = opts(16);
-        let mut pool = Pool::new(&src, &o, false, &|_| {});
-        pool.budget = 10_000;
-        // 3 000 bytes each: at most 3 at once, though 16 workers wait.
-        run(&pool, tmp.path(), 24, 3000).unwrap();
-        assert!(src.most_held.load(Ordering::SeqCst) <= 9000);
-        // An object over the budget runs alone.
-        let src = Fake::default();
-        let mut pool = Pool::new(&src, &o, false, &|_| {});
-        pool.budget = 10_000;
-        std::fs::create_dir(tmp.path().join("big")).unwrap();
-        run(&pool, &tmp.path().join("big"), 6, 25_000).unwrap();
-        assert_eq!(src.most_running.load(Ordering::SeqCst), 1);
+        for (src, big) in sources().into_iter().zip(sources()) {
+            let tmp = tempfile::tempdir().unwrap();
+            let o = opts(16);
+            let mut pool = Pool::new(&src, &o, false, &|_| {});
+            pool.budget = 10_000;
+            // 3 000 bytes each: at most 3 at once, though 16 may run.
+            run(&pool, tmp.path(), 24, 3000).unwrap();
+            assert!(src.most_held.load(Ordering::SeqCst) <= 9000);
+            assert!(src.most_running.load(Ordering::SeqCst) >= 2);
+            // An object over the budget runs alone.
+            let mut pool = Pool::new(&big, &o, false, &|_| {});
+            pool.budget = 10_000;
+            std::fs::create_dir(tmp.path().join("big")).unwrap();
+            run(&pool, &tmp.path().join("big"), 6, 25_000).unwrap();
+            assert_eq!(big.most_running.load(Ordering::SeqCst), 1);
+        }
     }
 
     #[test]
     fn the_first_failure_stops_the_pool_and_is_returned() {
-        let tmp = tempfile::tempdir().unwrap();
-        let bad = ObjectId::of(&3usize.to_le_bytes());
-        let src = Fake {
-            fail: Some(bad),
-            ..Fake::default()
-        };
-        let o = opts(4);
-        let pool = Pool::new(&src, &o, false, &|_| {});
-        let err = run(&pool, tmp.path(), 400, 10).unwrap_err();
-        assert!(
-            matches!(&err, PullError::Content { id, .. } if *id == bad),
-            "{err:?}"
-        );
-        // Stopped: the queue was dropped, most objects never asked for.
-        assert!(src.calls.load(Ordering::SeqCst) < 100);
-        // The failed object's file got nothing.
-        assert_eq!(std::fs::read(tmp.path().join("f3")).unwrap(), b"");
+        for src in sources() {
+            let tmp = tempfile::tempdir().unwrap();
+            let bad = ObjectId::of(&3usize.to_le_bytes());
+            let src = Fake {
+                fail: Some(bad),
+                ..src
+            };
+            let o = opts(4);
+            let pool = Pool::new(&src, &o, false, &|_| {});
+            let err = run(&pool, tmp.path(), 400, 10).unwrap_err();
+            assert!(
+                matches!(&err, PullError::Content { id, .. } if *id == bad),
+                "{err:?}"
+            );
+            // Stopped: the queue was dropped, most objects never asked for.
+            assert!(src.calls.load(Ordering::SeqCst) < 100);
+            // The failed object's file got nothing.
+            assert_eq!(std::fs::read(tmp.path().join("f3")).unwrap(), b"");
+        }
     }
 
     /// Regression (CI, `reader_trust::zstd_bomb_content_is_refused_with_bounded_memory`:
@@ -520,10 +638,11 @@ mod tests {
     /// object was refused.
     #[test]
     fn a_failure_of_the_last_task_is_never_lost() {
-        for round in 0..20 {
+        for round in 0..40 {
             let tmp = tempfile::tempdir().unwrap();
             let src = Fake {
                 fail: Some(ObjectId::of(&0usize.to_le_bytes())),
+                asynchronous: round % 2 == 1,
                 ..Fake::default()
             };
             let o = opts(4);
