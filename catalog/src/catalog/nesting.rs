@@ -8,10 +8,10 @@
 //! catalog when its subtree, minus what its own nested catalogs already
 //! hold, has at least `min_entries` entries, and no hardlink group has
 //! members both inside and outside it (hardlinks never cross catalogs,
-//! §4.7). A directory whose whole subtree comes unchanged from one layer,
-//! under a parent that does not, is cut from `region_min_entries` entries
-//! on: the same rule cuts layer trees, so such a directory (an image's own
-//! `app/`) is one catalog in its layer tree and its flat tree (D43). The
+//! §4.7). A child of the tree's top whose whole subtree comes unchanged
+//! from one layer is cut from `region_min_entries` entries on: the same
+//! rule cuts layer trees, so such a directory (an image's own `app/`) is
+//! one catalog in its layer tree and its flat tree (D43). The
 //! canonical writer numbers entries breadth-first in name order from 1,
 //! renumbers hardlink groups in order of first appearance, writes no
 //! timestamp of its own, and builds every catalog with a fixed page size
@@ -29,7 +29,7 @@ use crate::ObjectId;
 /// becomes a nested catalog (chosen by measurement, DECISIONS.md D39).
 pub const SUBTREE_MIN_ENTRIES: usize = 256;
 
-/// The reference writer's threshold at the edge of a region that comes
+/// The reference writer's threshold for a child of a tree's top that comes
 /// unchanged from one layer (chosen by measurement, DECISIONS.md D43).
 pub const REGION_MIN_ENTRIES: usize = 32;
 
@@ -40,9 +40,9 @@ pub struct CutRule {
     /// (`usize::MAX`: the tree is one catalog, as format version 1 wrote
     /// it, whatever `region_min_entries` says).
     pub min_entries: usize,
-    /// A directory that, with its whole subtree, comes unchanged from one
-    /// layer, under a parent that does not, is cut from this many
-    /// residual entries on (`usize::MAX`: never by this rule).
+    /// A child of the tree's top that, with its whole subtree, comes
+    /// unchanged from one layer is cut from this many residual entries on
+    /// (`usize::MAX`: never by this rule).
     pub region_min_entries: usize,
 }
 
@@ -425,11 +425,12 @@ impl Shape {
             }
             groups.retain(|g, k| sizes.get(g) != Some(k));
             residual[d] = count;
-            // The edge of a region that is one layer's: where the layer
-            // tree cuts it too. The root is never cut, so its children are
-            // edges in both trees whatever the root is.
-            let p = self.parent[d];
-            let edge = uniform[d] && (p == 0 || !uniform[p]);
+            // A child of the top that is one layer's (`/app`): cut where
+            // the layer tree cuts it too. Only there: deeper edges (the
+            // packages a layer adds to a directory of another) are many
+            // and small in real images, and each one cut is one more
+            // catalog a cold start fetches on its way (D43).
+            let edge = uniform[d] && self.parent[d] == 0 && d != 0;
             cut[d] = d != 0
                 && groups.is_empty()
                 && (!own_only || uniform[d])
