@@ -10,11 +10,13 @@ use crate::{Error, ObjectId, Result};
 /// off the publish path, without touching any catalog.
 pub const DEFAULT_LEVEL: i32 = 1;
 
-/// Level used for catalogs: written once, read by every node that walks
-/// them, and a small share of what a publish compresses (≈ 0.4 MB of
-/// SQLite pages per image against MBs of content), so a denser level costs
-/// little: 5.8 % fewer bytes than level 1 at ≈ 38 MB/s per core (DECISIONS
-/// D44). Decoding speed does not depend on the level.
+/// Level used for the catalogs of trees (flat, layer, subtree): written
+/// once, read by every node that walks them, and a small share of what a
+/// publish compresses (≈ 0.4 MB of SQLite pages per image against MBs of
+/// content), so a denser level costs little: 5.8 % fewer bytes than level
+/// 1 at ≈ 38 MB/s per core (DECISIONS D44). The namespace's catalogs, which
+/// every revision rewrites and which grow with the repository, stay at
+/// [`DEFAULT_LEVEL`]. Decoding speed does not depend on the level.
 pub const CATALOG_LEVEL: i32 = 15;
 
 /// The level the publish path encodes an object of `kind` at.
