@@ -233,30 +233,56 @@ impl Node {
     }
 
     /// `ctr run --rm` of SCRIPT; returns stdout.
+    ///
+    /// `ctr` can lose the tail of a short-lived task's stdout (its copy from
+    /// the fifo races the task's exit; seen in CI under load: a script's
+    /// first line arrived, the rest did not). The script therefore ends by
+    /// printing a marker, and a run whose output lacks it is run again, at
+    /// most three times, under a new container id.
     fn run(&self, ns: &str, name: &str, snapshotter: &str, id: &str, script: &str) -> String {
+        const END: &str = "@@end-of-output@@\n";
         let image = self.image(name);
-        let out = self.containerd.ctr(
-            ns,
-            &[
-                "run",
-                "--rm",
-                "--snapshotter",
-                snapshotter,
-                &image,
-                id,
-                "/bin/sh",
-                "-c",
-                script,
-            ],
+        // The script's status, not the marker's, is the run's.
+        let script = format!(
+            "{script}\nstatus=$?\necho '{}'\nexit $status",
+            END.trim_end()
         );
-        assert!(
-            out.success(),
-            "ctr run {name} failed: {}\n{}\n--- snapshotter log ---\n{}",
-            out.stderr_str(),
-            self.containerd.log_tail(),
-            self.snap.log()
-        );
-        out.stdout_str()
+        let mut seen = Vec::new();
+        for attempt in 0..3 {
+            let id = if attempt == 0 {
+                id.to_owned()
+            } else {
+                format!("{id}-again{attempt}")
+            };
+            let out = self.containerd.ctr(
+                ns,
+                &[
+                    "run",
+                    "--rm",
+                    "--snapshotter",
+                    snapshotter,
+                    &image,
+                    &id,
+                    "/bin/sh",
+                    "-c",
+                    &script,
+                ],
+            );
+            assert!(
+                out.success(),
+                "ctr run {name} failed: {}\n{}\n--- snapshotter log ---\n{}",
+                out.stderr_str(),
+                self.containerd.log_tail(),
+                self.snap.log()
+            );
+            let stdout = out.stdout_str();
+            if let Some(body) = stdout.strip_suffix(END) {
+                return body.to_owned();
+            }
+            eprintln!("ctr run {name} ({id}): output without its end marker, run again:\n{stdout}");
+            seen.push(stdout);
+        }
+        panic!("ctr run {name}: three runs lost the end of their output: {seen:#?}");
     }
 
     /// The layer blob digests the registry served since `forget_requests`.
