@@ -15,7 +15,8 @@
 # In ONE run, for each link (0 ms: direct loopback; $((2 * DELAY_MS)) ms round trip), in this order:
 #   1. --jobs sweep: `stratum pull URL --image python … --jobs N` (fresh node cache, fresh
 #      DEST) for N in $SWEEP (1 = the sequential pull of before issue 16);
-#   2. for each image: `stratum pull` with the default --jobs, `stratum pull --jobs 1`,
+#   2. for each image: `stratum pull` with the default --jobs, the same with
+#      --no-fill-cache (contents into DEST only), `stratum pull --jobs 1`,
 #      and `skopeo copy docker://… oci:DIR` + `umoci unpack --image DIR:TAG BUNDLE`;
 #      $RUNS runs each (median reported; --jobs 1 once); requests: the pull's JSON
 #      `transport.requests`, and the registry access-log lines of the skopeo copy;
@@ -193,14 +194,14 @@ rtt=$((2 * DELAY_MS))
 default_jobs=$("$S" pull --help | sed -n 's/.*\[default: \([0-9]*\).*/\1/p' | head -n1)
 
 # --- measurements ------------------------------------------------------------------------
-# pull PORT IMAGE JOBS -> "seconds requests"; JOBS empty: the default
+# pull PORT IMAGE JOBS [FLAG...] -> "seconds requests"; JOBS empty: the default
 pull() {
     local dest=$run/dest cache=$run/cache t0 t1 out jobs=()
     rm -rf "$dest" "$cache"
     [ -n "$3" ] && jobs=(--jobs "$3")
     t0=$(now)
     out=$("$S" pull "http://127.0.0.1:$1" --pubkey "$key.pub" --image "bench/$2:1" "$dest" \
-        --cache "$cache" --json "${jobs[@]}")
+        --cache "$cache" --json "${jobs[@]}" "${@:4}")
     t1=$(now)
     rm -rf "$dest" "$cache"
     echo "$(secs "$t0" "$t1") $(jq -r .transport.requests <<<"$out")"
@@ -270,21 +271,23 @@ for link in 0 "$rtt"; do
         done
         say ""
     fi
-    say "| image | \`stratum pull\` (default --jobs $default_jobs) | \`stratum pull --jobs 1\` | \`skopeo copy\` + \`umoci unpack\` | stratum faster by | load |"
-    say "|---|---:|---:|---:|---:|---:|"
+    say "| image | \`stratum pull\` (default --jobs $default_jobs) | \`stratum pull --no-fill-cache\` | \`stratum pull --jobs 1\` | \`skopeo copy\` + \`umoci unpack\` | stratum faster by (default; --no-fill-cache) | load |"
+    say "|---|---:|---:|---:|---:|---:|---:|"
     for img in $IMAGES; do
         log "link $link ms: $img"
-        ts="" tk="" n="" nk=""
+        ts="" tf="" tk="" n="" nf="" nk=""
         for _ in $(seq "$RUNS"); do
             read -r t n < <(pull "$sp" "$img" "")
             ts="$ts $t"
+            read -r t nf < <(pull "$sp" "$img" "" --no-fill-cache)
+            tf="$tf $t"
             read -r t nk < <(skopeo_umoci "$rp" "$img")
             tk="$tk $t"
         done
         t1="–" n1="–"
         if [ "$SEQUENTIAL" = 1 ]; then read -r t1 n1 < <(pull "$sp" "$img" 1); fi
-        ms=$(echo "$ts" | median) mk=$(echo "$tk" | median)
-        say "| $img | **$ms s**, $n requests (runs:$ts) | $t1 s, $n1 requests | $mk s, $nk requests (runs:$tk) | $(ratio "$mk" "$ms")x | $(load1) |"
+        ms=$(echo "$ts" | median) mf=$(echo "$tf" | median) mk=$(echo "$tk" | median)
+        say "| $img | **$ms s**, $n requests (runs:$ts) | **$mf s**, $nf requests (runs:$tf) | $t1 s, $n1 requests | $mk s, $nk requests (runs:$tk) | $(ratio "$mk" "$ms")x; $(ratio "$mk" "$mf")x | $(load1) |"
     done
     say ""
     if [ -n "$REPL_SWEEP" ]; then

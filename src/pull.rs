@@ -53,6 +53,12 @@ pub struct PullArgs {
     /// as root, else $XDG_CACHE_HOME/stratum or ~/.cache/stratum).
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
+    /// With a URL: write downloaded file contents only into DEST, not also into the node
+    /// cache (catalogs are still cached, and contents already in the cache are still read
+    /// from it). For a one-off pull: it creates half the files and needs half the disk;
+    /// a later pull or mount of the same contents downloads them again.
+    #[arg(long)]
+    no_fill_cache: bool,
     /// With a URL: more URLs serving the same repository, tried in turn when one fails.
     #[arg(long = "mirror", value_name = "URL")]
     mirrors: Vec<String>,
@@ -75,6 +81,7 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
         json,
         pubkey,
         cache,
+        no_fill_cache,
         mirrors,
         registry,
         transport: transport_args,
@@ -94,6 +101,7 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
             urls.extend(mirrors.iter().cloned());
             let mut cfg = stratum_fetcher::RemoteConfig::new(urls.clone(), key, cache.clone());
             transport_args.apply(&mut cfg);
+            cfg.fill_cache = !no_fill_cache;
             let thin = match &thin {
                 Some(spec) => {
                     let (desc, label) = crate::thin::load_thin(spec, &registry)?;
@@ -132,6 +140,9 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
         None => {
             if cache.is_some() {
                 bail!("--cache applies to pulls from a URL, not from a local repository");
+            }
+            if no_fill_cache {
+                bail!("--no-fill-cache applies to pulls from a URL, not from a local repository");
             }
             if !mirrors.is_empty() {
                 bail!("--mirror applies to pulls from a URL, not from a local repository");

@@ -89,6 +89,12 @@ pub struct RemoteConfig {
     /// paying a connect, one round trip more, when its first request goes
     /// out (D42). At most [`MAX_CONNECTIONS_AHEAD`]. Default 0.
     pub connections_ahead: usize,
+    /// Whether content objects that [`ObjectSource::content_async`] (a
+    /// pull) downloads are added to the cache. Default true. False: a pull
+    /// writes each downloaded object only into its destination (objects
+    /// already in the cache are still read from it; catalogs are cached
+    /// either way), which halves the files a one-off pull creates.
+    pub fill_cache: bool,
 }
 
 /// Upper bound of [`RemoteConfig::connections_ahead`].
@@ -107,6 +113,7 @@ impl RemoteConfig {
             expected_name: None,
             http2_prior_knowledge: false,
             connections_ahead: 0,
+            fill_cache: true,
         }
     }
 }
@@ -181,6 +188,8 @@ pub struct Remote {
     catalogs: Mutex<HashMap<ObjectId, Pinned>>,
     object_flights: Flights<(Arc<File>, u64)>,
     catalog_flights: Flights<Arc<Catalog>>,
+    /// [`RemoteConfig::fill_cache`].
+    fill_cache: bool,
 }
 
 impl std::fmt::Debug for Remote {
@@ -279,6 +288,7 @@ impl Remote {
             catalogs: Mutex::new(HashMap::new()),
             object_flights: Flights::new(),
             catalog_flights: Flights::new(),
+            fill_cache: cfg.fill_cache,
         })
     }
 
@@ -531,7 +541,7 @@ impl Remote {
                     // Decoding, hashing and the insert are CPU and file
                     // system work: on a blocking thread, so that the thread
                     // polling the downloads only writes the destination.
-                    let cache = self.cache.clone();
+                    let cache = self.fill_cache.then(|| self.cache.clone());
                     let verify = move || {
                         let bytes =
                             object::decode_expected(&id, &body, expected).map_err(|e| match e {
@@ -541,7 +551,9 @@ impl Remote {
                                 }
                                 e => Reject::Corrupt(e.to_string()),
                             })?;
-                        cache.insert_bytes(&id, &bytes).map_err(Reject::Fatal)?;
+                        if let Some(cache) = cache {
+                            cache.insert_bytes(&id, &bytes).map_err(Reject::Fatal)?;
+                        }
                         Ok(bytes)
                     };
                     async move {

@@ -564,3 +564,63 @@ fn write_descriptor(repo: &TestRepo, url: &str, what: &str) -> PathBuf {
     ]);
     path
 }
+
+/// `--no-fill-cache`: the pull's downloaded contents land in DEST only;
+/// catalogs are cached, and contents the cache already holds are read from
+/// it, not downloaded.
+#[test]
+fn pull_with_no_fill_cache_writes_contents_only_into_dest() {
+    let repo = published();
+    let server = Server::start(&repo.repo);
+    let local = repo.scratch("local");
+    repo.pull_image(IMAGE, &local);
+    let key = pubkey(&repo);
+    let pull = |dest: &Path, cache: &Path| {
+        stratum([
+            OsStr::new("pull"),
+            OsStr::new(&server.url()),
+            OsStr::new("--pubkey"),
+            key.as_os_str(),
+            OsStr::new("--image"),
+            OsStr::new(IMAGE),
+            dest.as_os_str(),
+            OsStr::new("--cache"),
+            cache.as_os_str(),
+            OsStr::new("--no-fill-cache"),
+            OsStr::new("--json"),
+        ])
+        .json()
+    };
+    let files = |dir: &Path| {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter(|e| e.as_ref().unwrap().file_type().is_file())
+            .count()
+    };
+
+    let cache = repo.scratch("cache");
+    let dest = repo.scratch("dest");
+    let out = pull(&dest, &cache);
+    support::compare::compare_trees(&local, &dest)
+        .unwrap_or_else(|d| panic!("--no-fill-cache pull differs:\n{}", d.join("\n")));
+    assert!(
+        out["transport"]["cache_misses"].as_u64().unwrap() >= 4,
+        "{out:#}"
+    );
+    assert_eq!(files(&cache.join("objects")), 0, "no content is cached");
+    assert!(files(&cache.join("catalogs")) > 0, "catalogs are cached");
+
+    // A cache that holds the contents (filled by a default pull) is read.
+    let filled = repo.scratch("filled");
+    pull_url(&server.url(), &key, &repo.scratch("first"), &filled);
+    server.clear_log();
+    let again = repo.scratch("again");
+    let out = pull(&again, &filled);
+    assert_eq!(
+        server.log(),
+        vec![".stratum/manifest".to_string()],
+        "{out:#}"
+    );
+    assert_eq!(out["transport"]["cache_misses"].as_u64().unwrap(), 0);
+    support::compare::compare_trees(&local, &again).unwrap();
+}
