@@ -51,7 +51,18 @@ fn stratum_catalog_pub(key: &Path) -> PathBuf {
 }
 
 fn pull_url(url: &str, key: &Path, dest: &Path, cache: &Path) -> serde_json::Value {
-    stratum([
+    pull_url_with(url, key, dest, cache, &[])
+}
+
+/// [`pull_url`] with more flags.
+fn pull_url_with(
+    url: &str,
+    key: &Path,
+    dest: &Path,
+    cache: &Path,
+    flags: &[&str],
+) -> serde_json::Value {
+    let mut args = vec![
         OsStr::new("pull"),
         OsStr::new(url),
         OsStr::new("--pubkey"),
@@ -62,8 +73,9 @@ fn pull_url(url: &str, key: &Path, dest: &Path, cache: &Path) -> serde_json::Val
         OsStr::new("--cache"),
         cache.as_os_str(),
         OsStr::new("--json"),
-    ])
-    .json()
+    ];
+    args.extend(flags.iter().map(OsStr::new));
+    stratum(args).json()
 }
 
 #[test]
@@ -576,20 +588,7 @@ fn pull_with_no_fill_cache_writes_contents_only_into_dest() {
     repo.pull_image(IMAGE, &local);
     let key = pubkey(&repo);
     let pull = |dest: &Path, cache: &Path| {
-        stratum([
-            OsStr::new("pull"),
-            OsStr::new(&server.url()),
-            OsStr::new("--pubkey"),
-            key.as_os_str(),
-            OsStr::new("--image"),
-            OsStr::new(IMAGE),
-            dest.as_os_str(),
-            OsStr::new("--cache"),
-            cache.as_os_str(),
-            OsStr::new("--no-fill-cache"),
-            OsStr::new("--json"),
-        ])
-        .json()
+        pull_url_with(&server.url(), &key, dest, cache, &["--no-fill-cache"])
     };
     let files = |dir: &Path| {
         walkdir::WalkDir::new(dir)
