@@ -69,3 +69,59 @@ impl Error {
         }
     }
 }
+
+/// An error and its sources on one line, `outer: inner: …`, as `anyhow`
+/// shows `{:#}`: the cause that names what failed ("connection refused",
+/// "certificate") often hides several sources deep. A source whose text
+/// the line already holds (errors that embed their source) is not repeated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        source: Option<Box<Layer>>,
+    }
+
+    fn layer(text: &'static str, source: Option<Layer>) -> Layer {
+        Layer {
+            text,
+            source: source.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn error_chain_joins_every_source() {
+        let e = layer(
+            "GET http://x/data/ab",
+            Some(layer("connect", Some(layer("connection refused", None)))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "GET http://x/data/ab: connect: connection refused"
+        );
+    }
+
+    #[test]
+    fn error_chain_skips_a_source_the_message_already_holds() {
+        let e = layer("request failed: timed out", Some(layer("timed out", None)));
+        assert_eq!(error_chain(&e), "request failed: timed out");
+    }
+}

@@ -38,7 +38,7 @@ pub mod testing;
 pub mod verify;
 
 pub use digest::{DigestError, Sha256Digest};
-pub use error::{Error, Result};
+pub use error::{error_chain, Error, Result};
 pub use object_id::{is_hex64, ObjectId, ObjectKind};
 pub use platform::Platform;
 pub use store::{Put, Store};

@@ -17,7 +17,9 @@ use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, RANGE, RETRY_AFTER};
 use reqwest::StatusCode;
 use tracing::{debug, warn};
 
-use crate::client::{error_chain, sha256_digest, tls_hint, Failure, Registry};
+use stratum_catalog::error_chain;
+
+use crate::client::{sha256_digest, tls_hint, Failure, Registry};
 use crate::error::{RegistryError, Result};
 use crate::reference::Reference;
 

@@ -16,6 +16,7 @@ use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientP
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
+use stratum_catalog::error_chain;
 use tracing::{debug, warn};
 
 use crate::config::RegistryConfig;
@@ -473,21 +474,6 @@ pub(crate) fn tls_hint(chain: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-/// An error and its sources on one line ("connection refused" hides deep).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

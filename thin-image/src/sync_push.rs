@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use stratum_catalog::error_chain;
 use stratum_publisher::event_log::{Action, Event, EventLog, EventLogError, Status};
 use stratum_publisher::sync::SyncReport;
 use stratum_publisher::wishlist::{ThinVars, Wishlist};
@@ -121,16 +122,4 @@ pub fn push_thin_images(
         out.push(push);
     }
     Ok(out)
-}
-
-/// The error and its causes joined with `: `, as `anyhow` shows `{:#}`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }

@@ -7,6 +7,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
+use stratum_catalog::error_chain;
 use tokio::runtime::Handle;
 
 use super::{Counters, FailureKind, FetchError, MirrorFailure, Transport};
@@ -359,21 +360,6 @@ pub(super) fn shared_client(settings: ClientSettings) -> Result<Client, FetchErr
 
 pub(super) fn retryable_status(s: u16) -> bool {
     s >= 500 || s == 408 || s == 429
-}
-
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
