@@ -180,12 +180,14 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
         } else {
             Shown::Repository
         };
+        let ops = filesystem.op_counters();
         let filesystem = filesystem.with_status(crate::status::provider(
             remote,
             live.clone(),
             source.clone(),
             shown,
             tree.prefetcher().cloned(),
+            ops,
         ));
         let fsname = format!("stratum:{source}");
         let target = MountTarget {
@@ -344,15 +346,16 @@ fn mount_thin(spec: &Path, args: MountArgs) -> Result<ExitCode> {
     };
     let fsname = format!("stratum:{}", desc.image);
     if !args.layers {
-        let filesystem = open_fs(&tree, &flat, "/", &args)?
-            .with_fetch_ahead(false, true)
-            .with_status(crate::status::provider(
-                tree.remote().clone(),
-                None,
-                label.clone(),
-                Shown::Thin,
-                tree.prefetcher().cloned(),
-            ));
+        let filesystem = open_fs(&tree, &flat, "/", &args)?.with_fetch_ahead(false, true);
+        let ops = filesystem.op_counters();
+        let filesystem = filesystem.with_status(crate::status::provider(
+            tree.remote().clone(),
+            None,
+            label.clone(),
+            Shown::Thin,
+            tree.prefetcher().cloned(),
+            ops,
+        ));
         let target = MountTarget {
             root: flat,
             path: "/",

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use stratum_fetcher::fs::{Live, Outcome, Prefetcher, StatusFn, STATUS_XATTR};
+use stratum_fetcher::fs::{Live, OpCounters, Outcome, Prefetcher, StatusFn, STATUS_XATTR};
 use stratum_fetcher::Remote;
 
 /// What a mount shows: the whole repository (following it when `live`),
@@ -36,11 +36,15 @@ pub fn provider(
     source: String,
     shown: Shown,
     prefetcher: Option<Prefetcher>,
+    ops: Arc<OpCounters>,
 ) -> StatusFn {
     Arc::new(move || {
         let mut v = render(&remote, live.as_deref(), &source, shown);
-        if let (Some(p), Some(obj)) = (&prefetcher, v.as_object_mut()) {
-            obj.insert("prefetch".into(), json!(p.report()));
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(p) = &prefetcher {
+                obj.insert("prefetch".into(), json!(p.report()));
+            }
+            obj.insert("requests".into(), json!(ops.snapshot()));
         }
         serde_json::to_vec(&v).unwrap_or_default()
     })

@@ -460,6 +460,23 @@ impl Remote {
         self.object_expected(id, Expected::Size(size), false, false)
     }
 
+    /// A verified content object of `size` bytes if the cache holds it
+    /// (counted as a hit); `None` when it does not. Never downloads.
+    pub fn cached_object(
+        &self,
+        id: &ObjectId,
+        size: u64,
+    ) -> Result<Option<CachedObject>, FetchError> {
+        match self.cache.lookup(Kind::Object, id)? {
+            Some((_, len)) if len != size => Err(self.size_mismatch(id, len, Expected::Size(size))),
+            Some((file, len)) => {
+                self.transport.counters.hit();
+                Ok(Some(CachedObject { file, len }))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Brings content object `id` of `size` bytes into the cache ahead of
     /// the reads (not counted as a cache hit). A reader waiting for this
     /// download gets its bytes; when it fails, the reader fetches on its

@@ -13,6 +13,7 @@ mod apptainer;
 mod bad_input;
 mod bundle;
 mod cli;
+mod cold_start;
 mod compact;
 mod concurrency;
 mod crash;

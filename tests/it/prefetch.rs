@@ -22,16 +22,16 @@ use crate::support::mount::{require_fuse, Mount, MountSource};
 use crate::support::oci::{Layer, Layout, TarEntry};
 use crate::support::{require_root, stratum, stratum_fails, stratum_raw, TestRepo};
 
-const IMAGE: &str = "test/pf:1";
+pub(crate) const IMAGE: &str = "test/pf:1";
 
 /// Regular files of the image: relative path → bytes.
-type Files = BTreeMap<String, Vec<u8>>;
+pub(crate) type Files = BTreeMap<String, Vec<u8>>;
 
-fn ready() -> bool {
+pub(crate) fn ready() -> bool {
     require_root() && require_fuse()
 }
 
-fn pubkey(repo: &TestRepo) -> PathBuf {
+pub(crate) fn pubkey(repo: &TestRepo) -> PathBuf {
     let mut p = repo.key.clone().into_os_string();
     p.push(".pub");
     PathBuf::from(p)
@@ -41,7 +41,7 @@ fn pubkey(repo: &TestRepo) -> PathBuf {
 /// inlined), a fourth of 300 files of 1.1–2 KiB (over the 256 entries at
 /// which format v2 cuts a subtree catalog: `lib/d3` is a nested catalog)
 /// and `etc/hostname`, published as [`IMAGE`].
-fn publish_image(repo: &TestRepo, seed: u64) -> Files {
+pub(crate) fn publish_image(repo: &TestRepo, seed: u64) -> Files {
     let mut rng = Rng::new(seed);
     let mut files = Files::new();
     files.insert("etc/hostname".into(), format!("pf-{seed}\n").into_bytes());
@@ -73,13 +73,13 @@ fn publish_image(repo: &TestRepo, seed: u64) -> Files {
 }
 
 /// The request path of the content object holding `bytes`.
-fn object_path(bytes: &[u8]) -> String {
+pub(crate) fn object_path(bytes: &[u8]) -> String {
     let hex = stratum_catalog::ObjectId::of(bytes).to_hex();
     format!("data/{}/{}", &hex[..2], &hex[2..])
 }
 
 /// `publish --prefetch IMAGE=FILE` of `lines` (nothing else published).
-fn publish_list(repo: &TestRepo, lines: &str) -> crate::support::Output {
+pub(crate) fn publish_list(repo: &TestRepo, lines: &str) -> crate::support::Output {
     let file = repo.scratch("list");
     std::fs::write(&file, lines).unwrap();
     stratum_raw(prefetch_args(repo, &file))
@@ -101,7 +101,7 @@ fn prefetch_args(repo: &TestRepo, file: &Path) -> Vec<OsString> {
 }
 
 /// The listed files: 2 of each directory, in an order no walk would give.
-fn listed(files: &Files) -> Vec<String> {
+pub(crate) fn listed(files: &Files) -> Vec<String> {
     let mut v: Vec<String> = files
         .keys()
         .filter(|k| k.ends_with("f05.py") || k.ends_with("f17.py"))
@@ -113,7 +113,11 @@ fn listed(files: &Files) -> Vec<String> {
 }
 
 /// Waits until `server` has been asked for every path of `want`.
-fn wait_requested(log: impl Fn() -> Vec<String>, want: &[String], within: Duration) -> bool {
+pub(crate) fn wait_requested(
+    log: impl Fn() -> Vec<String>,
+    want: &[String],
+    within: Duration,
+) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         let got = log();
@@ -125,7 +129,7 @@ fn wait_requested(log: impl Fn() -> Vec<String>, want: &[String], within: Durati
     false
 }
 
-fn mount_args(cache: &Path, extra: &[&str]) -> Vec<OsString> {
+pub(crate) fn mount_args(cache: &Path, extra: &[&str]) -> Vec<OsString> {
     let mut v: Vec<OsString> = vec!["--cache".into(), cache.into()];
     v.extend(extra.iter().map(OsString::from));
     v

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use stratum_catalog::catalog::{Catalog, CatalogKind, Data, FileType};
+use stratum_catalog::catalog::{Catalog, CatalogKind, Data, Entry, FileType};
 use stratum_catalog::ObjectId;
 
 use super::prefetch;
@@ -103,19 +103,28 @@ impl Ahead {
         }
     }
 
-    /// File `name` of directory `dir` (of `catalog`) was opened: the second
+    /// File `file` of directory `dir` (of `catalog`) was opened: the second
     /// file in a row of a listed directory queues the next small files
     /// after it; reaching the middle of a window queues the next window.
+    /// A file of the image's prefetch list is no sign of a directory being
+    /// read file by file: the reader follows the recording, which already
+    /// fetched what it opens (D48), so it neither starts nor extends a run.
     pub fn opened<S: TreeStore>(
         &self,
         store: &Arc<S>,
         catalog: &Arc<Catalog>,
         dir: DirKey,
-        name: &[u8],
+        file: &Entry,
     ) {
-        if !self.batch || store.prefetcher().is_none_or(|p| !p.enabled()) {
+        let Some(pf) = store.prefetcher().filter(|p| p.enabled() && self.batch) else {
             return;
+        };
+        if let Data::Object(id) = &file.data {
+            if pf.was_listed(id) {
+                return;
+            }
         }
+        let name = file.name.as_slice();
         let in_row = {
             let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
             let n = match *last {

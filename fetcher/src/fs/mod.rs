@@ -11,8 +11,11 @@
 //! ([`FsError::errno`]), and every failure is logged with what it was about.
 
 mod ahead;
+mod attr;
 mod live;
+mod ops;
 mod overlay_xattrs;
+mod passthrough;
 pub mod prefetch;
 mod record;
 mod session;
@@ -24,12 +27,12 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType as FuseType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use stratum_catalog::catalog::nesting::{fits, MAX_NESTING};
 use stratum_catalog::catalog::{CatalogKind, Data, Entry, FileType, ROOT_ID};
@@ -37,6 +40,7 @@ use stratum_catalog::ObjectId;
 
 pub use fuser::{Notifier, SessionUnmounter};
 pub use live::{Live, LiveStatus, Outcome, Refresh, Switcher};
+pub use ops::{OpCounters, OpCounts};
 pub use overlay_xattrs::OverlayXattrs;
 pub use prefetch::{PrefetchPlan, PrefetchReport, Prefetcher, DEFAULT_PREFETCH_JOBS};
 pub use record::Recorder;
@@ -126,6 +130,8 @@ pub struct StratumFs<S: TreeStore> {
     ahead: ahead::Ahead,
     /// `--record`: the files opened, and the names that give their paths.
     recorder: Option<(Arc<Recorder>, record::Names)>,
+    ops: Arc<OpCounters>,
+    passthrough: passthrough::Passthrough,
 }
 
 impl<S: TreeStore> StratumFs<S> {
@@ -152,6 +158,8 @@ impl<S: TreeStore> StratumFs<S> {
             overlay_xattrs: OverlayXattrs::Both,
             ahead: ahead::Ahead::default(),
             recorder: None,
+            ops: Arc::default(),
+            passthrough: passthrough::Passthrough::default(),
         };
         let mut node = (fs.slot_of(root)?, ROOT_ID);
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
@@ -196,6 +204,11 @@ impl<S: TreeStore> StratumFs<S> {
     pub fn live(&mut self) -> Switcher<S> {
         self.live = true;
         Switcher::new(self.store.clone(), self.slots.clone(), self.root.clone())
+    }
+
+    /// The requests this filesystem answered, counted as they come.
+    pub fn op_counters(&self) -> Arc<OpCounters> {
+        self.ops.clone()
     }
 
     /// How many catalogs this mount has had and has open (D37).
@@ -344,41 +357,7 @@ impl<S: TreeStore> StratumFs<S> {
     }
 
     fn attr(&self, ino: u64, e: &Entry) -> FileAttr {
-        let kind = match e.file_type() {
-            Some(FileType::Directory) => FuseType::Directory,
-            Some(FileType::Symlink) => FuseType::Symlink,
-            Some(FileType::CharDevice) => FuseType::CharDevice,
-            Some(FileType::BlockDevice) => FuseType::BlockDevice,
-            Some(FileType::Fifo) => FuseType::NamedPipe,
-            Some(FileType::Socket) => FuseType::Socket,
-            _ => FuseType::RegularFile,
-        };
-        let mtime = if e.mtime >= 0 {
-            UNIX_EPOCH + Duration::new(e.mtime as u64, e.mtime_ns)
-        } else {
-            UNIX_EPOCH
-                .checked_sub(Duration::from_secs(e.mtime.unsigned_abs()))
-                .and_then(|t| t.checked_add(Duration::from_nanos(u64::from(e.mtime_ns))))
-                .unwrap_or(UNIX_EPOCH)
-        };
-        let (uid, gid) = self.uid_gid_override.unwrap_or((e.uid, e.gid));
-        FileAttr {
-            ino: INodeNo(ino),
-            size: e.size,
-            blocks: e.size.div_ceil(512),
-            atime: mtime,
-            mtime,
-            ctime: mtime,
-            crtime: mtime,
-            kind,
-            perm: (e.mode & 0o7777) as u16,
-            nlink: if e.is_dir() { 2 } else { e.nlink.max(1) },
-            uid,
-            gid,
-            rdev: e.rdev as u32,
-            blksize: 4096,
-            flags: 0,
-        }
+        attr::of(ino, e, self.uid_gid_override)
     }
 
     fn do_lookup(&self, parent: u64, name: &[u8]) -> FsResult<FileAttr> {
@@ -411,10 +390,11 @@ impl<S: TreeStore> StratumFs<S> {
         buf: &mut [u8],
     ) -> FsResult<()> {
         let again = self.read_last(fh, id);
-        read_full(&*self.store, id, size, offset, buf, again)
+        store::read_full(&*self.store, id, size, offset, buf, again)
     }
 
     fn do_read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        self.ops.read();
         let (_, _, e) = self.node(ino)?;
         if e.is_dir() {
             return Err(FsError::IsDir);
@@ -510,33 +490,6 @@ impl<S: TreeStore> StratumFs<S> {
     }
 }
 
-fn read_full(
-    store: &dyn TreeStore,
-    id: &ObjectId,
-    size: u64,
-    offset: u64,
-    buf: &mut [u8],
-    again: bool,
-) -> FsResult<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        let at = offset + done as u64;
-        let n = if again || done > 0 {
-            store.read_again_at(id, size, at, &mut buf[done..])?
-        } else {
-            store.read_at(id, size, at, &mut buf[done..])?
-        };
-        if n == 0 {
-            return Err(FsError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("object {id} is shorter than its catalog entry says"),
-            )));
-        }
-        done += n;
-    }
-    Ok(())
-}
-
 fn fail<T>(what: &str, ino: u64, r: FsResult<T>) -> Result<T, Errno> {
     r.map_err(|e| {
         match e {
@@ -561,6 +514,14 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
             let _ = config.add_capabilities(flag);
         }
         let _ = config.set_max_readahead(1 << 20);
+        // Reads of files the node cache holds go to its files (D48). The
+        // mount then counts as one stacked file system (overlayfs on it
+        // still fits the kernel's limit of two).
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough.enable();
+        }
         Ok(())
     }
 
@@ -571,9 +532,19 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
             self.do_lookup(parent.0, name.as_bytes()),
         ) {
             Ok(attr) => {
+                self.ops.lookup(true);
                 self.hand_out(attr.ino.0);
                 self.note_name(parent.0, name.as_bytes(), attr.ino.0);
                 reply.entry(self.ttl(parent.0), &attr, Generation(0))
+            }
+            Err(e) if e == Errno::ENOENT => {
+                // A directory's names never change (a live root's for at
+                // most its TTL, and a switch invalidates them): inode 0 is
+                // a negative entry the kernel keeps, so a program probing
+                // paths (the dynamic loader's search path, Python's) asks
+                // once per name, not once per probe.
+                self.ops.lookup(false);
+                reply.entry(self.ttl(parent.0), &attr::negative(), Generation(0))
             }
             Err(e) => reply.error(e),
         }
@@ -622,13 +593,21 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
                     recorder.opened(names.path(ino.0));
                 }
                 self.ahead
-                    .opened(&self.store, &slot.catalog, (s, e.parent), &e.name);
+                    .opened(&self.store, &slot.catalog, (s, e.parent), &e);
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 self.files
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(fh, None);
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                let backing = self.passthrough.open(ino.0, &reply, || match &e.data {
+                    Data::Object(id) if e.size > 0 => self.store.cached_file(id, e.size),
+                    _ => None,
+                });
+                self.ops.open(backing.is_some());
+                match backing {
+                    Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+                    None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+                }
             }
             Err(e) => reply.error(e),
         }
@@ -637,13 +616,14 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.passthrough.release(ino.0);
         self.files
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -791,6 +771,8 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
         }
     }
 
+    /// Nothing to flush in a read-only tree: ENOSYS tells the kernel so
+    /// once, and it sends no more flushes (one round trip per `close`).
     fn flush(
         &self,
         _req: &Request,
@@ -799,7 +781,8 @@ impl<S: TreeStore> Filesystem for StratumFs<S> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        self.ops.flush();
+        reply.error(Errno::ENOSYS);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

@@ -61,6 +61,8 @@ pub type FetchFn = Box<dyn Fn(&ObjectId, u64) -> Result<(), String> + Send + Syn
 struct State {
     jobs: VecDeque<(ObjectId, u64)>,
     queued: HashSet<ObjectId>,
+    /// Objects queued from a prefetch list (bounded like the queue).
+    listed: HashSet<ObjectId>,
     /// Downloads workers have started and not finished.
     active: usize,
     workers: usize,
@@ -100,6 +102,7 @@ impl Prefetcher {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
                 queued: HashSet::new(),
+                listed: HashSet::new(),
                 active: 0,
                 workers: 0,
             }),
@@ -127,6 +130,33 @@ impl Prefetcher {
     /// Queues objects behind those already queued (a list, in its order).
     pub fn push_back(&self, objects: impl IntoIterator<Item = (ObjectId, u64)>) {
         self.push(objects, false)
+    }
+
+    /// Queues the objects of a prefetch list (as [`Prefetcher::push_back`])
+    /// and remembers them: a reader opening them follows the recording.
+    pub fn push_listed(&self, objects: Vec<(ObjectId, u64)>) {
+        if !self.enabled() {
+            return;
+        }
+        {
+            let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, _) in &objects {
+                if st.listed.len() < MAX_QUEUED {
+                    st.listed.insert(*id);
+                }
+            }
+        }
+        self.push_back(objects)
+    }
+
+    /// Whether `id` was queued from a prefetch list.
+    pub fn was_listed(&self, id: &ObjectId) -> bool {
+        self.0
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .listed
+            .contains(id)
     }
 
     /// Queues objects ahead of those already queued (what a reader is
@@ -296,13 +326,18 @@ fn queue_plan<S: TreeStore + ?Sized>(
 ) -> Result<usize, stratum_catalog::Error> {
     let mut seen = HashSet::new();
     let mut n = 0;
+    let listed = matches!(plan, PrefetchPlan::Files(_));
     let mut queue = |objs: Vec<(ObjectId, u64)>| {
         let objs: Vec<_> = objs
             .into_iter()
             .filter(|(id, _)| seen.insert(*id))
             .collect();
         n += objs.len();
-        pf.push_back(objs);
+        if listed {
+            pf.push_listed(objs);
+        } else {
+            pf.push_back(objs);
+        }
     };
     match plan {
         PrefetchPlan::Files(paths) => {

@@ -12,6 +12,7 @@ use stratum_catalog::object::{self, Expected};
 use stratum_catalog::{ObjectId, ObjectKind, Store};
 
 use super::prefetch::{Prefetcher, DEFAULT_PREFETCH_JOBS};
+use super::{FsError, FsResult};
 
 pub trait TreeStore: Send + Sync + 'static {
     /// A verified catalog.
@@ -32,6 +33,12 @@ pub trait TreeStore: Send + Sync + 'static {
         buf: &mut [u8],
     ) -> io::Result<usize> {
         self.read_at(id, size, offset, buf)
+    }
+    /// The verified local file holding the decoded bytes of content object
+    /// `id` (`size` bytes), if this store has one at hand; never fetches.
+    /// Its reads may bypass the store (FUSE passthrough, D48).
+    fn cached_file(&self, _id: &ObjectId, _size: u64) -> Option<std::fs::File> {
+        None
     }
     /// Hints that `id`, of `size` bytes, will be read soon (read-ahead of
     /// the next chunk): queued ahead in the [`Prefetcher`], if any.
@@ -229,6 +236,16 @@ impl TreeStore for RemoteTree {
     fn prefetcher(&self) -> Option<&Prefetcher> {
         Some(&self.prefetcher)
     }
+
+    fn cached_file(&self, id: &ObjectId, size: u64) -> Option<std::fs::File> {
+        match self.remote.cached_object(id, size) {
+            Ok(o) => o.map(|o| o.file),
+            Err(e) => {
+                tracing::debug!("object {id} in the node cache: {e}");
+                None
+            }
+        }
+    }
 }
 
 impl RemoteTree {
@@ -285,4 +302,33 @@ impl RemoteTree {
         }
         Ok(done)
     }
+}
+
+/// Fills `buf` with the bytes of object `id` (`size` bytes) at `offset`;
+/// `again`: the reader's previous read was of the same object.
+pub(super) fn read_full(
+    store: &dyn TreeStore,
+    id: &ObjectId,
+    size: u64,
+    offset: u64,
+    buf: &mut [u8],
+    again: bool,
+) -> FsResult<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = offset + done as u64;
+        let n = if again || done > 0 {
+            store.read_again_at(id, size, at, &mut buf[done..])?
+        } else {
+            store.read_at(id, size, at, &mut buf[done..])?
+        };
+        if n == 0 {
+            return Err(FsError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("object {id} is shorter than its catalog entry says"),
+            )));
+        }
+        done += n;
+    }
+    Ok(())
 }
