@@ -148,6 +148,7 @@ all_of() { awk -F '\t' -v p="$1" 'index($1, p) == 1 { printf "%s%.2f", s, $2; s 
 max_rss_of() { awk -F '\t' -v p="$1" 'index($1, p) == 1 && $5 > m { m = $5 } END { printf "%.0f", m / 1024 }' "$log/times.tsv"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0 || a == "n/a" || b == "n/a") print "n/a"; else printf "%.2f", a / b }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.1f", 100 * a / b }'; }
 yes_no() { awk -v a="$1" -v b="$2" -v op="$3" 'BEGIN { if (a == "n/a") print "n/a"; else if ((op == "<=" && a <= b) || (op == "<" && a < b)) print "yes"; else print "**no**" }'; }
 tag() { printf 'i%05d' "$1"; }
 src() { printf 'oci:%s:%s' "$layout" "$(tag "$1")"; }
@@ -294,6 +295,9 @@ top5=$(sort -t $'\t' -k3,3nr "$log/catalogs.tsv" | awk -F '\t' 'NR <= 5 { printf
 repo_du=$(du -sb "$R" | cut -f1)
 repo_disk=$(du -s --block-size=1 "$R" | cut -f1)
 read -r repo_objects repo_data < <(find "$R/data" -type f -printf '%s\n' | awk '{ n++; s += $1 } END { printf "%d %d\n", n, s }')
+# catalog objects (suffix C) and their share of the repository (issue 17: <= 25 %)
+catalogs_of() { find "$1/data" -type f -name '*C' -printf '%s\n' | awk '{ n++; s += $1 } END { printf "%d %d\n", n, s }'; }
+read -r cat_n cat_bytes < <(catalogs_of "$R")
 objects_by_type=$(find "$R/data" -type f -printf '%f %s\n' | awk '{ t = substr($1, length($1)); if (t ~ /[0-9a-f]/) t = "content"; n[t]++; s[t] += $2 }
     END { for (k in n) printf "%s %d (%.1f MB); ", k, n[k], s[k] / 1e6 }')
 # the catalogs of the current revision only: the flat catalogs of the published images
@@ -312,6 +316,8 @@ gc_json=$log/gc.out
 gc_summary=$(jq -r '"\(.images_removed | length) images removed (\(.images_in_grace) in grace), \(.flat_trees_removed) flat and \(.layer_trees_removed) layer trees, \(.objects_removed) objects removed (\(.bytes_removed / 1e6 * 10 | round / 10) MB), \(.objects_reachable) reachable, revisions kept \(.revisions_kept)"' "$gc_json" 2>/dev/null || echo "(gc JSON not parsed; see $gc_json)")
 repo_du_gc=$(du -sb "$R" | cut -f1)
 repo_objects_gc=$(find "$R/data" -type f | wc -l)
+# steady state: superseded revisions' catalogs (partitions, /images, root) are gone
+read -r cat_n_gc cat_bytes_gc < <(catalogs_of "$R")
 if [[ $CHECK != 0 ]]; then
     timed check "$S" check "$R" --json
 fi
@@ -418,6 +424,7 @@ report=$base/results-N$N.md
     echo
     echo "Repository before rm/gc (revision $revision_at_N): $(mb "$repo_du") MB (\`du -sb\`; $(mb "$repo_disk") MB on disk), $repo_objects objects under data/ ($(mb "$repo_data") MB): ${objects_by_type% }"
     echo "After rm + gc: $(mb "$repo_du_gc") MB, $repo_objects_gc objects."
+    echo "Catalogs (objects with suffix C): before rm/gc $cat_n, $(mb "$cat_bytes") MB = $(pct "$cat_bytes" "$repo_du") % of the repository; after rm + gc (steady state, superseded revisions gone) $cat_n_gc, $(mb "$cat_bytes_gc") MB = $(pct "$cat_bytes_gc" "$repo_du_gc") %."
     [[ -n $have_replicate ]] && echo "Replica: $replica_note"
     echo
     echo "| target (issue 5) | measured | target | met |"
@@ -425,6 +432,7 @@ report=$base/results-N$N.md
     echo "| publish of one image at $nN images / at $n10 images (median of $SINGLE), in sequence | $r_single ($medN s / $med10 s; runs at 10: $(all_of "single@10#"); at N: $(all_of "single@N#")); CPU: $r_single_cpu ($medNc s / $med10c s) | ≤ 1.2 | $(yes_no "$r_single" 1.2 '<=') |"
     echo "| the same, at 10 measured in a second repository alternating with the runs at N | $(ratio "$medN" "$med10b") ($medN s / $med10b s; runs at 10: $(all_of "single@10b#")); CPU: $(ratio "$medNc" "$med10bc") ($medNc s / $med10bc s) | ≤ 1.2 | $(yes_no "$(ratio "$medN" "$med10b")" 1.2 '<=') |"
     echo "| largest catalog (entries) | $largest_entries ($largest_kind $largest_path, object ${largest_id:0:12}…, $(mb "$largest_stored") MB stored, $(mb "$largest_raw") MB SQLite); $over_200k catalogs above 200 000; $total_entries entries in $n_catalogs catalogs | ≤ 200 000 | $(yes_no "$largest_entries" 200000 '<=') |"
+    echo "| catalog bytes / repository bytes (issue 17), before rm/gc; after rm + gc | $(pct "$cat_bytes" "$repo_du") % ($(mb "$cat_bytes") / $(mb "$repo_du") MB); $(pct "$cat_bytes_gc" "$repo_du_gc") % ($(mb "$cat_bytes_gc") / $(mb "$repo_du_gc") MB) | ≤ 25 % | $(yes_no "$(pct "$cat_bytes" "$repo_du")" 25 '<='); $(yes_no "$(pct "$cat_bytes_gc" "$repo_du_gc")" 25 '<=') |"
     echo "| gc time | $(t_of gc) s | | |"
     if [[ -n $have_replicate ]]; then
         echo "| replica catch-up, one new image | $(t_of replicate-incr) s (full replica: $(t_of replicate-full) s) | | |"

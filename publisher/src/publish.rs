@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
 use stratum_catalog::catalog::nesting::{
-    write_tree, CutRule, Origins, REGION_MIN_ENTRIES, SUBTREE_MIN_ENTRIES,
+    write_tree, CutRule, InlineRule, Origins, TreeObject, REGION_MIN_ENTRIES, SUBTREE_MIN_ENTRIES,
 };
 use stratum_catalog::catalog::{
     Catalog, CatalogBuilder, CatalogKind, Entry, FileType, ImageLayerRecord, ImageRecord,
@@ -575,7 +575,7 @@ fn publish_image(
                     &layer_path(&diff_hex),
                     rule,
                     Origins::Layer(&lower),
-                    |f| objects.put_file(ObjectKind::Catalog, f),
+                    |p| put(objects, p),
                 )?;
                 let id = written.top;
                 ns.add_layer(&diff_hex, id);
@@ -639,7 +639,7 @@ fn publish_image(
                 &path,
                 rule,
                 Origins::Flat(&origins),
-                |f| objects.put_file(ObjectKind::Catalog, f),
+                |p| put(objects, p),
             )?;
             ns.add_flat(&manifest_hex, tree.top);
             tree.top
@@ -690,11 +690,26 @@ fn publish_image(
     Ok(report)
 }
 
+/// Stores what `write_tree` writes: catalogs, and the small files a flat
+/// tree's catalog does not inline (D49) as content objects.
+fn put(
+    objects: &mut ObjectWriter,
+    p: TreeObject<'_>,
+) -> stratum_catalog::Result<stratum_catalog::ObjectId> {
+    match p {
+        TreeObject::Catalog(f) => objects.put_file(ObjectKind::Catalog, f),
+        TreeObject::Content(bytes) => objects.put_owned(ObjectKind::Content, bytes),
+    }
+}
+
 /// The cut rule of flat and layer trees: [`CutRule::REFERENCE`], or for
 /// measurements (bench/nesting.sh, bench/scale.sh) its thresholds from
 /// `STRATUM_SUBTREE_MIN_ENTRIES` and `STRATUM_REGION_MIN_ENTRIES`
 /// (numbers; `0` turns the rule off: `STRATUM_SUBTREE_MIN_ENTRIES=0`
-/// writes every tree as one catalog, as format version 1 did).
+/// writes every tree as one catalog, as format version 1 did) and its
+/// inline rule from `STRATUM_FLAT_INLINE` (`always`: every catalog
+/// inlines, as before D49; `one-layer`: every catalog mixing layers
+/// does not).
 fn cut_rule() -> CutRule {
     let var = |name: &str, default: usize| match std::env::var(name)
         .ok()
@@ -707,6 +722,11 @@ fn cut_rule() -> CutRule {
     CutRule {
         min_entries: var("STRATUM_SUBTREE_MIN_ENTRIES", SUBTREE_MIN_ENTRIES),
         region_min_entries: var("STRATUM_REGION_MIN_ENTRIES", REGION_MIN_ENTRIES),
+        inline: match std::env::var("STRATUM_FLAT_INLINE").as_deref() {
+            Ok("always") => InlineRule::Always,
+            Ok("one-layer") => InlineRule::OneLayer,
+            _ => CutRule::REFERENCE.inline,
+        },
     }
 }
 

@@ -58,7 +58,7 @@ fn top_layer(tag: &str) -> Layer {
     ])
 }
 
-fn store(repo: &Path) -> Store {
+pub(crate) fn store(repo: &Path) -> Store {
     Store::new(Arc::new(LocalDir::open(repo).unwrap()))
 }
 
@@ -85,7 +85,7 @@ fn tree_catalogs(repo: &Path, top: &ObjectId) -> BTreeMap<ObjectId, u64> {
     out
 }
 
-fn flat_catalog(repo: &TestRepo, name: &str) -> ObjectId {
+pub(crate) fn flat_catalog(repo: &TestRepo, name: &str) -> ObjectId {
     ObjectId::from_hex(repo.image(name)["flat_catalog"].as_str().unwrap()).unwrap()
 }
 
@@ -205,7 +205,7 @@ fn a_shared_subtree_mounted_at_two_places_is_two_directories() {
 
 /// A top layer whose `app/` (with a subdirectory and a whiteout-free
 /// body of `n` files) comes from it alone, as `COPY app /app` writes it.
-fn app_layer(tag: &str, n: usize) -> Layer {
+pub(crate) fn app_layer(tag: &str, n: usize) -> Layer {
     let mut e = vec![
         TarEntry::dir(b"app/"),
         TarEntry::dir(b"app/lib/"),
@@ -226,7 +226,7 @@ fn app_layer(tag: &str, n: usize) -> Layer {
 }
 
 /// The catalog mounted at `/name` of the catalog `top`.
-fn mounted_at(repo: &Path, top: &ObjectId, name: &[u8]) -> Option<ObjectId> {
+pub(crate) fn mounted_at(repo: &Path, top: &ObjectId, name: &[u8]) -> Option<ObjectId> {
     let cat = store(repo).load_catalog(top).unwrap();
     cat.lookup(stratum_catalog::catalog::ROOT_ID, name)
         .unwrap()

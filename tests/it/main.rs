@@ -19,6 +19,7 @@ mod concurrency;
 mod crash;
 mod fanout;
 mod faults;
+mod flat_inline;
 mod format_v2;
 mod fuzz_seeds;
 mod hostile;

@@ -44,6 +44,32 @@ pub struct CutRule {
     /// unchanged from one layer is cut from this many residual entries on
     /// (`usize::MAX`: never by this rule).
     pub region_min_entries: usize,
+    /// Which small files a flat tree's catalogs keep inline.
+    pub inline: InlineRule,
+}
+
+/// Which small files (inline data, FORMAT.md §4.5) the catalogs of a flat
+/// tree keep inline; the others become content objects. Inline bytes are
+/// stored once per catalog that holds them, so they are stored once only
+/// where the catalog is: a flat tree's top catalog is its image's own, and
+/// when it mixes layers (the base's `etc/` with the one file the image
+/// changes) it would store the base's small files again for every image
+/// on that base; as objects they are stored once (DECISIONS.md D49).
+/// Layer trees always inline: all their catalogs are one layer's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InlineRule {
+    /// Every catalog inlines (the writer before D49; for measurements).
+    Always,
+    /// The reference writer: a catalog inlines unless it is the top and
+    /// its entries come from more than one layer, or it is a nested
+    /// catalog holding a directory that a layer changed without writing
+    /// it whole (a whiteout applied in it: such a subtree is the image's
+    /// own, not shared).
+    Shared,
+    /// Every catalog whose entries come from more than one layer stores
+    /// its small files as objects (for measurements: in real images that
+    /// also moves shared subtrees' files, D49).
+    OneLayer,
 }
 
 impl CutRule {
@@ -51,12 +77,14 @@ impl CutRule {
     pub const REFERENCE: CutRule = CutRule {
         min_entries: SUBTREE_MIN_ENTRIES,
         region_min_entries: REGION_MIN_ENTRIES,
+        inline: InlineRule::Shared,
     };
 
     /// One catalog per tree.
     pub const WHOLE: CutRule = CutRule {
         min_entries: usize::MAX,
         region_min_entries: usize::MAX,
+        inline: InlineRule::Always,
     };
 }
 
@@ -122,11 +150,22 @@ pub struct WrittenTree {
     pub subtrees: Vec<ObjectId>,
 }
 
+/// What [`write_tree`] hands to its store, which stores it and returns
+/// its id.
+pub enum TreeObject<'a> {
+    /// A frozen catalog file (children before parents).
+    Catalog(&'a mut std::fs::File),
+    /// The bytes of a small file that its catalog does not inline
+    /// ([`InlineRule`]): a content object.
+    Content(Vec<u8>),
+}
+
 /// Writes the tree assembled in `src` as its top catalog (kind `kind`,
 /// path `path`, with `src`'s other properties) and the nested `subtree`
 /// catalogs that `rule` gives, knowing where entries come from by
-/// `origins`. Each frozen catalog file is handed to `store`, children
-/// before parents, which stores it and returns its id.
+/// `origins`. Each frozen catalog file, children before parents, and each
+/// small file a flat tree's catalog does not inline (`rule.inline`) is
+/// handed to `store`.
 #[allow(clippy::too_many_arguments)]
 pub fn write_tree<E: From<crate::Error>>(
     mut src: CatalogBuilder,
@@ -135,11 +174,17 @@ pub fn write_tree<E: From<crate::Error>>(
     path: &str,
     rule: CutRule,
     origins: Origins<'_>,
-    mut store: impl FnMut(&mut std::fs::File) -> Result<ObjectId, E>,
+    mut store: impl FnMut(TreeObject<'_>) -> Result<ObjectId, E>,
 ) -> Result<WrittenTree, E> {
     src.freeze_links()?;
     let shape = Shape::read(&src, origins)?;
-    let cut = shape.cuts(rule, matches!(origins, Origins::Layer(_)));
+    let layer_tree = matches!(origins, Origins::Layer(_));
+    let cut = shape.cuts(rule, layer_tree);
+    let inline = if layer_tree {
+        vec![Inline::All; shape.ids.len()]
+    } else {
+        shape.inline(&cut, rule.inline)
+    };
     // Children before parents: reverse pre-order.
     let mut tops: Vec<usize> = shape
         .preorder
@@ -182,9 +227,16 @@ pub fn write_tree<E: From<crate::Error>>(
                 }
             }
         }
-        copy_subtree(&src, &mut out, src_id, &shape, &cut, &catalog_of)?;
+        let mut content = |bytes| store(TreeObject::Content(bytes));
+        let ctx = Ctx {
+            shape: &shape,
+            cut: &cut,
+            catalog_of: &catalog_of,
+            inline: inline[t],
+        };
+        copy_subtree(&src, &mut out, src_id, &ctx, &mut content)?;
         let mut file = out.finish_file()?;
-        let id = store(file.as_file_mut())?;
+        let id = store(TreeObject::Catalog(file.as_file_mut()))?;
         if is_top {
             top_id = Some(id);
         } else {
@@ -201,22 +253,30 @@ pub fn write_tree<E: From<crate::Error>>(
     Ok(WrittenTree { top, subtrees })
 }
 
+/// What the catalogs of one tree share while they are copied out of it.
+struct Ctx<'a> {
+    shape: &'a Shape,
+    cut: &'a [bool],
+    catalog_of: &'a HashMap<i64, ObjectId>,
+    /// Which small files the catalog being copied keeps inline.
+    inline: Inline,
+}
+
 /// Copies the subtree of `src` entry `top` into `out` (whose root it is),
 /// breadth-first in name order, stopping at cut directories, which become
-/// mount points of their catalogs.
-fn copy_subtree(
+/// mount points of their catalogs; small files it does not inline go to
+/// `content`.
+fn copy_subtree<E: From<crate::Error>>(
     src: &CatalogBuilder,
     out: &mut CatalogBuilder,
     top: i64,
-    shape: &Shape,
-    cut: &[bool],
-    catalog_of: &HashMap<i64, ObjectId>,
-) -> crate::Result<()> {
+    ctx: &Ctx<'_>,
+    content: &mut dyn FnMut(Vec<u8>) -> Result<ObjectId, E>,
+) -> Result<(), E> {
     let mut copy = Copy {
         out,
-        shape,
-        cut,
-        catalog_of,
+        ctx,
+        content,
         groups: HashMap::new(),
         queue: std::collections::VecDeque::from([(top, ROOT_ID)]),
         next: ROOT_ID + 1,
@@ -232,7 +292,8 @@ fn copy_subtree(
                 return Err(crate::Error::InvalidCatalog {
                     catalog: "being written".into(),
                     reason: format!("children of entry {src_dir} are not in name order"),
-                });
+                }
+                .into());
             }
             after = Some(last.name.clone());
             let full = page.len() as i64 == PAGE;
@@ -251,11 +312,10 @@ fn copy_subtree(
 const PAGE: i64 = 1024;
 
 /// One catalog being copied out of the tree.
-struct Copy<'a> {
+struct Copy<'a, E> {
     out: &'a mut CatalogBuilder,
-    shape: &'a Shape,
-    cut: &'a [bool],
-    catalog_of: &'a HashMap<i64, ObjectId>,
+    ctx: &'a Ctx<'a>,
+    content: &'a mut dyn FnMut(Vec<u8>) -> Result<ObjectId, E>,
     /// The tree's hardlink groups → this catalog's, by first appearance.
     groups: HashMap<i64, i64>,
     /// Directories to copy the children of: (tree entry id, catalog id).
@@ -263,29 +323,34 @@ struct Copy<'a> {
     next: i64,
 }
 
-impl Copy<'_> {
+impl<E: From<crate::Error>> Copy<'_, E> {
     /// Copies `e`, a child of this catalog's entry `out_dir`.
-    fn entry(&mut self, mut e: super::entry::Entry, out_dir: i64) -> crate::Result<()> {
+    fn entry(&mut self, mut e: super::entry::Entry, out_dir: i64) -> Result<(), E> {
         let src_child = e.id;
-        let mounted = self
-            .shape
-            .index
-            .get(&src_child)
-            .is_some_and(|&i| self.cut[i] && self.shape.is_dir[i]);
+        let shape = self.ctx.shape;
+        let index = shape.index.get(&src_child).copied();
+        let mounted = index.is_some_and(|i| self.ctx.cut[i] && shape.is_dir[i]);
         if mounted {
             // The mount point shows the child's root (§4.10); it carries
             // the same metadata so that the parent depends on nothing but
             // the subtree's content.
-            e.nested = self.catalog_of.get(&src_child).copied();
+            e.nested = self.ctx.catalog_of.get(&src_child).copied();
             if e.nested.is_none() {
                 return Err(crate::Error::InvalidCatalog {
                     catalog: "being written".into(),
                     reason: format!("entry {src_child} was cut but has no catalog"),
-                });
+                }
+                .into());
             }
         } else if e.hardlink != 0 {
             let n = self.groups.len() as i64 + 1;
             e.hardlink = *self.groups.entry(e.hardlink).or_insert(n);
+        }
+        if let super::entry::Data::Inline(bytes) = &mut e.data {
+            if self.ctx.inline == Inline::None {
+                let bytes = std::mem::take(bytes);
+                e.data = super::entry::Data::Object((self.content)(bytes)?);
+            }
         }
         let id = self.next;
         self.next += 1;
@@ -295,6 +360,13 @@ impl Copy<'_> {
         }
         Ok(())
     }
+}
+
+/// Which small files one catalog keeps inline (from [`InlineRule`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Inline {
+    All,
+    None,
 }
 
 /// No single layer (see [`Origins`]).
@@ -309,6 +381,9 @@ struct Shape {
     nlink: Vec<u32>,
     /// The layer the entry comes from unchanged, or [`MIXED`].
     origin: Vec<u32>,
+    /// Whether `origins` says anything of the entry (a directory no layer
+    /// lists, implicit in all of them, says nothing of its catalog).
+    recorded: Vec<bool>,
     parent: Vec<usize>,
     children: Vec<Vec<usize>>,
     /// Entry indexes in pre-order from the root (index 0).
@@ -325,6 +400,7 @@ impl Shape {
             group: Vec::with_capacity(rows.len()),
             nlink: Vec::with_capacity(rows.len()),
             origin: Vec::with_capacity(rows.len()),
+            recorded: Vec::with_capacity(rows.len()),
             parent: vec![0; rows.len()],
             children: vec![Vec::new(); rows.len()],
             preorder: Vec::with_capacity(rows.len()),
@@ -345,6 +421,10 @@ impl Shape {
                 Origins::Layer(lower) if own && !lower.contains(&id) => 0,
                 Origins::Layer(_) => MIXED,
                 Origins::Flat(map) => map.get(&id).copied().unwrap_or(MIXED),
+            });
+            s.recorded.push(match origins {
+                Origins::Layer(_) => true,
+                Origins::Flat(map) => map.contains_key(&id),
             });
         }
         if s.ids.first() != Some(&ROOT_ID) {
@@ -453,6 +533,77 @@ impl Shape {
             }
         }
         cut
+    }
+
+    /// Which small files each catalog (by the index of its top, given
+    /// `cut`) keeps inline under `rule`, looking at the catalog's own
+    /// entries: its root and every entry down to its mount points.
+    fn inline(&self, cut: &[bool], rule: InlineRule) -> Vec<Inline> {
+        let n = self.ids.len();
+        if rule == InlineRule::Always {
+            return vec![Inline::All; n];
+        }
+        // The catalog (top index) each directory's children are in.
+        let mut home = vec![0usize; n];
+        for &d in &self.preorder {
+            if d != 0 {
+                home[d] = if cut[d] { d } else { home[self.parent[d]] };
+            }
+        }
+        /// What a catalog's recorded entries say.
+        #[derive(Clone, Copy)]
+        struct Seen {
+            /// The one layer they come from, or `Err` once two differ.
+            layers: Result<Option<u32>, ()>,
+            /// One of them comes from no single layer.
+            changed: bool,
+        }
+        let mut seen = vec![
+            Seen {
+                layers: Ok(None),
+                changed: false,
+            };
+            n
+        ];
+        let mut note = |cat: usize, i: usize| {
+            if !self.recorded[i] {
+                return;
+            }
+            let o = self.origin[i];
+            let s = &mut seen[cat];
+            s.changed |= o == MIXED;
+            s.layers = match s.layers {
+                Ok(None) if o != MIXED => Ok(Some(o)),
+                Ok(Some(f)) if f == o => Ok(Some(f)),
+                _ => Err(()),
+            };
+        };
+        for i in 0..n {
+            if i == 0 || cut[i] {
+                // A catalog's root is its own entry (a mount point is also
+                // one of its parent's, below).
+                note(i, i);
+            }
+            if i != 0 {
+                note(home[self.parent[i]], i);
+            }
+        }
+        seen.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let keep = match rule {
+                    InlineRule::Always => true,
+                    InlineRule::OneLayer => s.layers.is_ok(),
+                    InlineRule::Shared if i == 0 => s.layers.is_ok(),
+                    InlineRule::Shared => !s.changed,
+                };
+                if keep {
+                    Inline::All
+                } else {
+                    Inline::None
+                }
+            })
+            .collect()
     }
 
     /// Group → its size (the `nlink` of any member, frozen before).

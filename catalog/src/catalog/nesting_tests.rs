@@ -80,11 +80,25 @@ fn repo() -> Repo {
     }
 }
 
+/// Stores what `write_tree` hands over.
+fn put(r: &Repo, p: TreeObject<'_>) -> crate::Result<ObjectId> {
+    match p {
+        TreeObject::Catalog(f) => r.store.put_file(ObjectKind::Catalog, f, 1).map(|p| p.id),
+        TreeObject::Content(bytes) => {
+            let mut enc = crate::object::Encoder::new(1)?;
+            r.store
+                .put(ObjectKind::Content, &bytes, &mut enc)
+                .map(|p| p.id)
+        }
+    }
+}
+
 fn write(r: &Repo, paths: &[String], min: usize) -> WrittenTree {
     let b = build(&r.tmp, paths);
     let rule = CutRule {
         min_entries: min,
         region_min_entries: usize::MAX,
+        inline: InlineRule::OneLayer,
     };
     let origins = HashMap::new();
     write_tree(
@@ -94,7 +108,7 @@ fn write(r: &Repo, paths: &[String], min: usize) -> WrittenTree {
         "/flat/ab/x",
         rule,
         Origins::Flat(&origins),
-        |f| r.store.put_file(ObjectKind::Catalog, f, 1).map(|p| p.id),
+        |p| put(r, p),
     )
     .unwrap()
 }
@@ -425,11 +439,9 @@ fn app_mount(r: &Repo, paths: &[String], layer: bool, rule: CutRule) -> Option<O
     } else {
         (CatalogKind::Flat, Origins::Flat(&origins))
     };
-    let top = write_tree(b, &r.tmp, kind, "/x", rule, origins, |f| {
-        r.store.put_file(ObjectKind::Catalog, f, 1).map(|p| p.id)
-    })
-    .unwrap()
-    .top;
+    let top = write_tree(b, &r.tmp, kind, "/x", rule, origins, |p| put(r, p))
+        .unwrap()
+        .top;
     let cat = r.store.load_catalog(&top).unwrap();
     cat.lookup(ROOT_ID, b"app").unwrap().and_then(|e| e.nested)
 }
@@ -471,7 +483,7 @@ fn a_directory_one_layer_writes_is_the_same_catalog_in_its_layer_and_flat_trees(
         "/x",
         rule,
         Origins::Layer(&lower),
-        |f| r.store.put_file(ObjectKind::Catalog, f, 1).map(|p| p.id),
+        |p| put(&r, p),
     )
     .unwrap()
     .top;
@@ -481,4 +493,160 @@ fn a_directory_one_layer_writes_is_the_same_catalog_in_its_layer_and_flat_trees(
     // Nor is a deeper directory cut by this rule: only the top's children.
     let lib = cat.lookup(app.id, b"lib").unwrap().unwrap();
     assert_eq!(lib.nested, None, "app/lib (41 entries) stays inline");
+}
+
+/// Writes `paths` as a flat tree under `rule`, the entries under `app`
+/// from layer 1 and the others from `base` (none recorded when `None`),
+/// and returns its top catalog.
+fn flat_top(r: &Repo, paths: &[String], base: Option<u32>, rule: CutRule) -> ObjectId {
+    let origin = |path: &str| {
+        if path == "app" || path.starts_with("app/") {
+            Some(1)
+        } else {
+            base
+        }
+    };
+    flat_top_with(r, paths, origin, rule)
+}
+
+/// Writes `paths` as a flat tree under `rule`, each entry from the layer
+/// `origin` gives (`u32::MAX`: no single layer; none recorded: `None`).
+fn flat_top_with(
+    r: &Repo,
+    paths: &[String],
+    origin: impl Fn(&str) -> Option<u32>,
+    rule: CutRule,
+) -> ObjectId {
+    let b = build(&r.tmp, paths);
+    let mut origins = HashMap::new();
+    for (i, spec) in paths.iter().enumerate() {
+        // Ids follow insertion order (root = 1).
+        if let Some(from) = origin(spec.split_once(' ').unwrap().1) {
+            origins.insert(i as i64 + 2, from);
+        }
+    }
+    let flat = Origins::Flat(&origins);
+    write_tree(b, &r.tmp, CatalogKind::Flat, "/x", rule, flat, |p| {
+        put(r, p)
+    })
+    .unwrap()
+    .top
+}
+
+/// (inline files, files stored as content objects) of one catalog; every
+/// object holds the file's bytes (here: its name).
+fn data_of(r: &Repo, id: &ObjectId) -> (usize, usize) {
+    let cat = r.store.load_catalog(id).unwrap();
+    let (mut inline, mut objects) = (0, 0);
+    cat.for_each_entry(|e| {
+        match &e.data {
+            crate::catalog::Data::Inline(_) => inline += 1,
+            crate::catalog::Data::Object(o) => {
+                let bytes = r.store.get(o, ObjectKind::Content).unwrap();
+                assert_eq!(bytes, e.name, "the object of {:?}", e.name);
+                objects += 1;
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+    .unwrap();
+    (inline, objects)
+}
+
+#[test]
+fn a_flat_catalog_mixing_layers_stores_its_small_files_as_content_objects() {
+    let r = repo();
+    let mut paths = image(&[], 10);
+    paths.extend(["d app".to_string(), "d app/lib".to_string()]);
+    for i in 0..40 {
+        paths.push(format!("f app/lib/m{i:02}.py"));
+    }
+    let rule = CutRule::REFERENCE;
+    // The top mixes layers 0 and 1 (its mount points usr/ and app/): its
+    // file etc/hostname is an object; usr/ (layer 0's) and app/ (layer
+    // 1's), cut by D43, keep inlining.
+    let top = flat_top(&r, &paths, Some(0), rule);
+    assert_eq!(data_of(&r, &top), (0, 1));
+    let cat = r.store.load_catalog(&top).unwrap();
+    let nested = |name: &[u8]| {
+        let e = cat.lookup(ROOT_ID, name).unwrap().unwrap();
+        e.nested.expect("cut by D43")
+    };
+    assert_eq!(data_of(&r, &nested(b"usr")), (50, 0));
+    assert_eq!(data_of(&r, &nested(b"app")), (40, 0));
+    // Not cut, usr/ is in the mixed top too.
+    let uncut = CutRule {
+        region_min_entries: usize::MAX,
+        ..rule
+    };
+    assert_eq!(data_of(&r, &flat_top(&r, &paths, Some(0), uncut)), (0, 91));
+    // Every catalog inlining, as before D49.
+    let always = CutRule {
+        inline: InlineRule::Always,
+        ..rule
+    };
+    assert_eq!(data_of(&r, &flat_top(&r, &paths, Some(0), always)), (1, 0));
+    // A tree whose entries all come from one layer, with its root and
+    // directories recorded by none (implicit), is one layer's: inline.
+    let one: Vec<String> = paths
+        .iter()
+        .filter(|p| !p.contains("app"))
+        .cloned()
+        .collect();
+    assert_eq!(data_of(&r, &flat_top(&r, &one, Some(0), uncut)), (51, 0));
+    assert_eq!(data_of(&r, &flat_top(&r, &one, None, uncut)), (51, 0));
+    // One entry no single layer wrote as it is (a directory a whiteout
+    // was applied in) makes its catalog mixed.
+    let b = build(&r.tmp, &one);
+    let mut origins: HashMap<i64, u32> = (2..=one.len() as i64 + 1).map(|i| (i, 0)).collect();
+    origins.insert(2, u32::MAX); // etc
+    let flat = Origins::Flat(&origins);
+    let top = write_tree(b, &r.tmp, CatalogKind::Flat, "/x", uncut, flat, |p| {
+        put(&r, p)
+    })
+    .unwrap()
+    .top;
+    assert_eq!(data_of(&r, &top), (0, 51));
+}
+
+#[test]
+fn a_nested_catalog_keeps_inlining_unless_a_whiteout_changed_it() {
+    let r = repo();
+    // usr/lib (301 entries) is cut by size; it mixes layers 0 and 1.
+    let paths = image(&[], 300);
+    let lib_of = |top: &ObjectId| {
+        let cat = r.store.load_catalog(top).unwrap();
+        let usr = cat.lookup(ROOT_ID, b"usr").unwrap().unwrap();
+        let lib = cat.lookup(usr.id, b"lib").unwrap().unwrap();
+        lib.nested.expect("usr/lib is cut")
+    };
+    let rule = CutRule {
+        region_min_entries: usize::MAX,
+        ..CutRule::REFERENCE
+    };
+    let mixed = |p: &str| Some(u32::from(p == "usr/lib/lib0007.so"));
+    // Shared by every image on the same layers: inline.
+    let top = flat_top_with(&r, &paths, mixed, rule);
+    assert_eq!(data_of(&r, &lib_of(&top)), (300, 0));
+    // The top's own entries (etc/, usr/bin, the mount point) are all
+    // layer 0's: it inlines its 41 files.
+    assert_eq!(data_of(&r, &top), (41, 0));
+    // Changed by a whiteout: the image's own, objects.
+    let whiteout = |p: &str| {
+        if p == "usr/lib" {
+            Some(u32::MAX)
+        } else {
+            Some(0)
+        }
+    };
+    let top = flat_top_with(&r, &paths, whiteout, rule);
+    assert_eq!(data_of(&r, &lib_of(&top)), (0, 300));
+    // InlineRule::OneLayer makes every catalog mixing layers objects.
+    let one_layer = CutRule {
+        inline: InlineRule::OneLayer,
+        ..rule
+    };
+    let top = flat_top_with(&r, &paths, mixed, one_layer);
+    assert_eq!(data_of(&r, &lib_of(&top)), (0, 300));
 }

@@ -40,7 +40,9 @@ use write::write;
 /// every catalog that lists the file (its layer tree, each flat tree, each
 /// rebuild of the layer) while objects are shared, so the threshold is kept
 /// low: measured on the publish benchmark (docs/BENCHMARKS.md), 4 KiB made
-/// the repository 6% larger and its catalogs 3.4× larger than 1 KiB.
+/// the repository 6% larger and its catalogs 3.4× larger than 1 KiB. A
+/// flat tree's catalogs that are their image's own store such files as
+/// objects instead (`nesting::InlineRule`, DECISIONS D49).
 pub const INLINE_MAX: u64 = 1024;
 
 /// Files above this size are cut into content-defined chunks, so a node can
