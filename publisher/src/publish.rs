@@ -709,7 +709,8 @@ fn put(
 /// writes every tree as one catalog, as format version 1 did) and its
 /// inline rule from `STRATUM_FLAT_INLINE` (`always`: every catalog
 /// inlines, as before D49; `one-layer`: every catalog mixing layers
-/// does not).
+/// does not). With every tree one catalog and no `STRATUM_FLAT_INLINE`,
+/// trees inline as version 1 did, so that the two layouts compare.
 fn cut_rule() -> CutRule {
     let var = |name: &str, default: usize| match std::env::var(name)
         .ok()
@@ -719,12 +720,14 @@ fn cut_rule() -> CutRule {
         Some(n) => n,
         None => default,
     };
+    let min_entries = var("STRATUM_SUBTREE_MIN_ENTRIES", SUBTREE_MIN_ENTRIES);
     CutRule {
-        min_entries: var("STRATUM_SUBTREE_MIN_ENTRIES", SUBTREE_MIN_ENTRIES),
+        min_entries,
         region_min_entries: var("STRATUM_REGION_MIN_ENTRIES", REGION_MIN_ENTRIES),
         inline: match std::env::var("STRATUM_FLAT_INLINE").as_deref() {
             Ok("always") => InlineRule::Always,
             Ok("one-layer") => InlineRule::OneLayer,
+            _ if min_entries == usize::MAX => CutRule::WHOLE.inline,
             _ => CutRule::REFERENCE.inline,
         },
     }
