@@ -39,6 +39,15 @@
 #   REPL_SWEEP="8 16 32 64"      --jobs values of step 3 (empty: skip step 3)
 #   IMAGES="python jvm"          images of step 2
 #   SEQUENTIAL=1                 also the --jobs 1 pull of step 2 (0: skip it)
+#   SCRATCH=ext4    what the timed commands write (DEST and node cache of each pull, skopeo's
+#                   layout, umoci's bundle, replicas) goes to a fresh loop-mounted ext4 made
+#                   with mkfs.ext4's defaults (journal on), $W/scratch.img (sparse,
+#                   SCRATCH_GB=16), instead of $W/run. Why: on an ext4 without a journal (the
+#                   root filesystem of these VMs) creating an inode scans past every inode
+#                   freed in the last 30 s of its block group, so each timed command pays for
+#                   the `rm -rf` of the one before it, in proportion to the inodes it creates
+#                   (docs/DECISIONS.md D48; docs/BENCHMARKS.md "Latency" run 7). The report names the
+#                   filesystem written to and whether it has a journal.
 set -euo pipefail
 export LC_ALL=C
 
@@ -90,8 +99,34 @@ cleanup() {
     set +e
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+    if [ -n "${scratch_mounted:-}" ]; then umount "$wdir"; rm -f "$W/scratch.img"; fi
 }
 trap cleanup EXIT
+
+# --- where the timed commands write ------------------------------------------------------
+wdir=$run
+case ${SCRATCH:-} in
+    "") ;;
+    ext4)
+        wdir=$W/scratch
+        mkdir -p "$wdir"
+        if mountpoint -q "$wdir"; then umount "$wdir"; fi # left by an interrupted run
+        rm -f "$W/scratch.img"
+        truncate -s "${SCRATCH_GB:-16}G" "$W/scratch.img"
+        mkfs.ext4 -q -F "$W/scratch.img"
+        mount -o loop "$W/scratch.img" "$wdir"
+        scratch_mounted=1
+        ;;
+    *) echo "SCRATCH=$SCRATCH: only ext4 (or empty)" >&2; exit 1 ;;
+esac
+fs_facts() { # DIR -> "fstype on device, journal: yes|no|?"
+    local src fstype jnl="?"
+    read -r fstype src < <(findmnt -no FSTYPE,SOURCE --target "$1")
+    if [ "$fstype" = ext4 ]; then
+        if [ -e "/proc/fs/jbd2/$(basename "$src")-8" ]; then jnl=yes; else jnl=no; fi
+    fi
+    echo "$fstype on $src, journal: $jnl"
+}
 
 # --- images ------------------------------------------------------------------------------
 L_OS="etc:6 usr/bin:70 usr/lib/x86_64-linux-gnu:100 usr/share/doc:20 usr/share/zoneinfo:4"
@@ -196,7 +231,7 @@ default_jobs=$("$S" pull --help | sed -n 's/.*\[default: \([0-9]*\).*/\1/p' | he
 # --- measurements ------------------------------------------------------------------------
 # pull PORT IMAGE JOBS [FLAG...] -> "seconds requests"; JOBS empty: the default
 pull() {
-    local dest=$run/dest cache=$run/cache t0 t1 out jobs=()
+    local dest=$wdir/dest cache=$wdir/cache t0 t1 out jobs=()
     rm -rf "$dest" "$cache"
     [ -n "$3" ] && jobs=(--jobs "$3")
     t0=$(now)
@@ -208,7 +243,7 @@ pull() {
 }
 # skopeo_umoci PORT IMAGE -> "seconds requests"
 skopeo_umoci() {
-    local oci=$run/oci bundle=$run/bundle t0 t1 r0 r1
+    local oci=$wdir/oci bundle=$wdir/bundle t0 t1 r0 r1
     rm -rf "$oci" "$bundle"
     r0=$(reg_requests)
     t0=$(now)
@@ -222,7 +257,7 @@ skopeo_umoci() {
 }
 # replicate PORT JOBS -> "seconds bytes requests"
 replicate() {
-    local dest=$run/replica out
+    local dest=$wdir/replica out
     rm -rf "$dest"
     out=$("$S" replicate "http://127.0.0.1:$1" "$dest" --pubkey "$key.pub" --jobs "$2" --json)
     rm -rf "$dest"
@@ -233,12 +268,14 @@ say "## Latency (issue 16): run of $(date -u '+%Y-%m-%d %H:%M') UTC"
 say ""
 say "stratum $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'); $(nproc) cores; delayed link: bench/delay-proxy.py, ${DELAY_MS} ms each way (${rtt} ms round trip)."
 say ""
+say "Timed commands write to $wdir: $(fs_facts "$wdir")$([ -n "${SCRATCH:-}" ] && echo " (SCRATCH=$SCRATCH, a fresh loop-mounted filesystem)")."
+say ""
 say "The images, and \`stratum pull REPO --image …\` from the repository directory (no network; decode, verify and write only):"
 say ""
 say "| image | layers | gzip MB | files | MB written | local pull (default --jobs) | local pull --jobs 1 |"
 say "|---|---:|---:|---:|---:|---:|---:|"
 local_pull() { # IMAGE JOBS -> "seconds files bytes"
-    local dest=$run/dest t0 t1 out jobs=()
+    local dest=$wdir/dest t0 t1 out jobs=()
     rm -rf "$dest"
     [ -n "$2" ] && jobs=(--jobs "$2")
     t0=$(now)
@@ -303,4 +340,4 @@ for link in 0 "$rtt"; do
         say ""
     fi
 done
-say "commands: \`$0\` (DELAY_MS=$DELAY_MS RUNS=$RUNS SWEEP=\"$SWEEP\" REPL_SWEEP=\"$REPL_SWEEP\" IMAGES=\"$IMAGES\" SEQUENTIAL=$SEQUENTIAL)"
+say "commands: \`$0\` (SCRATCH=${SCRATCH:-} DELAY_MS=$DELAY_MS RUNS=$RUNS SWEEP=\"$SWEEP\" REPL_SWEEP=\"$REPL_SWEEP\" IMAGES=\"$IMAGES\" SEQUENTIAL=$SEQUENTIAL)"
