@@ -46,7 +46,7 @@
 #                   root filesystem of these VMs) creating an inode scans past every inode
 #                   freed in the last 30 s of its block group, so each timed command pays for
 #                   the `rm -rf` of the one before it, in proportion to the inodes it creates
-#                   (docs/DECISIONS.md D48; docs/BENCHMARKS.md "Latency" run 7). The report names the
+#                   (docs/DECISIONS.md D50; docs/BENCHMARKS.md "Latency" run 7). The report names the
 #                   filesystem written to and whether it has a journal.
 set -euo pipefail
 export LC_ALL=C

@@ -37,7 +37,7 @@ pub struct PullArgs {
     /// catalogs goes on (nested catalogs are fetched ahead too). Over a network each
     /// request costs a round trip, so many in flight are what makes a pull fast; 1
     /// pulls one object at a time. Every object is verified before a byte of it is
-    /// written, whatever N. [default: 64, chosen at a 10 ms round trip, see
+    /// written, whatever N. [default: 128, chosen at a 10 ms round trip, see
     /// docs/DECISIONS.md]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     jobs: Option<u32>,

@@ -574,6 +574,25 @@ mod tests {
         assert_eq!(pool.threads(), 0);
     }
 
+    /// D50: the default keeps 128 downloads in flight (64 left the larger
+    /// benchmark image's pull at a 10 ms round trip waiting on the network).
+    #[test]
+    fn the_default_jobs_keep_128_downloads_in_flight() {
+        let src = Fake {
+            asynchronous: true,
+            ..Fake::default()
+        };
+        let o = PullOptions {
+            preserve_owner: false,
+            devices: false,
+            ..PullOptions::default()
+        };
+        let pool = Pool::new(&src, &o, false, &|_| {});
+        let tmp = tempfile::tempdir().unwrap();
+        run(&pool, tmp.path(), 400, 10).unwrap();
+        assert_eq!(src.most_running.load(Ordering::SeqCst), 128);
+    }
+
     #[test]
     fn one_job_runs_everything_on_the_walks_thread_in_order() {
         let tmp = tempfile::tempdir().unwrap();
