@@ -33,6 +33,9 @@ pub struct State {
     log: Mutex<Vec<String>>,
     /// TCP connections accepted.
     pub connections: AtomicU64,
+    /// `HEAD` requests answered (the response written), which a test can
+    /// wait for where the log only says they were asked.
+    pub heads_answered: AtomicU64,
 }
 
 pub struct Server {
@@ -163,6 +166,7 @@ fn serve(conn: TcpStream, st: &State) -> std::io::Result<()> {
                 Some(body) => respond(&mut out, 200, b"", Some(body.len()))?,
                 None => respond(&mut out, 404, b"", None)?,
             }
+            st.heads_answered.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         st.log.lock().unwrap().push(path.clone());

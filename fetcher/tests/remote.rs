@@ -868,7 +868,18 @@ fn connections_are_opened_ahead_while_the_manifest_is_fetched() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(heads(), 6, "{:?}", s.log());
-    // Logged when asked: let the answers reach the pool.
+    // Logged when asked: wait until all six are answered, then let the
+    // answers reach the pool (a fixed wait after the asking was too short
+    // on a loaded machine).
+    let answered = || {
+        s.state
+            .heads_answered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    while answered() < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(answered(), 6, "{:?}", s.log());
     std::thread::sleep(Duration::from_millis(500));
     let conns = || {
         s.state
