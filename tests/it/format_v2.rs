@@ -544,9 +544,14 @@ fn a_repository_of_a_newer_format_is_refused_naming_both_versions() {
 // ---------------------------------------------------------------------------
 // Hostile nesting, signed by the repository key: readers' own checks only.
 
-/// Stores a catalog of `kind` whose root holds a directory `d`, the mount
-/// point of `to` when given.
-fn link(repo: &TestRepo, kind: CatalogKind, path: &str, to: Option<ObjectId>) -> ObjectId {
+/// Stores a catalog of `kind` whose root holds the directories `dirs`,
+/// each the mount point of its catalog when given.
+fn store_catalog(
+    repo: &TestRepo,
+    kind: CatalogKind,
+    path: &str,
+    dirs: &[(&[u8], Option<ObjectId>)],
+) -> ObjectId {
     use stratum_catalog::catalog::{CatalogBuilder, Entry, FileType, ROOT_ID};
     let scratch = repo.scratch("build");
     std::fs::create_dir_all(&scratch).unwrap();
@@ -557,10 +562,12 @@ fn link(repo: &TestRepo, kind: CatalogKind, path: &str, to: Option<ObjectId>) ->
         &Entry::new(FileType::Directory, 0o755),
     )
     .unwrap();
-    let mut d = Entry::new(FileType::Directory, 0o755);
-    d.name = b"d".to_vec();
-    d.nested = to;
-    b.insert(ROOT_ID, &d).unwrap();
+    for &(name, to) in dirs {
+        let mut d = Entry::new(FileType::Directory, 0o755);
+        d.name = name.to_vec();
+        d.nested = to;
+        b.insert(ROOT_ID, &d).unwrap();
+    }
     let mut f = b.finish_file().unwrap();
     store(&repo.repo)
         .put_file(ObjectKind::Catalog, f.as_file_mut(), 1)
@@ -568,30 +575,16 @@ fn link(repo: &TestRepo, kind: CatalogKind, path: &str, to: Option<ObjectId>) ->
         .id
 }
 
+/// Stores a catalog of `kind` whose root holds a directory `d`, the mount
+/// point of `to` when given.
+fn link(repo: &TestRepo, kind: CatalogKind, path: &str, to: Option<ObjectId>) -> ObjectId {
+    store_catalog(repo, kind, path, &[(b"d", to)])
+}
+
 /// Signs a revision whose root mounts `flat` at `/t`.
 fn sign_with_tree(repo: &TestRepo, flat: ObjectId) {
     use stratum_catalog::manifest::{load_signing_key, Manifest};
-    let root = {
-        use stratum_catalog::catalog::{CatalogBuilder, Entry, FileType, ROOT_ID};
-        let scratch = repo.scratch("build");
-        std::fs::create_dir_all(&scratch).unwrap();
-        let mut b = CatalogBuilder::create(
-            &scratch,
-            CatalogKind::Root,
-            "/",
-            &Entry::new(FileType::Directory, 0o755),
-        )
-        .unwrap();
-        let mut t = Entry::new(FileType::Directory, 0o755);
-        t.name = b"t".to_vec();
-        t.nested = Some(flat);
-        b.insert(ROOT_ID, &t).unwrap();
-        let mut f = b.finish_file().unwrap();
-        store(&repo.repo)
-            .put_file(ObjectKind::Catalog, f.as_file_mut(), 1)
-            .unwrap()
-            .id
-    };
+    let root = store_catalog(repo, CatalogKind::Root, "/", &[(b"t", Some(flat))]);
     let key = load_signing_key(&repo.key).unwrap();
     let st = store(&repo.repo);
     let (m, mid) = st.manifest(&key.verifying_key()).unwrap();
@@ -682,27 +675,7 @@ fn a_nested_catalog_that_is_missing_or_of_a_tree_kind_is_refused() {
 /// Stores a `subtree` catalog whose root holds directories `a` and `b`,
 /// both mount points of `to` (or empty when `to` is `None`).
 fn fork(repo: &TestRepo, to: Option<ObjectId>) -> ObjectId {
-    use stratum_catalog::catalog::{CatalogBuilder, Entry, FileType, ROOT_ID};
-    let scratch = repo.scratch("build");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let mut b = CatalogBuilder::create(
-        &scratch,
-        CatalogKind::Subtree,
-        "",
-        &Entry::new(FileType::Directory, 0o755),
-    )
-    .unwrap();
-    for name in [b"a", b"b"] {
-        let mut d = Entry::new(FileType::Directory, 0o755);
-        d.name = name.to_vec();
-        d.nested = to;
-        b.insert(ROOT_ID, &d).unwrap();
-    }
-    let mut f = b.finish_file().unwrap();
-    store(&repo.repo)
-        .put_file(ObjectKind::Catalog, f.as_file_mut(), 1)
-        .unwrap()
-        .id
+    store_catalog(repo, CatalogKind::Subtree, "", &[(b"a", to), (b"b", to)])
 }
 
 /// FORMAT.md §13 point 12: 40 catalogs, each mounting the next twice, show
