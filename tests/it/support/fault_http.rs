@@ -366,13 +366,14 @@ impl Drop for HttpFaultProxy {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Reads up to the end of an HTTP head: `(head, bytes read past it)`, or
-/// `None` when the peer closed first.
-fn read_head(s: &mut TcpStream) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+/// Reads from `s` until the end of an HTTP head; returns `(head, bytes read
+/// past it)`, or `None` when the peer closed before sending a whole head or
+/// does not speak HTTP.
+pub(crate) fn read_head(s: &mut TcpStream) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -388,6 +389,13 @@ fn read_head(s: &mut TcpStream) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
             return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
+        // Not HTTP (a TLS ClientHello starts with 0x16: skopeo tries HTTPS
+        // first even with --tls-verify=false): close at once, so that the
+        // client falls back to HTTP instead of waiting for its handshake
+        // timeout.
+        if !buf[0].is_ascii_uppercase() {
+            return Ok(None);
+        }
     }
 }
 

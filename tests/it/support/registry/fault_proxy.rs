@@ -3,6 +3,7 @@
 //! responses short or drops connections, then forwards faithfully.
 
 use super::*;
+use crate::support::fault_http::{find, read_head};
 
 /// What the [`FaultProxy`] does to a request chosen for a fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,39 +213,6 @@ impl Drop for FaultProxy {
         let _ = TcpStream::connect(self.addr);
         if let Some(t) = self.accept.take() {
             let _ = t.join();
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads from `s` until the end of an HTTP head; returns `(head, bytes read
-/// past it)`, or `None` when the peer closed before sending a whole head or
-/// does not speak HTTP.
-fn read_head(s: &mut TcpStream) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(p) = find(&buf, b"\r\n\r\n") {
-            let rest = buf.split_off(p + 4);
-            return Ok(Some((buf, rest)));
-        }
-        if buf.len() > 256 * 1024 {
-            return Err(std::io::Error::other("HTTP head too large"));
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        // Not HTTP (a TLS ClientHello starts with 0x16: skopeo tries HTTPS
-        // first even with --tls-verify=false): close at once, so that the
-        // client falls back to HTTP instead of waiting for its handshake
-        // timeout.
-        if !buf[0].is_ascii_uppercase() {
-            return Ok(None);
         }
     }
 }
